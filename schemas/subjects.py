@@ -1,0 +1,74 @@
+"""NATS subject names, documented once.
+
+=====================================  ==========================================
+subject                                 what travels on it
+=====================================  ==========================================
+``tf.telemetry.<site>.<machine>``       TelemetryBatch for one machine (JetStream,
+                                        edge -> twins, ``Nats-Msg-Id`` = batch_id)
+``tf.twin.<machine>``                   TwinState after a change
+``tf.event.anomaly.<machine>``          AnomalyRecord
+``tf.event.rul.<machine>``              RulPrediction
+``tf.event.workorder.<id>``             WorkOrder
+``tf.dlq.<source>``                     rejected input with the reason
+=====================================  ==========================================
+
+Tokens are validated identifiers (no dots, spaces or wildcards), so a machine id can
+never widen a subscription.
+
+>>> telemetry("plant-a", "P-101")
+'tf.telemetry.plant-a.P-101'
+>>> telemetry("plant a", "P-101")
+Traceback (most recent call last):
+...
+ValueError: site 'plant a' is not a valid subject token
+"""
+
+from __future__ import annotations
+
+import re
+
+from schemas.common import ID_PATTERN
+
+PREFIX = "tf"
+TELEMETRY_ALL = f"{PREFIX}.telemetry.>"
+TWIN_ALL = f"{PREFIX}.twin.*"
+ANOMALY_ALL = f"{PREFIX}.event.anomaly.*"
+RUL_ALL = f"{PREFIX}.event.rul.*"
+WORKORDER_ALL = f"{PREFIX}.event.workorder.*"
+
+_TOKEN = re.compile(ID_PATTERN)
+
+
+def _token(kind: str, value: str) -> str:
+    # fullmatch: with match, "$" would also accept a trailing newline ("P-101\n").
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise ValueError(f"{kind} {value!r} is not a valid subject token")
+    return value
+
+
+def telemetry(site_id: str, machine_id: str) -> str:
+    return f"{PREFIX}.telemetry.{_token('site', site_id)}.{_token('machine', machine_id)}"
+
+
+def telemetry_site(site_id: str) -> str:
+    return f"{PREFIX}.telemetry.{_token('site', site_id)}.*"
+
+
+def twin(machine_id: str) -> str:
+    return f"{PREFIX}.twin.{_token('machine', machine_id)}"
+
+
+def anomaly(machine_id: str) -> str:
+    return f"{PREFIX}.event.anomaly.{_token('machine', machine_id)}"
+
+
+def rul(machine_id: str) -> str:
+    return f"{PREFIX}.event.rul.{_token('machine', machine_id)}"
+
+
+def workorder(workorder_id: str) -> str:
+    return f"{PREFIX}.event.workorder.{_token('work order', workorder_id)}"
+
+
+def dead_letter(source: str) -> str:
+    return f"{PREFIX}.dlq.{_token('source', source)}"

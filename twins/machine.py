@@ -1,0 +1,714 @@
+"""The machine twin: one machine's live state, rolling features, detectors and RUL.
+
+``MachineTwin.apply(batch)`` takes a telemetry batch and returns what changed: the
+sensors updated, new anomalies, the health score, and a new RUL prediction when one is
+due. The twin does no I/O; an actor owns it and publishes what ``apply`` returns.
+
+Ordering rules (deliberate, documented, counted):
+
+* Readings for another machine or an unknown sensor are **rejected** with a reason.
+* Readings of **bad** quality update the sensor's quality and last-seen time but not its
+  value, features or detectors (the value cannot be trusted). **Uncertain** readings are
+  applied.
+* Within a batch readings are taken in time order per sensor, whatever order they came in.
+* A reading whose time equals the sensor's last applied reading, with the same value, or
+  that repeats an earlier reading of the same batch, is a **duplicate**: dropped.
+* A reading older than the sensor's last applied reading (or as old, with a different
+  value) is **late**: it is not applied (streaming features and detectors only move
+  forward) and its index is reported in ``ApplyResult.late`` so that history can still
+  store it.
+
+Several readings of one sensor in a batch are applied in *rounds*: round ``k`` holds the
+``k``-th reading of every sensor, so one scan of a 100-sensor machine is one vectorised
+round however its timestamps jitter.
+
+RUL is predicted from *trend features*: hourly means of every sensor, kept in a second
+rolling window (``trend_window`` hours), as mean and slope per sensor. A prediction is
+due every ``rul_every_hours`` of machine time once ``rul_min_hours`` of trend exist.
+
+>>> from schemas.plant import MachineSpec, SensorSpec
+>>> from schemas.telemetry import TelemetryBatch
+>>> spec = MachineSpec(id="M-1", type="motor", kind="motor", site="s", line="l",
+...     sensors=[SensorSpec(name="temp", kind="temperature", unit="degC",
+...                         normal_high=80, critical_high=100)])
+>>> twin = MachineTwin(spec)
+>>> def batch(i, v):
+...     return TelemetryBatch.model_validate({"gateway_id": "g", "site_id": "s",
+...         "batch_id": f"b{i}", "sent_at": 1_700_000_000_000 + i * 1000,
+...         "readings": {"machine_id": ["M-1"], "sensor_id": ["M-1.temp"],
+...                      "timestamp": [1_700_000_000_000 + i * 1000], "value": [v]}},
+...         context={"now_ms": 1_700_000_000_000 + i * 1000})
+>>> twin.apply(batch(0, 60.0)).applied
+1
+>>> result = twin.apply(batch(1, 101.0))
+>>> [(a.type.value, a.severity.value) for a in result.anomalies]
+[('threshold', 'critical')]
+>>> twin.apply(batch(1, 101.0)).duplicates
+1
+>>> clone = twin.clone(); _ = clone.apply(batch(2, 50.0))
+>>> twin.version, clone.version
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.anomaly import AnomalyRecord, AnomalyType
+from schemas.common import Quality, SensorKind
+from schemas.plant import MachineSpec
+from schemas.rul import ContributingFactor, RulPrediction, SurvivalPoint
+from schemas.telemetry import TelemetryBatch
+from schemas.twin import MachineStatus, SensorState, TwinState
+from twins.detectors.base import Scan, SensorDetector
+from twins.detectors.ensemble import DetectorSet, Finding
+from twins.detectors.multivariate import PCAMonitor
+from twins.detectors.robust import RobustZScore
+from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, ThresholdRule
+from twins.features import FEATURE_NAMES, RollingFeatures
+from twins.health import RISK_HORIZON_H, HealthModel
+from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
+from twins.survival import SurvivalRulModel
+
+SNAPSHOT_FORMAT = 1
+_HOUR_S = 3600.0
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """Hyper-parameters of a twin (shared by all twins of a fleet)."""
+
+    windows: tuple[int, ...] = (8, 32)
+    trend_window: int = 48
+    zscore_threshold: float = 6.0
+    zscore_warmup: int = 30
+    pca_fit_scans: int = 200
+    rul_every_hours: float = 1.0
+    rul_min_hours: float = 6.0
+    stale_periods: float = 5.0
+    multivariate: bool = True
+    detect: bool = True
+    """False runs features, trend and RUL only (used to replay histories for training)."""
+
+    def __post_init__(self) -> None:
+        if self.trend_window < 2:
+            raise ValueError(f"trend_window must be at least 2 hours, got {self.trend_window}")
+        if self.rul_every_hours <= 0:
+            raise ValueError(f"rul_every_hours must be positive, got {self.rul_every_hours}")
+        if self.rul_min_hours < 2:
+            raise ValueError(f"rul_min_hours must be at least 2, got {self.rul_min_hours}")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    index: int
+    reason: str
+
+
+@dataclass
+class ApplyResult:
+    """What one ``apply`` changed. Indices refer to the batch's readings."""
+
+    machine_id: str
+    version: int
+    applied: int = 0
+    duplicates: int = 0
+    late: list[int] = field(default_factory=list)
+    bad_quality: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    sensor_ids: tuple[str, ...] = ()
+    changed_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    anomalies: list[AnomalyRecord] = field(default_factory=list)
+    rul: RulPrediction | None = None
+    health_score: float = 100.0
+    status: MachineStatus = MachineStatus.UNKNOWN
+    scan_times_ms: list[int] = field(default_factory=list)
+    scan_scores: list[float] = field(default_factory=list)
+    """Overall anomaly score of each scan (round) applied, 0..1, alarm at 0.5."""
+
+    @property
+    def changed_sensors(self) -> list[str]:
+        """Ids of the sensors whose value this batch updated."""
+        return [self.sensor_ids[i] for i in self.changed_index.tolist()]
+
+    @property
+    def changed(self) -> bool:
+        return self.applied > 0 or self.bad_quality > 0 or bool(self.anomalies) or self.rul is not None
+
+
+def default_detectors(spec: MachineSpec, config: TwinConfig) -> list[SensorDetector]:
+    """Rules from the plant file's limits, a robust z-score, and PCA over the sensors."""
+    n = len(spec.sensors)
+    detectors: list[SensorDetector] = [
+        ThresholdRule.for_machine(spec),
+        RateOfChangeRule.for_machine(spec),
+        FlatlineRule.for_machine(spec),
+        StaleRule.for_machine(spec, periods=config.stale_periods),
+        RobustZScore(n, threshold=config.zscore_threshold, warmup=config.zscore_warmup),
+    ]
+    if config.multivariate and n >= 2:
+        detectors.append(PCAMonitor(n, n_fit=max(config.pca_fit_scans, n + 2)))
+    return detectors
+
+
+class MachineTwin:
+    """The digital twin of one machine (see the module docstring for its rules)."""
+
+    def __init__(
+        self,
+        spec: MachineSpec,
+        rul_model: SurvivalRulModel | None = None,
+        config: TwinConfig | None = None,
+        detectors: list[SensorDetector] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config or TwinConfig()
+        self.rul_model = rul_model
+        self.machine_id = spec.id
+        self.sensor_ids = tuple(spec.sensor_ids())
+        self._index = {s: i for i, s in enumerate(self.sensor_ids)}
+        self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
+        n = len(self.sensor_ids)
+        self.n_sensors = n
+        self.features = RollingFeatures(n, self.config.windows)
+        self.trend = RollingFeatures(n, (self.config.trend_window,))
+        self.detectors = (
+            DetectorSet(detectors or default_detectors(spec, self.config))
+            if self.config.detect
+            else None
+        )
+        self.health = HealthModel(spec)
+        self._vibration = np.array(
+            [i for i, s in enumerate(spec.sensors) if s.kind == "vibration"], dtype=np.int64
+        )
+        self._spec_hash = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+        # Versioned state (replaced, not patched, by apply).
+        self.version = 0
+        self.last_update_ms: int | None = None
+        self._value = np.full(n, np.nan)
+        self._time_ms = np.full(n, -1, dtype=np.int64)  # last applied reading per sensor
+        self._seen_ms = np.full(n, -1, dtype=np.int64)  # last reading of any quality
+        self._quality = np.zeros(n, dtype=np.uint8)
+        self._stale = np.zeros(n, dtype=bool)
+        self._bucket_hour = -1  # the hour whose readings are being averaged for the trend
+        self._bucket_sum = np.zeros(n)
+        self._bucket_count = np.zeros(n)
+        self._first_ms: int | None = None
+        self._repaired_ms: dict[str, int] = {}
+        self._last_rul_ms: int | None = None
+        self._rul: RulPrediction | None = None
+        self._open_anomalies = 0
+        self._health = 100.0
+        self._beyond_critical = False
+        self.counters = {
+            "applied": 0,
+            "duplicates": 0,
+            "late": 0,
+            "bad_quality": 0,
+            "rejected": 0,
+            "anomalies": 0,
+            "predictions": 0,
+        }
+
+    # -- ingest --------------------------------------------------------------------------
+    def apply(self, batch: TelemetryBatch) -> ApplyResult:
+        """Apply a batch's readings for this machine (others are rejected)."""
+        arr = batch.readings.arrays()
+        result = ApplyResult(self.machine_id, self.version, sensor_ids=self.sensor_ids)
+        n_rows = len(arr.value)
+        if n_rows == 0:
+            return self._finish(result)
+        idx = self._sensor_indices(batch.readings.sensor_id)
+        ok = idx >= 0
+        if not ok.all():
+            for i in np.flatnonzero(~ok).tolist():
+                machine = arr.machine_id[i]
+                reason = (
+                    f"reading is for machine {machine!r}, not {self.machine_id!r}"
+                    if machine != self.machine_id
+                    else f"unknown sensor {arr.sensor_id[i]!r} on machine {self.machine_id!r}"
+                )
+                result.rejected.append(Rejected(i, reason))
+        ts = arr.timestamp
+        bad = ok & (arr.quality == Quality.BAD)
+        if bad.any():
+            self._note_bad(idx[bad], ts[bad])
+            result.bad_quality = int(bad.sum())
+        rows = np.flatnonzero(ok & ~bad)
+        if rows.size:
+            self._apply_rows(rows, idx[rows], ts[rows], arr.value[rows], arr.quality[rows], result)
+        return self._finish(result)
+
+    def apply_arrays(
+        self,
+        timestamps_ms: np.ndarray,
+        values: np.ndarray,
+        sensors: np.ndarray | None = None,
+        quality: np.ndarray | None = None,
+    ) -> ApplyResult:
+        """Apply readings already decoded into columns: ``sensors`` are column indices
+        (default: one reading of every sensor, in the machine's sensor order). The same
+        rules as :meth:`apply` hold; used to replay histories and by benchmarks."""
+        ts = np.asarray(timestamps_ms, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float64)
+        idx = np.arange(self.n_sensors) if sensors is None else np.asarray(sensors, dtype=np.int64)
+        q = np.zeros(len(vals), dtype=np.uint8) if quality is None else np.asarray(quality, np.uint8)
+        if not (ts.shape == vals.shape == idx.shape == q.shape) or ts.ndim != 1:
+            raise ValueError("timestamps_ms, values, sensors and quality must be 1-D and equally long")
+        if ((idx < 0) | (idx >= self.n_sensors)).any():
+            raise ValueError(f"sensors must be column indices in 0..{self.n_sensors - 1}")
+        if not np.isfinite(vals).all():
+            raise ValueError("values must be finite")
+        result = ApplyResult(self.machine_id, self.version, sensor_ids=self.sensor_ids)
+        bad = q == Quality.BAD
+        if bad.any():
+            self._note_bad(idx[bad], ts[bad])
+            result.bad_quality = int(bad.sum())
+        rows = np.flatnonzero(~bad)
+        if rows.size:
+            self._apply_rows(rows, idx[rows], ts[rows], vals[rows], q[rows], result)
+        return self._finish(result)
+
+    def _sensor_indices(self, sensor_ids: list[str]) -> np.ndarray:
+        """Column index of each reading's sensor (-1: not ours). Gateways send the same
+        sensor list batch after batch, so the last few mappings are remembered."""
+        key = tuple(sensor_ids)
+        idx = self._index_cache.get(key)
+        if idx is None:
+            idx = np.fromiter((self._index.get(s, -1) for s in key), dtype=np.int64, count=len(key))
+            if len(self._index_cache) >= 8:
+                self._index_cache.pop(next(iter(self._index_cache)))
+            self._index_cache[key] = idx
+        return idx
+
+    def _note_bad(self, sensors: np.ndarray, ts: np.ndarray) -> None:
+        order = np.argsort(ts, kind="stable")
+        sensors, ts = sensors[order], ts[order]
+        self._quality[sensors] = Quality.BAD
+        self._seen_ms[sensors] = np.maximum(self._seen_ms[sensors], ts)
+
+    def _apply_rows(
+        self,
+        rows: np.ndarray,
+        sensors: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        quality: np.ndarray,
+        result: ApplyResult,
+    ) -> None:
+        order = np.lexsort((ts, sensors))  # by sensor, then time
+        rows, sensors, ts, values, quality = (a[order] for a in (rows, sensors, ts, values, quality))
+        last_t = self._time_ms[sensors]
+        prev_same = np.zeros(len(rows), dtype=bool)
+        prev_same[1:] = (sensors[1:] == sensors[:-1]) & (ts[1:] == ts[:-1])
+        duplicate = prev_same | ((ts == last_t) & (values == self._value[sensors]))
+        late = ~duplicate & (ts <= last_t)
+        keep = ~(duplicate | late)
+        result.duplicates = int(duplicate.sum())
+        if late.any():
+            result.late = sorted(rows[late].tolist())
+        if not keep.any():
+            return
+        sensors, ts, values, quality = sensors[keep], ts[keep], values[keep], quality[keep]
+        n = len(sensors)
+        if self._first_ms is None:
+            self._first_ms = int(ts.min())
+        new_sensor = sensors[1:] != sensors[:-1]
+        if new_sensor.all():  # one reading per sensor: a single round
+            self._apply_round(sensors, ts, values, quality, result)
+        else:  # round k holds the k-th reading of each sensor
+            starts = np.flatnonzero(np.concatenate(([True], new_sensor)))
+            rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+            for k in range(int(rank.max()) + 1):
+                sel = rank == k
+                self._apply_round(sensors[sel], ts[sel], values[sel], quality[sel], result)
+        result.applied = n
+        result.changed_index = sensors[np.concatenate(([True], new_sensor))]
+
+    def _apply_round(
+        self,
+        sensors: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        quality: np.ndarray,
+        result: ApplyResult,
+    ) -> None:
+        times_s = ts / 1000.0
+        self._value[sensors] = values
+        self._time_ms[sensors] = ts
+        self._seen_ms[sensors] = np.maximum(self._seen_ms[sensors], ts)
+        self._quality[sensors] = quality
+        self._stale[sensors] = False
+        now_ms = int(ts.max())
+        scan_values = np.full(self.n_sensors, np.nan)
+        scan_values[sensors] = values
+        scan_times = np.full(self.n_sensors, np.nan)
+        scan_times[sensors] = times_s
+        scan = Scan(scan_values, scan_times, self._value.copy(), now_ms / 1000.0)
+        self.features.update(sensors, times_s, values)
+        self._accumulate_trend(sensors, values, now_ms)
+        if self.detectors is not None:
+            verdict = self.detectors.process(scan)
+            result.scan_times_ms.append(now_ms)
+            result.scan_scores.append(verdict.score)
+            if verdict.findings:
+                result.anomalies.extend(self._records(verdict.findings, scan, now_ms))
+        self.last_update_ms = now_ms if self.last_update_ms is None else max(self.last_update_ms, now_ms)
+
+    def _accumulate_trend(self, sensors: np.ndarray, values: np.ndarray, now_ms: int) -> None:
+        hour = int(now_ms // 3_600_000)
+        if hour > self._bucket_hour:
+            self._close_bucket()
+            self._bucket_hour = hour
+        self._bucket_sum[sensors] += values
+        self._bucket_count[sensors] += 1
+
+    def _close_bucket(self) -> None:
+        have = np.flatnonzero(self._bucket_count > 0)
+        if have.size:
+            means = self._bucket_sum[have] / self._bucket_count[have]
+            mid = np.full(have.size, (self._bucket_hour + 0.5) * _HOUR_S)
+            self.trend.update(have, mid, means)
+            self._bucket_sum[:] = 0.0
+            self._bucket_count[:] = 0.0
+
+    def tick(self, now_ms: int) -> ApplyResult:
+        """Let time pass without readings: finds sensors that went stale."""
+        result = ApplyResult(self.machine_id, self.version, sensor_ids=self.sensor_ids)
+        if self._first_ms is None or self.detectors is None:
+            return self._finish(result)
+        state = self._value.copy()
+        verdict = self.detectors.tick(now_ms / 1000.0, state)
+        empty = Scan(np.full(self.n_sensors, np.nan), np.full(self.n_sensors, np.nan), state, now_ms / 1000.0)
+        result.anomalies.extend(self._records(verdict.findings, empty, now_ms))
+        return self._finish(result, now_ms=now_ms)
+
+    # -- findings ------------------------------------------------------------------------
+    def _records(self, findings: list[Finding], scan: Scan, now_ms: int) -> list[AnomalyRecord]:
+        out = []
+        for f in findings:
+            if f.anomaly_type is AnomalyType.STALE:
+                self._stale[f.sensor] = True
+            if f.sensor >= 0:
+                value = scan.values[f.sensor]
+                when = int(scan.times_s[f.sensor] * 1000) if not math.isnan(value) else now_ms
+                sensor_id: str | None = self.sensor_ids[f.sensor]
+            else:
+                value, when, sensor_id = math.nan, now_ms, None
+            out.append(
+                AnomalyRecord(
+                    machine_id=self.machine_id,
+                    sensor_id=sensor_id,
+                    timestamp=when,
+                    type=f.anomaly_type,
+                    severity=f.severity,
+                    score=round(min(max(f.score, 0.0), 1.0), 6),
+                    value=None if math.isnan(value) else float(value),
+                    expected_value=None if math.isnan(f.expected) else float(f.expected),
+                    reason=self._reason(f, value, now_ms),
+                    detector=f.detector,
+                    contributing_sensors=[self.sensor_ids[i] for i in f.contributing],
+                )
+            )
+        return out
+
+    def _reason(self, f: Finding, value: float, now_ms: int) -> str:
+        also = f" (also {', '.join(f.also)})" if f.also else ""
+        if f.sensor < 0:
+            names = ", ".join(self.spec.sensors[i].name for i in f.contributing)
+            return f"sensors no longer move together as learned; largest deviations: {names}"
+        s = self.spec.sensors[f.sensor]
+        if f.anomaly_type is AnomalyType.STALE:
+            age = (now_ms - self._seen_ms[f.sensor]) / 1000.0
+            return f"no reading from {s.name} for {age:.0f} s{also}"
+        if f.anomaly_type is AnomalyType.THRESHOLD:
+            limit = next(
+                (
+                    f"{label} {lim:g}"
+                    for label, lim, above in (
+                        ("critical_high", s.critical_high, True),
+                        ("normal_high", s.normal_high, True),
+                        ("critical_low", s.critical_low, False),
+                        ("normal_low", s.normal_low, False),
+                    )
+                    if lim is not None and (value >= lim if above else value <= lim)
+                ),
+                "its limits",
+            )
+            side = "above" if "high" in limit else "below" if "low" in limit else "outside"
+            return f"{s.name} {value:.4g} {s.unit} is {side} {limit}{also}"
+        if f.anomaly_type is AnomalyType.FLATLINE:
+            return f"{s.name} stuck at {value:.4g} {s.unit} for at least {s.stuck_after} readings{also}"
+        if f.anomaly_type is AnomalyType.SPIKE:
+            return f"{s.name} jumped to {value:.4g} {s.unit} faster than {s.max_rate_per_s:g} {s.unit}/s{also}"
+        return f"{s.name} {value:.4g} {s.unit} is far from its usual {f.expected:.4g}{also}"
+
+    # -- health, RUL, state --------------------------------------------------------------
+    def _finish(self, result: ApplyResult, now_ms: int | None = None) -> ApplyResult:
+        if result.applied or result.bad_quality:
+            self.version += 1
+        self.counters["applied"] += result.applied
+        self.counters["duplicates"] += result.duplicates
+        self.counters["late"] += len(result.late)
+        self.counters["bad_quality"] += result.bad_quality
+        self.counters["rejected"] += len(result.rejected)
+        self.counters["anomalies"] += len(result.anomalies)
+        clock = now_ms if now_ms is not None else self.last_update_ms
+        if clock is not None and self.rul_model is not None and self._rul_due(clock):
+            self._close_bucket_if_past(clock)
+            prediction = self.predict_rul(clock)
+            if prediction is not None:
+                result.rul = prediction
+                self.counters["predictions"] += 1
+        risk = self._rul.failure_probability.get(RISK_HORIZON_H, 0.0) if self._rul else 0.0
+        condition = self.health.condition(self._value)
+        self._beyond_critical = bool((condition >= 1.0).any())
+        self._health = self.health.score_condition(condition, failure_risk=risk)
+        self._open_anomalies = (
+            int((self.detectors.open_severity > 0).sum()) if self.detectors is not None else 0
+        )
+        result.version = self.version
+        result.health_score = self._health
+        result.status = self.status()
+        return result
+
+    def _close_bucket_if_past(self, clock_ms: int) -> None:
+        if int(clock_ms // 3_600_000) > self._bucket_hour >= 0:
+            self._close_bucket()
+            self._bucket_hour = int(clock_ms // 3_600_000)
+
+    def _rul_due(self, clock_ms: int) -> bool:
+        if self._first_ms is None or (clock_ms - self._first_ms) < self.config.rul_min_hours * 3_600_000:
+            return False
+        return self._last_rul_ms is None or (
+            clock_ms - self._last_rul_ms >= self.config.rul_every_hours * 3_600_000
+        )
+
+    def age_hours(self, now_ms: int | None = None) -> dict[str, float]:
+        """Operating age per failure mode (a repair restarts its mode's clock)."""
+        clock = now_ms if now_ms is not None else (self.last_update_ms or 0)
+        base = self.spec.installed_hours
+        since_first = 0.0 if self._first_ms is None else max(clock - self._first_ms, 0) / 3_600_000
+        modes = [m.value for m in self.spec.failure_modes] or ["machine"]
+        out = {}
+        for m in modes:
+            repaired = self._repaired_ms.get(m)
+            out[m] = max(clock - repaired, 0) / 3_600_000 if repaired is not None else base + since_first
+        return out
+
+    def record_repair(self, failure_mode: str | None, at_ms: int) -> None:
+        """A repair of ``failure_mode`` (None: overhaul of everything) finished at ``at_ms``."""
+        modes = [m.value for m in self.spec.failure_modes] if failure_mode is None else [failure_mode]
+        known = {m.value for m in self.spec.failure_modes}
+        unknown = [m for m in modes if known and m not in known]
+        if unknown:
+            raise ValueError(f"failure_mode {unknown[0]!r} is not one of {sorted(known)}")
+        for m in modes:
+            self._repaired_ms[m] = int(at_ms)
+        self._last_rul_ms = None  # predict afresh on the next batch
+
+    def rul_features(self) -> dict[str, float]:
+        """Trend features the RUL model reads: per sensor, the mean and slope (per hour) of
+        its hourly means over the trend window."""
+        feats = self.trend.compute(self.config.trend_window)
+        out: dict[str, float] = {}
+        for i, s in enumerate(self.spec.sensors):
+            out[f"{s.name}.mean"] = float(feats["mean"][i])
+            out[f"{s.name}.slope"] = float(feats["slope"][i])
+        return out
+
+    def predict_rul(self, now_ms: int) -> RulPrediction | None:
+        """Predict now (None without a model or while any needed feature is unknown)."""
+        if self.rul_model is None:
+            return None
+        feats = self.rul_features()
+        needed = [feats.get(f, math.nan) for f in self.rul_model.features]
+        if not all(math.isfinite(v) for v in needed):
+            return None
+        ages = self.age_hours(now_ms)
+        ages = {m: a for m, a in ages.items() if m in self.rul_model.modes_}
+        estimate = self.rul_model.predict(needed, age=ages or max(self.age_hours(now_ms).values()))
+        self._last_rul_ms = now_ms
+        self._rul = RulPrediction(
+            machine_id=self.machine_id,
+            component=estimate.failure_mode or "machine",
+            failure_mode=estimate.failure_mode,
+            median_hours=round(estimate.median, 3),
+            lower_hours=round(estimate.lower, 3),
+            upper_hours=round(estimate.upper, 3),
+            confidence=estimate.confidence,
+            survival_curve=[
+                SurvivalPoint(hours=round(float(h), 3), survival_probability=round(float(p), 6))
+                for h, p in zip(estimate.curve_hours, estimate.curve_survival, strict=True)
+            ],
+            failure_probability={h: round(p, 6) for h, p in estimate.failure_probability.items()},
+            contributing_factors=[
+                ContributingFactor(factor=name, importance=round(imp, 6), current_value=val, threshold=thr)
+                for name, imp, val, thr in estimate.factors
+            ],
+            model_version=self.rul_model.version_,
+            predicted_at=now_ms,
+            age_hours=round(max(ages.values(), default=0.0), 3),
+        )
+        return self._rul
+
+    def set_rul_model(self, model: SurvivalRulModel) -> None:
+        """Swap in a new model version; the next batch predicts with it."""
+        self.rul_model = model
+        self._last_rul_ms = None
+
+    @property
+    def health_score(self) -> float:
+        return self._health
+
+    @property
+    def rul(self) -> RulPrediction | None:
+        return self._rul
+
+    def status(self) -> MachineStatus:
+        if self._first_ms is None:
+            return MachineStatus.UNKNOWN
+        if self._stale.all():
+            return MachineStatus.OFFLINE
+        open_sev = self.detectors.open_severity if self.detectors is not None else np.zeros(1)
+        if (open_sev >= 3).any() or self._beyond_critical:
+            return MachineStatus.ALARM
+        if (open_sev > 0).any() or self._health < 60:
+            return MachineStatus.WARNING
+        speed = self.health.sensor_index(SensorKind.SPEED)
+        rated = self.spec.rated.rpm
+        if speed is not None and rated and not math.isnan(self._value[speed]) and self._value[speed] < 0.05 * rated:
+            return MachineStatus.IDLE
+        return MachineStatus.RUNNING
+
+    def derived_metrics(self) -> dict[str, float | None]:
+        return self.health.metrics(self._value)
+
+    def feature_table(self) -> dict[str, dict[str, float]]:
+        """Rolling features per sensor id (all windows, plus spectral for vibration)."""
+        out: dict[str, dict[str, float]] = {s: {} for s in self.sensor_ids}
+        for w in self.features.windows:
+            feats = self.features.compute(w)
+            for name in FEATURE_NAMES:
+                for i, sid in enumerate(self.sensor_ids):
+                    v = float(feats[name][i])
+                    if math.isfinite(v):
+                        out[sid][f"{name}_{w}"] = v
+        if self._vibration.size:
+            spectral = self.features.spectral(self._vibration)
+            for name, vals in spectral.items():
+                for j, i in enumerate(self._vibration.tolist()):
+                    if math.isfinite(vals[j]):
+                        out[self.sensor_ids[i]][name] = float(vals[j])
+        return out
+
+    def state(self) -> TwinState:
+        """The twin's state as an immutable, versioned record."""
+        sensors = {
+            sid: SensorState(
+                value=None if math.isnan(self._value[i]) else float(self._value[i]),
+                timestamp=None if self._seen_ms[i] < 0 else int(self._seen_ms[i]),
+                quality=Quality(int(self._quality[i])),
+                stale=bool(self._stale[i]),
+            )
+            for i, sid in enumerate(self.sensor_ids)
+        }
+        return TwinState(
+            machine_id=self.machine_id,
+            version=self.version,
+            last_update=self.last_update_ms,
+            health_score=min(max(self._health, 0.0), 100.0),
+            status=self.status(),
+            sensors=sensors,
+            derived_metrics=self.derived_metrics(),
+            features=self.feature_table(),
+            active_anomalies=self._open_anomalies,
+            rul=self._rul,
+        )
+
+    # -- copies and snapshots ------------------------------------------------------------
+    def clone(self) -> MachineTwin:
+        """An independent twin with the same state (the fitted RUL model is shared)."""
+        memo = {id(self.rul_model): self.rul_model, id(self.spec): self.spec}
+        return copy.deepcopy(self, memo)
+
+    def snapshot(self) -> bytes:
+        """The whole mutable state as bytes (see :mod:`twins.snapshot`)."""
+        meta = {
+            "format": SNAPSHOT_FORMAT,
+            "machine_id": self.machine_id,
+            "spec_hash": self._spec_hash,
+            "version": self.version,
+            "last_update_ms": self.last_update_ms,
+            "first_ms": self._first_ms,
+            "bucket_hour": self._bucket_hour,
+            "repaired_ms": dict(sorted(self._repaired_ms.items())),
+            "last_rul_ms": self._last_rul_ms,
+            "rul": None if self._rul is None else self._rul.model_dump(mode="json"),
+            "health": self._health,
+            "open_anomalies": self._open_anomalies,
+            "counters": dict(self.counters),
+        }
+        arrays = {
+            "value": self._value,
+            "time_ms": self._time_ms,
+            "seen_ms": self._seen_ms,
+            "quality": self._quality,
+            "stale": self._stale,
+            "bucket_sum": self._bucket_sum,
+            "bucket_count": self._bucket_count,
+        }
+        return pack(
+            {
+                **prefixed("twin", {**meta, **arrays}),
+                **prefixed("features", self.features.state_dict()),
+                **prefixed("trend", self.trend.state_dict()),
+                **prefixed("detectors", self.detectors.state_dict() if self.detectors else {}),
+            }
+        )
+
+    def restore(self, blob: bytes) -> None:
+        """Replace this twin's state with a snapshot of a twin of the same machine."""
+        state = unpack(blob)
+        twin = section("twin", state)
+        if twin.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"unsupported twin snapshot format {twin.get('format')!r}")
+        if twin["machine_id"] != self.machine_id:
+            raise SnapshotError(f"snapshot is of machine {twin['machine_id']!r}, not {self.machine_id!r}")
+        if twin["spec_hash"] != self._spec_hash:
+            raise SnapshotError(
+                f"snapshot of {self.machine_id} was taken with a different machine description"
+            )
+        self.features.load_state_dict(section("features", state))
+        self.trend.load_state_dict(section("trend", state))
+        if self.detectors is not None:
+            self.detectors.load_state_dict(section("detectors", state))
+        self.version = int(twin["version"])
+        self.last_update_ms = twin["last_update_ms"]
+        self._first_ms = twin["first_ms"]
+        self._bucket_hour = int(twin["bucket_hour"])
+        self._repaired_ms = {k: int(v) for k, v in twin["repaired_ms"].items()}
+        self._last_rul_ms = twin["last_rul_ms"]
+        self._rul = None if twin["rul"] is None else RulPrediction.model_validate(twin["rul"])
+        self._health = float(twin["health"])
+        self._open_anomalies = int(twin["open_anomalies"])
+        self.counters = {k: int(v) for k, v in twin["counters"].items()}
+        for key in ("value", "time_ms", "seen_ms", "quality", "stale", "bucket_sum", "bucket_count"):
+            current = getattr(self, "_" + key)
+            setattr(self, "_" + key, np.asarray(twin[key], dtype=current.dtype).copy())
+        self._beyond_critical = bool((self.health.condition(self._value) >= 1.0).any())
+
+    def nbytes(self) -> int:
+        """Bytes of this twin's own state (the shared RUL model excluded)."""
+        return len(self.snapshot())
+
+    def __repr__(self) -> str:
+        return (
+            f"MachineTwin({self.machine_id}, {self.n_sensors} sensors, v{self.version}, "
+            f"health {self._health:.1f}, {self.status().value})"
+        )
