@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sourced by run.sh and test.sh: make ./.venv with twinfleet installed, once; again only
+# when pyproject.toml changes. Safe to run any number of times.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "twinfleet needs Python 3.11 or newer ($python not found)" >&2
+  exit 1
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "twinfleet needs Python 3.11 or newer; $python is $("$python" --version 2>&1)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -m venv .venv >/dev/null 2>&1; then
+    # Debian/Ubuntu ship venv separately.
+    rm -rf .venv
+    ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "python${ver}-venv" || $sudo apt-get install -y -qq python3-venv
+    "$python" -m venv .venv
+  fi
+fi
+
+stamp=.venv/.twinfleet-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "Installing twinfleet and its dependencies into .venv (first run only)..." >&2
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -c 'import twins, schemas, lifelines, sklearn' \
+    || { echo "installation failed: see the pip messages above" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: lint (ruff), types (mypy), then pytest (unit, property and
+# doctests). Arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+echo "== ruff" && .venv/bin/ruff check .
+echo "== mypy" && .venv/bin/mypy
+echo "== pytest" && exec .venv/bin/pytest "$@"

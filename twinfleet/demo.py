@@ -1,0 +1,189 @@
+"""The main job, for now: a simulated plant watched by its twins.
+
+The plant simulator runs the example plant (52 machines) forward in time; a few machines
+start with worn components. Every machine's readings go to its twin (hosted by a
+:class:`~actors.host.MachineHost`); the twins' health, anomalies and remaining useful
+life are printed as they evolve. When a machine fails the demo says whether, and how long
+before, its twin flagged it. A machine is *flagged* when its twin says any of: status
+alarm, health below 60, or a probability of failing within 7 days of 30 % or more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.host import MachineHost
+from schemas.anomaly import AnomalyRecord, Severity
+from schemas.common import FailureMode, iso_utc
+from schemas.plant import Plant
+from schemas.twin import MachineStatus
+from twins.machine import MachineTwin
+from twins.simulator import PlantSimulator
+from twinfleet.models import load_or_train
+
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+FLAG_HEALTH = 60.0
+FLAG_P7D = 0.3
+
+
+@dataclass
+class Watch:
+    """What the demo remembers per machine to judge the twins afterwards."""
+
+    first_flag_ms: int | None = None
+    flag_reason: str = ""
+    anomalies: Counter[str] = field(default_factory=Counter)
+
+
+def flag_reason(twin: MachineTwin) -> str | None:
+    if twin.status() is MachineStatus.ALARM:
+        return "alarm"
+    if twin.health_score < FLAG_HEALTH:
+        return f"health {twin.health_score:.0f}"
+    rul = twin.rul
+    if rul is not None and rul.failure_probability.get(168, 0.0) >= FLAG_P7D:
+        return f"P(fail 7d) {rul.failure_probability[168]:.0%}"
+    return None
+
+
+def worn_start(plant: Plant, count: int) -> dict[str, dict[FailureMode, float]]:
+    """Give ``count`` machines spread over the plant a worn component at the start."""
+    machines = [m for m in plant.machines if m.failure_modes]
+    step = max(len(machines) // max(count, 1), 1)
+    chosen = machines[step // 2 :: step][:count]
+    wear = (0.78, 0.72, 0.66, 0.6, 0.55, 0.5)
+    return {
+        m.id: {m.failure_modes[i % len(m.failure_modes)]: wear[i % len(wear)]}
+        for i, m in enumerate(chosen)
+    }
+
+
+def _rul_text(twin: MachineTwin) -> str:
+    rul = twin.rul
+    if rul is None:
+        return "RUL -"
+    return (
+        f"RUL {rul.median_hours:6.0f} h [{rul.lower_hours:5.0f}-{rul.upper_hours:6.0f}] "
+        f"P7d {rul.failure_probability.get(168, 0.0):4.0%} {rul.failure_mode or ''}"
+    )
+
+
+def report(host: MachineHost, now_ms: int, top: int) -> list[str]:
+    out: list[str] = []
+    twins = list(host.twins.values())
+    statuses = Counter(t.status().value for t in twins)
+    fleet = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    out.append(f"\n== {iso_utc(now_ms)}  fleet: {fleet}")
+    ranked = sorted(
+        twins,
+        key=lambda t: (-(t.rul.failure_probability.get(168, 0.0) if t.rul else 0.0), t.health_score),
+    )
+    out.append(f"   {'machine':8} {'type':16} {'status':8} {'health':>6}  remaining useful life")
+    for twin in ranked[:top]:
+        out.append(
+            f"   {twin.machine_id:8} {twin.spec.type:16} {twin.status().value:8} "
+            f"{twin.health_score:6.1f}  {_rul_text(twin)}"
+        )
+    return out
+
+
+def run(
+    plant: Plant,
+    data_dir: Path,
+    *,
+    days: float,
+    step_minutes: float,
+    report_hours: float,
+    seed: int,
+    worn: int,
+    top: int,
+    echo: bool = True,
+) -> dict[str, object]:
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        if echo:
+            print(text, flush=True)
+
+    say(f"twinfleet demo: plant {plant.name!r}, {len(plant.machines)} machines, "
+        f"{days:g} days at {step_minutes:g}-minute scans (seed {seed})")
+    say("RUL models (survival, one per machine type):")
+    models = load_or_train(plant, data_dir, seed=seed, log=say)
+    initial = worn_start(plant, worn)
+    say("machines starting with a worn component: "
+        + ", ".join(f"{m} ({', '.join(f'{k.value} {v:.0%}' for k, v in w.items())})" for m, w in initial.items()))
+    sim = PlantSimulator(plant, seed=seed, start_ms=START_MS, initial_wear=initial)
+    host = MachineHost(plant.machines, models=models)
+    watch = {m.id: Watch() for m in plant.machines}
+    step_s = step_minutes * 60.0
+    steps = int(days * 24 * 60 / step_minutes)
+    report_every = max(int(report_hours * 60 / step_minutes), 1)
+    failures_seen = 0
+    repairs_seen = 0
+    outcomes: list[dict[str, object]] = []
+    readings = 0
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        for batch in sim.advance(step_s):
+            readings += len(batch)
+            outcome = host.apply(batch)
+            for machine_id, result in outcome.results.items():
+                for anomaly in result.anomalies:
+                    watch[machine_id].anomalies[anomaly.type.value] += 1
+                    if anomaly.severity in (Severity.HIGH, Severity.CRITICAL):
+                        say(_anomaly_line(anomaly))
+        now_ms = sim.now_ms
+        for machine_id, twin in host.twins.items():
+            w = watch[machine_id]
+            if w.first_flag_ms is None:
+                reason = flag_reason(twin)
+                if reason:
+                    w.first_flag_ms, w.flag_reason = now_ms, reason
+                    say(f"   ! {iso_utc(now_ms)} twin flags {machine_id}: {reason}; {_rul_text(twin)}")
+        for event in sim.failures[failures_seen:]:
+            w = watch[event.machine_id]
+            lead = None if w.first_flag_ms is None else (event.timestamp_ms - w.first_flag_ms) / 3_600_000
+            outcomes.append({"machine": event.machine_id, "mode": event.mode.value, "lead_hours": lead})
+            verdict = (
+                f"flagged {lead:.0f} h before ({w.flag_reason})" if lead is not None else "NOT flagged before"
+            )
+            say(f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} FAILED ({event.mode.value}); "
+                f"its twin {verdict}")
+        failures_seen = len(sim.failures)
+        for event in sim.repairs[repairs_seen:]:
+            host.twins[event.machine_id].record_repair(
+                None if event.mode is None else event.mode.value, event.timestamp_ms
+            )
+            watch[event.machine_id].first_flag_ms = None
+            say(f"   + {iso_utc(event.timestamp_ms)} {event.machine_id} repaired "
+                f"({'overhaul' if event.mode is None else event.mode.value})")
+        repairs_seen = len(sim.repairs)
+        if step % report_every == 0 or step == steps:
+            for line in report(host, sim.now_ms, top):
+                say(line)
+    elapsed = time.perf_counter() - started
+    flagged_ok = [o for o in outcomes if o["lead_hours"] is not None]
+    failed = {o["machine"] for o in outcomes}
+    flagged_not_failed = sorted(m for m, w in watch.items() if w.first_flag_ms is not None and m not in failed)
+    say("\n== summary")
+    say(f"   {readings:,} readings through {len(host.twins)} twins in {elapsed:.1f} s "
+        f"({readings / max(elapsed, 1e-9):,.0f} readings/s including the simulator)")
+    say(f"   failures: {len(outcomes)}; flagged before failing: {len(flagged_ok)}")
+    for o in outcomes:
+        lead = o["lead_hours"]
+        say(f"     {o['machine']:8} {o['mode']:20} "
+            + (f"lead time {lead:.0f} h" if isinstance(lead, float) else "no warning"))
+    say(f"   flagged but not failed within the run: {len(flagged_not_failed)}"
+        + (f" ({', '.join(flagged_not_failed)})" if flagged_not_failed else ""))
+    anomaly_totals = sum((w.anomalies for w in watch.values()), Counter())
+    say("   anomalies by type: " + (", ".join(f"{k} {v}" for k, v in sorted(anomaly_totals.items())) or "none"))
+    return {"failures": outcomes, "flagged_not_failed": flagged_not_failed, "lines": lines}
+
+
+def _anomaly_line(a: AnomalyRecord) -> str:
+    where = a.sensor_id or a.machine_id
+    return f"   ~ {iso_utc(a.timestamp)} {where}: {a.type.value} {a.severity.value} - {a.reason}"

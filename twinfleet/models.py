@@ -1,0 +1,62 @@
+"""Survival models per machine type: trained on simulated run-to-failure histories,
+stored as versioned artifacts in the data directory, loaded again on the next start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from schemas.plant import MachineSpec, Plant
+from twins.simulator import run_to_failure
+from twins.survival import SurvivalRulModel
+from twins.training import train_rul_model
+
+DEFAULT_LIVES = 40
+
+
+def representative(plant: Plant) -> dict[str, MachineSpec]:
+    """One machine of each type (the first listed) to train that type's model on."""
+    out: dict[str, MachineSpec] = {}
+    for machine in plant.machines:
+        out.setdefault(machine.type, machine)
+    return out
+
+
+def artifact_path(data_dir: Path, machine_type: str, seed: int, lives: int) -> Path:
+    return data_dir / "models" / f"{machine_type}-seed{seed}-lives{lives}.json"
+
+
+def load_or_train(
+    plant: Plant,
+    data_dir: Path,
+    *,
+    seed: int = 7,
+    lives: int = DEFAULT_LIVES,
+    log: Callable[[str], None] = print,
+) -> dict[str, SurvivalRulModel]:
+    """The RUL model of every machine type in ``plant`` (trained once, then loaded)."""
+    models: dict[str, SurvivalRulModel] = {}
+    for i, (machine_type, spec) in enumerate(sorted(representative(plant).items())):
+        path = artifact_path(data_dir, machine_type, seed, lives)
+        if path.exists():
+            try:
+                models[machine_type] = SurvivalRulModel.from_bytes(path.read_bytes())
+                log(f"  {machine_type}: loaded {models[machine_type].version_} from {path}")
+                continue
+            except ValueError as exc:
+                log(f"  {machine_type}: {path} is unusable ({exc}); training again")
+        started = time.perf_counter()
+        histories = run_to_failure(spec, n_lives=lives, seed=seed + 1000 * i)
+        model = train_rul_model(spec, histories)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(model.to_bytes())
+        tmp.replace(path)
+        models[machine_type] = model
+        log(
+            f"  {machine_type}: trained {model.version_} on {lives} simulated lives "
+            f"({model.n_failures_} failures, {model.n_rows_} landmark rows) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+    return models
