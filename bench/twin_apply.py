@@ -36,8 +36,14 @@ def machine(n_sensors: int) -> MachineSpec:
         kind, unit, _, nh, ch = KINDS[i % len(KINDS)]
         sensors.append(
             SensorSpec(
-                name=f"s{i:03d}", kind=kind, unit=unit, normal_high=nh, critical_high=ch,
-                max_rate_per_s=nh, stuck_after=30, sample_period_s=1.0,
+                name=f"s{i:03d}",
+                kind=kind,
+                unit=unit,
+                normal_high=nh,
+                critical_high=ch,
+                max_rate_per_s=nh,
+                stuck_after=30,
+                sample_period_s=1.0,
             )
         )
     return MachineSpec(id="B-1", type="bench", kind="motor", site="s", line="l", sensors=sensors)
@@ -57,9 +63,13 @@ def batches(spec: MachineSpec, n: int, seed: int = 7) -> list[TelemetryBatch]:
         out.append(
             TelemetryBatch.model_validate(
                 {
-                    "gateway_id": "bench", "site_id": "s", "batch_id": f"b{k}", "sent_at": t,
+                    "gateway_id": "bench",
+                    "site_id": "s",
+                    "batch_id": f"b{k}",
+                    "sent_at": t,
                     "readings": {
-                        "machine_id": ["B-1"] * s, "sensor_id": ids,
+                        "machine_id": ["B-1"] * s,
+                        "sensor_id": ids,
                         "timestamp": (t + rng.integers(0, 50, s)).tolist(),
                         "value": values[k].tolist(),
                     },
@@ -72,7 +82,9 @@ def batches(spec: MachineSpec, n: int, seed: int = 7) -> list[TelemetryBatch]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sensors", type=int, default=100)
     ap.add_argument("--batches", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
@@ -94,8 +106,10 @@ def main() -> None:
     per_batch_us = args.sensors / statistics.median(rates) * 1e6
     print(f"machine: {args.sensors} sensors, batches of {args.sensors} readings (one scan each)")
     print("detectors: threshold, rate_of_change, flatline, stale, robust_zscore, pca_t2_q")
-    print(f"apply throughput: {statistics.median(rates):,.0f} readings/s "
-          f"(median of {args.repeats}; {per_batch_us:.0f} us per batch; one core)")
+    print(
+        f"apply throughput: {statistics.median(rates):,.0f} readings/s "
+        f"(median of {args.repeats}; {per_batch_us:.0f} us per batch; one core)"
+    )
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     twins = []

@@ -263,7 +263,10 @@ class EdgeAnomaly(BaseModel):
 
     @model_validator(mode="after")
     def _sensor_belongs(self) -> Self:
-        _check_sensors_belong([self.machine_id], [self.sensor_id])
+        if _first_foreign_sensor([self.machine_id], [self.sensor_id]) is not None:
+            raise ValueError(
+                f"sensor_id: {self.sensor_id!r} does not belong to machine {self.machine_id!r}"
+            )
         return self
 
 
@@ -294,7 +297,10 @@ class AggregateColumns(BaseModel):
         outside = (lo > mean) | (mean > hi)
         if outside.any():
             i = int(np.argmax(outside))
-            raise ValueError(f"avg.{i}: {mean[i]} is not between min {lo[i]} and max {hi[i]}")
+            raise ValueError(
+                f"avg.{i}: {float(mean[i])} is not between min {float(lo[i])} "
+                f"and max {float(hi[i])}"
+            )
         _check_not_future(self.window_start, "window_start", info)
         _check_sensors_belong(self.machine_id, self.sensor_id)
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _data_dir(arg: str | None) -> Path:
     return Path(arg or os.environ.get("TWINFLEET_DATA", "data")).resolve()
 
 
-def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
@@ -61,16 +62,21 @@ def cmd_plant(args: argparse.Namespace) -> int:
         kinds[m.kind.value] = kinds.get(m.kind.value, 0) + 1
     sensors = sum(len(m.sensors) for m in plant.machines)
     print(f"{args.file or _example_plant_path()}: plant {plant.name!r} is valid")
-    print(f"  sites: {len(plant.sites)}, lines: {sum(len(s.lines) for s in plant.sites)}, "
-          f"machines: {len(plant.machines)} ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), "
-          f"sensors: {sensors}, technicians: {len(plant.technicians)}")
+    print(
+        f"  sites: {len(plant.sites)}, lines: {sum(len(s.lines) for s in plant.sites)}, "
+        f"machines: {len(plant.machines)} "
+        f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), "
+        f"sensors: {sensors}, technicians: {len(plant.technicians)}"
+    )
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from twinfleet.models import load_or_train
 
-    models = load_or_train(_plant(args.plant), _data_dir(args.data_dir), seed=args.seed, lives=args.lives)
+    models = load_or_train(
+        _plant(args.plant), _data_dir(args.data_dir), seed=args.seed, lives=args.lives
+    )
     for machine_type, model in sorted(models.items()):
         print(f"{machine_type}: {model!r}")
     return 0
@@ -87,14 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulate a plant and watch its twins (the main job)")
     demo.add_argument("--plant", help="plant file (default: the bundled example, 52 machines)")
     demo.add_argument("--days", type=_positive(float), default=14.0, help="simulated days (14)")
-    demo.add_argument("--step-minutes", type=_positive(float), default=10.0,
-                      help="minutes between scans of every sensor (10)")
-    demo.add_argument("--report-hours", type=_positive(float), default=48.0,
-                      help="simulated hours between fleet reports (48)")
+    demo.add_argument(
+        "--step-minutes",
+        type=_positive(float),
+        default=10.0,
+        help="minutes between scans of every sensor (10)",
+    )
+    demo.add_argument(
+        "--report-hours",
+        type=_positive(float),
+        default=48.0,
+        help="simulated hours between fleet reports (48)",
+    )
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
     demo.add_argument("--worn", type=int, default=6, help="machines that start worn (6)")
     demo.add_argument("--top", type=_positive(int), default=8, help="machines per report (8)")
-    demo.add_argument("--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)")
+    demo.add_argument(
+        "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     plant = sub.add_parser("plant", help="validate a plant file and summarise it")
@@ -105,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plant", help="plant file (default: the bundled example)")
     train.add_argument("--lives", type=_positive(int), default=40, help="simulated lives per type")
     train.add_argument("--seed", type=int, default=7)
-    train.add_argument("--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)")
+    train.add_argument(
+        "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
+    )
     train.set_defaults(func=cmd_train)
     return parser
 

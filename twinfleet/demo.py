@@ -4,8 +4,13 @@ The plant simulator runs the example plant (52 machines) forward in time; a few 
 start with worn components. Every machine's readings go to its twin (hosted by a
 :class:`~actors.host.MachineHost`); the twins' health, anomalies and remaining useful
 life are printed as they evolve. When a machine fails the demo says whether, and how long
-before, its twin flagged it. A machine is *flagged* when its twin says any of: status
-alarm, health below 60, or a probability of failing within 7 days of 30 % or more.
+before, its twin flagged it. A machine is *flagged* when its twin predicts a probability
+of failing within 7 days of 30 % or more, or its health stays below 60 for an hour.
+
+The simulated gateway polls every sensor once per scan interval (``--step-minutes``), so
+the demo sets each sensor's sampling period to that interval: the stale-sensor rule then
+expects a reading per scan. The learned detectors warm up on a day (z-score baseline) and
+three days (PCA) of scans, so that they learn shifts and load changes as normal.
 """
 
 from __future__ import annotations
@@ -16,17 +21,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.host import MachineHost
-from schemas.anomaly import AnomalyRecord, Severity
+from schemas.anomaly import AnomalyRecord, AnomalyType, Severity
 from schemas.common import FailureMode, iso_utc
 from schemas.plant import Plant
-from schemas.twin import MachineStatus
-from twins.machine import MachineTwin
-from twins.simulator import PlantSimulator
 from twinfleet.models import load_or_train
+from twins.machine import MachineTwin, TwinConfig
+from twins.simulator import PlantSimulator
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FLAG_HEALTH = 60.0
+FLAG_HEALTH_HOURS = 1.0
 FLAG_P7D = 0.3
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure in the run and how long before it the twin flagged the machine."""
+
+    machine: str
+    mode: str
+    timestamp_ms: int
+    lead_hours: float | None
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    failures: list[Failure]
+    flagged_not_failed: list[str]
+    lines: list[str]
 
 
 @dataclass
@@ -35,18 +57,22 @@ class Watch:
 
     first_flag_ms: int | None = None
     flag_reason: str = ""
+    unhealthy_since_ms: int | None = None
     anomalies: Counter[str] = field(default_factory=Counter)
 
-
-def flag_reason(twin: MachineTwin) -> str | None:
-    if twin.status() is MachineStatus.ALARM:
-        return "alarm"
-    if twin.health_score < FLAG_HEALTH:
-        return f"health {twin.health_score:.0f}"
-    rul = twin.rul
-    if rul is not None and rul.failure_probability.get(168, 0.0) >= FLAG_P7D:
-        return f"P(fail 7d) {rul.failure_probability[168]:.0%}"
-    return None
+    def flag(self, twin: MachineTwin, now_ms: int) -> str | None:
+        """Why this machine is flagged now, if it is."""
+        rul = twin.rul
+        if rul is not None and rul.failure_probability.get(168, 0.0) >= FLAG_P7D:
+            return f"P(fail 7d) {rul.failure_probability[168]:.0%}, {rul.failure_mode}"
+        if twin.health_score >= FLAG_HEALTH:
+            self.unhealthy_since_ms = None
+            return None
+        if self.unhealthy_since_ms is None:
+            self.unhealthy_since_ms = now_ms
+        if now_ms - self.unhealthy_since_ms >= FLAG_HEALTH_HOURS * 3_600_000:
+            return f"health below {FLAG_HEALTH:.0f} for {FLAG_HEALTH_HOURS:g} h"
+        return None
 
 
 def worn_start(plant: Plant, count: int) -> dict[str, dict[FailureMode, float]]:
@@ -79,7 +105,10 @@ def report(host: MachineHost, now_ms: int, top: int) -> list[str]:
     out.append(f"\n== {iso_utc(now_ms)}  fleet: {fleet}")
     ranked = sorted(
         twins,
-        key=lambda t: (-(t.rul.failure_probability.get(168, 0.0) if t.rul else 0.0), t.health_score),
+        key=lambda t: (
+            -(t.rul.failure_probability.get(168, 0.0) if t.rul else 0.0),
+            t.health_score,
+        ),
     )
     out.append(f"   {'machine':8} {'type':16} {'status':8} {'health':>6}  remaining useful life")
     for twin in ranked[:top]:
@@ -101,7 +130,7 @@ def run(
     worn: int,
     top: int,
     echo: bool = True,
-) -> dict[str, object]:
+) -> DemoOutcome:
     lines: list[str] = []
 
     def say(text: str) -> None:
@@ -109,22 +138,42 @@ def run(
         if echo:
             print(text, flush=True)
 
-    say(f"twinfleet demo: plant {plant.name!r}, {len(plant.machines)} machines, "
-        f"{days:g} days at {step_minutes:g}-minute scans (seed {seed})")
+    say(
+        f"twinfleet demo: plant {plant.name!r}, {len(plant.machines)} machines, "
+        f"{days:g} days at {step_minutes:g}-minute scans (seed {seed})"
+    )
     say("RUL models (survival, one per machine type):")
     models = load_or_train(plant, data_dir, seed=seed, log=say)
     initial = worn_start(plant, worn)
-    say("machines starting with a worn component: "
-        + ", ".join(f"{m} ({', '.join(f'{k.value} {v:.0%}' for k, v in w.items())})" for m, w in initial.items()))
+    say(
+        "machines starting with a worn component: "
+        + ", ".join(
+            f"{m} ({', '.join(f'{k.value} {v:.0%}' for k, v in w.items())})"
+            for m, w in initial.items()
+        )
+    )
     sim = PlantSimulator(plant, seed=seed, start_ms=START_MS, initial_wear=initial)
-    host = MachineHost(plant.machines, models=models)
-    watch = {m.id: Watch() for m in plant.machines}
     step_s = step_minutes * 60.0
+    polled = [
+        m.model_copy(
+            update={
+                "sensors": [s.model_copy(update={"sample_period_s": step_s}) for s in m.sensors]
+            }
+        )
+        for m in plant.machines
+    ]
+    # Learned detectors fit on days of operation (shifts, weekends), not minutes.
+    per_day = int(24 * 60 / step_minutes)
+    config = TwinConfig(zscore_warmup=max(per_day, 30), pca_fit_scans=max(3 * per_day, 200))
+    host = MachineHost(polled, models=models, config=config)
+    watch = {m.id: Watch() for m in plant.machines}
     steps = int(days * 24 * 60 / step_minutes)
     report_every = max(int(report_hours * 60 / step_minutes), 1)
     failures_seen = 0
     repairs_seen = 0
-    outcomes: list[dict[str, object]] = []
+    period: Counter[str] = Counter()
+    latest_critical: dict[str, AnomalyRecord] = {}
+    outcomes: list[Failure] = []
     readings = 0
     started = time.perf_counter()
     for step in range(1, steps + 1):
@@ -134,54 +183,90 @@ def run(
             for machine_id, result in outcome.results.items():
                 for anomaly in result.anomalies:
                     watch[machine_id].anomalies[anomaly.type.value] += 1
-                    if anomaly.severity in (Severity.HIGH, Severity.CRITICAL):
-                        say(_anomaly_line(anomaly))
+                    period[anomaly.severity.value] += 1
+                    if (
+                        anomaly.severity is Severity.CRITICAL
+                        and anomaly.type is not AnomalyType.SPIKE
+                    ):
+                        latest_critical[machine_id] = anomaly
         now_ms = sim.now_ms
         for machine_id, twin in host.twins.items():
             w = watch[machine_id]
             if w.first_flag_ms is None:
-                reason = flag_reason(twin)
+                reason = w.flag(twin, now_ms)
                 if reason:
                     w.first_flag_ms, w.flag_reason = now_ms, reason
-                    say(f"   ! {iso_utc(now_ms)} twin flags {machine_id}: {reason}; {_rul_text(twin)}")
+                    say(
+                        f"   ! {iso_utc(now_ms)} twin flags {machine_id}: {reason}; "
+                        f"{_rul_text(twin)}"
+                    )
         for event in sim.failures[failures_seen:]:
             w = watch[event.machine_id]
-            lead = None if w.first_flag_ms is None else (event.timestamp_ms - w.first_flag_ms) / 3_600_000
-            outcomes.append({"machine": event.machine_id, "mode": event.mode.value, "lead_hours": lead})
+            lead = (
+                None
+                if w.first_flag_ms is None
+                else (event.timestamp_ms - w.first_flag_ms) / 3_600_000
+            )
+            outcomes.append(Failure(event.machine_id, event.mode.value, event.timestamp_ms, lead))
             verdict = (
-                f"flagged {lead:.0f} h before ({w.flag_reason})" if lead is not None else "NOT flagged before"
+                f"flagged {lead:.0f} h before ({w.flag_reason})"
+                if lead is not None
+                else "NOT flagged before"
             )
-            say(f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} FAILED ({event.mode.value}); "
-                f"its twin {verdict}")
+            say(
+                f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} "
+                f"FAILED ({event.mode.value}); "
+                f"its twin {verdict}"
+            )
         failures_seen = len(sim.failures)
-        for event in sim.repairs[repairs_seen:]:
-            host.twins[event.machine_id].record_repair(
-                None if event.mode is None else event.mode.value, event.timestamp_ms
+        for job in sim.maintenance[repairs_seen:]:
+            for mode in job.modes:
+                host.twins[job.machine_id].record_repair(mode.value, job.timestamp_ms)
+            watch[job.machine_id] = Watch(anomalies=watch[job.machine_id].anomalies)
+            say(
+                f"   + {iso_utc(job.timestamp_ms)} {job.machine_id} {job.kind.value} maintenance: "
+                f"{', '.join(m.value for m in job.modes)} restored"
             )
-            watch[event.machine_id].first_flag_ms = None
-            say(f"   + {iso_utc(event.timestamp_ms)} {event.machine_id} repaired "
-                f"({'overhaul' if event.mode is None else event.mode.value})")
-        repairs_seen = len(sim.repairs)
+        repairs_seen = len(sim.maintenance)
         if step % report_every == 0 or step == steps:
             for line in report(host, sim.now_ms, top):
                 say(line)
+            say(
+                "   anomalies since the last report: "
+                + (", ".join(f"{n} {sev}" for sev, n in sorted(period.items())) or "none")
+            )
+            for anomaly in list(latest_critical.values())[:top]:
+                say(_anomaly_line(anomaly))
+            period.clear()
+            latest_critical.clear()
     elapsed = time.perf_counter() - started
-    flagged_ok = [o for o in outcomes if o["lead_hours"] is not None]
-    failed = {o["machine"] for o in outcomes}
-    flagged_not_failed = sorted(m for m, w in watch.items() if w.first_flag_ms is not None and m not in failed)
+    flagged_ok = [o for o in outcomes if o.lead_hours is not None]
+    failed = {o.machine for o in outcomes}
+    flagged_not_failed = sorted(
+        m for m, w in watch.items() if w.first_flag_ms is not None and m not in failed
+    )
     say("\n== summary")
-    say(f"   {readings:,} readings through {len(host.twins)} twins in {elapsed:.1f} s "
-        f"({readings / max(elapsed, 1e-9):,.0f} readings/s including the simulator)")
+    say(
+        f"   {readings:,} readings through {len(host.twins)} twins in {elapsed:.1f} s "
+        f"({readings / max(elapsed, 1e-9):,.0f} readings/s including the simulator)"
+    )
     say(f"   failures: {len(outcomes)}; flagged before failing: {len(flagged_ok)}")
     for o in outcomes:
-        lead = o["lead_hours"]
-        say(f"     {o['machine']:8} {o['mode']:20} "
-            + (f"lead time {lead:.0f} h" if isinstance(lead, float) else "no warning"))
-    say(f"   flagged but not failed within the run: {len(flagged_not_failed)}"
-        + (f" ({', '.join(flagged_not_failed)})" if flagged_not_failed else ""))
+        lead = o.lead_hours
+        say(
+            f"     {o.machine:8} {o.mode:20} "
+            + (f"lead time {lead:.0f} h" if lead is not None else "no warning")
+        )
+    say(
+        f"   flagged and not (yet) failed at the end: {len(flagged_not_failed)}"
+        + (f" ({', '.join(flagged_not_failed)})" if flagged_not_failed else "")
+    )
     anomaly_totals = sum((w.anomalies for w in watch.values()), Counter())
-    say("   anomalies by type: " + (", ".join(f"{k} {v}" for k, v in sorted(anomaly_totals.items())) or "none"))
-    return {"failures": outcomes, "flagged_not_failed": flagged_not_failed, "lines": lines}
+    say(
+        "   anomalies by type: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(anomaly_totals.items())) or "none")
+    )
+    return DemoOutcome(outcomes, flagged_not_failed, lines)
 
 
 def _anomaly_line(a: AnomalyRecord) -> str:

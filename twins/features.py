@@ -75,9 +75,9 @@ class RollingFeatures:
             raise ValueError(f"windows must be distinct, got {windows!r}")
         self.n_sensors = int(n_sensors)
         self.windows = tuple(sorted(int(w) for w in windows))
+        if recompute_every is not None and int(recompute_every) < 1:
+            raise ValueError(f"recompute_every must be at least 1, got {recompute_every}")
         self.recompute_every = int(recompute_every or max(self.windows))
-        if self.recompute_every < 1:
-            raise ValueError(f"recompute_every must be positive, got {recompute_every}")
         self._built = False
 
     # -- state ---------------------------------------------------------------------------
@@ -109,9 +109,12 @@ class RollingFeatures:
         if not self._built:
             self._build()
         cap = self.capacity
-        if len(sensors) == self.n_sensors and self._head[0] == self._head[-1] and (
-            self._head == self._head[0]
-        ).all() and (sensors == np.arange(self.n_sensors)).all():
+        if (
+            len(sensors) == self.n_sensors
+            and self._head[0] == self._head[-1]
+            and (self._head == self._head[0]).all()
+            and (sensors == np.arange(self.n_sensors)).all()
+        ):
             self._update_aligned(times_s, values)
             return
         head = self._head[sensors]
@@ -154,7 +157,7 @@ class RollingFeatures:
             oy = self._values[:, old_pos].T - self._ref_value  # (nw, S)
             ot = self._times[:, old_pos].T - self._ref_time
         else:
-            leaving = (head >= self._win)  # (nw, 1)
+            leaving = head >= self._win  # (nw, 1)
             oy = np.where(leaving, self._values[:, old_pos].T - self._ref_value, 0.0)
             ot = np.where(leaving, self._times[:, old_pos].T - self._ref_time, 0.0)
         self._add(slice(None), y, tau, oy, ot)
@@ -167,16 +170,22 @@ class RollingFeatures:
             self._recompute(np.arange(self.n_sensors))
 
     def _add(
-        self, sel: np.ndarray | slice, y: np.ndarray, tau: np.ndarray, oy: np.ndarray, ot: np.ndarray
+        self,
+        sel: np.ndarray | slice,
+        y: np.ndarray,
+        tau: np.ndarray,
+        oy: np.ndarray,
+        ot: np.ndarray,
     ) -> None:
         """Add the new readings' power sums and remove those of the readings leaving."""
-        y2 = y * y
-        oy2 = oy * oy
-        new = np.stack((y, y2, y2 * y, y2 * y2, tau, tau * tau, tau * y))  # (7, k)
-        old = np.stack((oy, oy2, oy2 * oy, oy2 * oy2, ot, ot * ot, ot * oy))  # (7, nw, k)
-        self._sums[:, :, sel] += new[:, None, :] - old
+        new = _powers(y, tau, np.empty((7, *y.shape)))  # (7, k)
+        old = _powers(oy, ot, np.empty((7, *oy.shape)))  # (7, nw, k)
+        old -= new[:, None, :]
+        self._sums[:, :, sel] -= old
 
-    def _window_view(self, sensors: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _window_view(
+        self, sensors: np.ndarray, w: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values, times and validity of the last ``w`` readings, oldest first: (k, w)."""
         cap = self.capacity
         head = self._head[sensors][:, None]
@@ -195,10 +204,7 @@ class RollingFeatures:
             vals, times, valid = self._window_view(sensors, w)
             y = np.where(valid, vals - self._ref_value[sensors, None], 0.0)
             tau = np.where(valid, times - self._ref_time[sensors, None], 0.0)
-            y2 = y * y
-            self._sums[:, i, sensors] = np.stack(
-                (y, y2, y2 * y, y2 * y2, tau, tau * tau, tau * y)
-            ).sum(axis=2)
+            self._sums[:, i, sensors] = _powers(y, tau, np.empty((7, *y.shape))).sum(axis=2)
         self._since[sensors] = 0
 
     # -- reading features -----------------------------------------------------------------
@@ -228,10 +234,16 @@ class RollingFeatures:
             slope = (sums[_TY] / n - tmu * mu) / tvar * 3600.0
             # Relative to the scale of the times involved, a tiny variance means "no spread".
             slope = np.where(tvar > 1e-12 * np.maximum(sums[_T2] / n, 1.0), slope, np.nan)
-            kurt = np.where(m2 > 1e-24 * np.maximum(ref * ref, 1.0), m4 / (m2 * m2) - 3.0, np.nan)
+            kurt = m4 / (m2 * m2) - 3.0
         vals, _, valid = self._window_view(sensors, window)
         lo = np.where(valid, vals, np.inf).min(axis=1)
         hi = np.where(valid, vals, -np.inf).max(axis=1)
+        # A flat window has no spread, whatever rounding is left in the running sums.
+        flat = lo == hi
+        m2 = np.where(flat, 0.0, m2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tiny = m2 <= 1e-12 * np.maximum(sums[_Y2] / n, 1e-300)
+        kurt = np.where(flat | tiny, np.nan, kurt)
         empty = n < 1
         two = n < 2
         return {
@@ -257,7 +269,11 @@ class RollingFeatures:
         idx = np.asarray(sensors)[full]
         vals, times, _ = self._window_view(idx, w)
         dt = (times[:, -1] - times[:, 0]) / (w - 1)  # mean sampling interval, s
-        detrended = vals - vals.mean(axis=1, keepdims=True)
+        # Remove each window's least-squares line (a level climbing with wear is a trend,
+        # not a low frequency).
+        x = np.arange(w) - (w - 1) / 2.0
+        slope = (vals * x).sum(axis=1, keepdims=True) / (x * x).sum()
+        detrended = vals - vals.mean(axis=1, keepdims=True) - slope * x
         power = np.abs(np.fft.rfft(detrended, axis=1)) ** 2
         power[:, 0] = 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -307,3 +323,15 @@ class RollingFeatures:
         if not self._built:
             return 0
         return sum(a.nbytes for a in self.state_dict().values() if isinstance(a, np.ndarray))
+
+
+def _powers(y: np.ndarray, tau: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The seven summed quantities, written into ``out`` (shape ``(7, *y.shape)``)."""
+    out[_Y] = y
+    np.multiply(y, y, out=out[_Y2])
+    np.multiply(out[_Y2], y, out=out[_Y3])
+    np.multiply(out[_Y2], out[_Y2], out=out[_Y4])
+    out[_T] = tau
+    np.multiply(tau, tau, out=out[_T2])
+    np.multiply(tau, y, out=out[_TY])
+    return out

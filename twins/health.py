@@ -1,7 +1,9 @@
 """Health score and derived metrics of a machine, with the formulas written down.
 
 **Sensor condition** ``c_s`` (0..1) for each sensor with limits: 0 inside the normal range,
-rising linearly to 1 between the normal and the critical limit, 1 at or beyond it.
+rising linearly to 1 between the normal and the critical limit, 1 at or beyond it. It is
+taken from the last two readings (the one nearer to normal), so a single spike does not
+move it, and low limits are ignored while the machine is idle.
 
 **Health score** (0..100)::
 
@@ -64,9 +66,16 @@ class HealthModel:
         sensors = spec.sensors
 
         def arr(name: str) -> np.ndarray:
-            return np.array([np.nan if getattr(s, name) is None else getattr(s, name) for s in sensors])
+            return np.array(
+                [np.nan if getattr(s, name) is None else getattr(s, name) for s in sensors]
+            )
 
-        nl, nh, cl, ch = arr("normal_low"), arr("normal_high"), arr("critical_low"), arr("critical_high")
+        nl, nh, cl, ch = (
+            arr("normal_low"),
+            arr("normal_high"),
+            arr("critical_low"),
+            arr("critical_high"),
+        )
         self._nh = np.where(np.isnan(nh), ch, nh)
         self._ch = np.where(np.isnan(ch), nh, ch)
         self._nl = np.where(np.isnan(nl), cl, nl)
@@ -74,23 +83,42 @@ class HealthModel:
         self._span_hi = np.where(self._ch > self._nh, self._ch - self._nh, np.inf)
         self._span_lo = np.where(self._nl > self._cl, self._nl - self._cl, np.inf)
         self._limited = ~(np.isnan(self._nh) & np.isnan(self._nl))
-        self._first = {k: next((i for i, s in enumerate(sensors) if s.kind == k), None) for k in SensorKind}
+        self._first = {
+            k: next((i for i, s in enumerate(sensors) if s.kind == k), None) for k in SensorKind
+        }
         self._temps = np.array(
-            [i for i, s in enumerate(sensors) if s.kind == SensorKind.TEMPERATURE and s.critical_high is not None],
+            [
+                i
+                for i, s in enumerate(sensors)
+                if s.kind == SensorKind.TEMPERATURE and s.critical_high is not None
+            ],
             dtype=np.int64,
         )
-        self._temp_limits = np.array([sensors[i].critical_high for i in self._temps], dtype=np.float64)
+        self._temp_limits = np.array(
+            [sensors[i].critical_high for i in self._temps], dtype=np.float64
+        )
 
     def sensor_index(self, kind: SensorKind) -> int | None:
         """Index of the machine's first sensor of ``kind`` (None if it has none)."""
         return self._first[kind]
 
-    def condition(self, values: np.ndarray) -> np.ndarray:
-        """``c_s`` per sensor (0 where unknown or without limits)."""
+    def condition(
+        self, values: np.ndarray, previous: np.ndarray | None = None, running: bool = True
+    ) -> np.ndarray:
+        """``c_s`` per sensor (0 where unknown or without limits).
+
+        Given the ``previous`` readings too, a limit counts only when the last two readings
+        both passed it, so one spike does not move the health score. While the machine is
+        idle (``running`` false) low limits do not apply.
+        """
+        high, low = values, values
+        if previous is not None:
+            high, low = np.fmin(values, previous), np.fmax(values, previous)
         with np.errstate(invalid="ignore"):
-            over = np.where(values >= self._ch, 1.0, (values - self._nh) / self._span_hi)
-            under = np.where(values <= self._cl, 1.0, (self._nl - values) / self._span_lo)
-            c = np.fmax(np.fmax(over, under), 0.0)  # fmax: unknown (NaN) counts as 0
+            c = np.where(high >= self._ch, 1.0, (high - self._nh) / self._span_hi)
+            if running:
+                c = np.fmax(c, np.where(low <= self._cl, 1.0, (self._nl - low) / self._span_lo))
+            c = np.fmax(c, 0.0)  # fmax: unknown (NaN) counts as 0
         return np.minimum(c, 1.0)
 
     def score(self, values: np.ndarray, failure_risk: float = 0.0) -> float:
@@ -99,8 +127,10 @@ class HealthModel:
     def score_condition(self, condition: np.ndarray, failure_risk: float = 0.0) -> float:
         """The health score from per-sensor conditions already computed."""
         c = condition[self._limited]
-        condition = WORST_WEIGHT * float(c.max()) + (1 - WORST_WEIGHT) * float(c.mean()) if c.size else 0.0
-        return round(100.0 * (1.0 - max(condition, failure_risk, 0.0)), 2)
+        overall = (
+            WORST_WEIGHT * float(c.max()) + (1 - WORST_WEIGHT) * float(c.mean()) if c.size else 0.0
+        )
+        return round(100.0 * (1.0 - max(overall, failure_risk, 0.0)), 2)
 
     def _value(self, values: np.ndarray, kind: SensorKind) -> float | None:
         i = self._first[kind]
@@ -143,7 +173,9 @@ class HealthModel:
             t = values[self._temps]
             known = ~np.isnan(t)
             out["temperature_margin"] = (
-                round(float((self._temp_limits[known] - t[known]).min()), 6) if known.any() else None
+                round(float((self._temp_limits[known] - t[known]).min()), 6)
+                if known.any()
+                else None
             )
         else:
             out["temperature_margin"] = None

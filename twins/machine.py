@@ -77,6 +77,23 @@ from twins.survival import SurvivalRulModel
 
 SNAPSHOT_FORMAT = 1
 _HOUR_S = 3600.0
+IDLE_FRACTION = 0.1
+"""Below this fraction of its rated speed (or, without a speed sensor, rated current) a
+machine is idle: learned detectors pause and low limits do not apply."""
+
+
+def running_indicator(spec: MachineSpec) -> tuple[int, float] | None:
+    """(sensor index, threshold) telling running from idle, or None if nothing tells."""
+    for kind, unit, machine_rated in (
+        (SensorKind.SPEED, "rpm", spec.rated.rpm),
+        (SensorKind.CURRENT, "A", spec.rated.current_a),
+    ):
+        for i, s in enumerate(spec.sensors):
+            if s.kind == kind:
+                rated = s.rated or (machine_rated if s.unit == unit else None)
+                if rated:
+                    return i, IDLE_FRACTION * rated
+    return None
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,9 @@ class ApplyResult:
 
     @property
     def changed(self) -> bool:
-        return self.applied > 0 or self.bad_quality > 0 or bool(self.anomalies) or self.rul is not None
+        return (
+            self.applied > 0 or self.bad_quality > 0 or bool(self.anomalies) or self.rul is not None
+        )
 
 
 def default_detectors(spec: MachineSpec, config: TwinConfig) -> list[SensorDetector]:
@@ -191,6 +210,9 @@ class MachineTwin:
         self.version = 0
         self.last_update_ms: int | None = None
         self._value = np.full(n, np.nan)
+        self._prev_value = np.full(n, np.nan)  # the reading before, for debounced limits
+        self._running_by = running_indicator(spec)
+        self._running = True
         self._time_ms = np.full(n, -1, dtype=np.int64)  # last applied reading per sensor
         self._seen_ms = np.full(n, -1, dtype=np.int64)  # last reading of any quality
         self._quality = np.zeros(n, dtype=np.uint8)
@@ -257,9 +279,15 @@ class MachineTwin:
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         vals = np.asarray(values, dtype=np.float64)
         idx = np.arange(self.n_sensors) if sensors is None else np.asarray(sensors, dtype=np.int64)
-        q = np.zeros(len(vals), dtype=np.uint8) if quality is None else np.asarray(quality, np.uint8)
+        q = (
+            np.zeros(len(vals), dtype=np.uint8)
+            if quality is None
+            else np.asarray(quality, np.uint8)
+        )
         if not (ts.shape == vals.shape == idx.shape == q.shape) or ts.ndim != 1:
-            raise ValueError("timestamps_ms, values, sensors and quality must be 1-D and equally long")
+            raise ValueError(
+                "timestamps_ms, values, sensors and quality must be 1-D and equally long"
+            )
         if ((idx < 0) | (idx >= self.n_sensors)).any():
             raise ValueError(f"sensors must be column indices in 0..{self.n_sensors - 1}")
         if not np.isfinite(vals).all():
@@ -302,7 +330,9 @@ class MachineTwin:
         result: ApplyResult,
     ) -> None:
         order = np.lexsort((ts, sensors))  # by sensor, then time
-        rows, sensors, ts, values, quality = (a[order] for a in (rows, sensors, ts, values, quality))
+        rows, sensors, ts, values, quality = (
+            a[order] for a in (rows, sensors, ts, values, quality)
+        )
         last_t = self._time_ms[sensors]
         prev_same = np.zeros(len(rows), dtype=bool)
         prev_same[1:] = (sensors[1:] == sensors[:-1]) & (ts[1:] == ts[:-1])
@@ -339,7 +369,11 @@ class MachineTwin:
         result: ApplyResult,
     ) -> None:
         times_s = ts / 1000.0
+        self._prev_value[sensors] = self._value[sensors]
         self._value[sensors] = values
+        if self._running_by is not None:
+            i, threshold = self._running_by
+            self._running = not (self._value[i] < threshold)  # unknown (NaN) counts as running
         self._time_ms[sensors] = ts
         self._seen_ms[sensors] = np.maximum(self._seen_ms[sensors], ts)
         self._quality[sensors] = quality
@@ -349,7 +383,7 @@ class MachineTwin:
         scan_values[sensors] = values
         scan_times = np.full(self.n_sensors, np.nan)
         scan_times[sensors] = times_s
-        scan = Scan(scan_values, scan_times, self._value.copy(), now_ms / 1000.0)
+        scan = Scan(scan_values, scan_times, self._value.copy(), now_ms / 1000.0, self._running)
         self.features.update(sensors, times_s, values)
         self._accumulate_trend(sensors, values, now_ms)
         if self.detectors is not None:
@@ -358,7 +392,9 @@ class MachineTwin:
             result.scan_scores.append(verdict.score)
             if verdict.findings:
                 result.anomalies.extend(self._records(verdict.findings, scan, now_ms))
-        self.last_update_ms = now_ms if self.last_update_ms is None else max(self.last_update_ms, now_ms)
+        self.last_update_ms = (
+            now_ms if self.last_update_ms is None else max(self.last_update_ms, now_ms)
+        )
 
     def _accumulate_trend(self, sensors: np.ndarray, values: np.ndarray, now_ms: int) -> None:
         hour = int(now_ms // 3_600_000)
@@ -383,8 +419,14 @@ class MachineTwin:
         if self._first_ms is None or self.detectors is None:
             return self._finish(result)
         state = self._value.copy()
-        verdict = self.detectors.tick(now_ms / 1000.0, state)
-        empty = Scan(np.full(self.n_sensors, np.nan), np.full(self.n_sensors, np.nan), state, now_ms / 1000.0)
+        empty = Scan(
+            np.full(self.n_sensors, np.nan),
+            np.full(self.n_sensors, np.nan),
+            state,
+            now_ms / 1000.0,
+            self._running,
+        )
+        verdict = self.detectors.tick(empty.now_s, state, self._running)
         result.anomalies.extend(self._records(verdict.findings, empty, now_ms))
         return self._finish(result, now_ms=now_ms)
 
@@ -443,9 +485,10 @@ class MachineTwin:
             side = "above" if "high" in limit else "below" if "low" in limit else "outside"
             return f"{s.name} {value:.4g} {s.unit} is {side} {limit}{also}"
         if f.anomaly_type is AnomalyType.FLATLINE:
-            return f"{s.name} stuck at {value:.4g} {s.unit} for at least {s.stuck_after} readings{also}"
+            return f"{s.name} stuck at {value:.4g} {s.unit} for {s.stuck_after} readings{also}"
         if f.anomaly_type is AnomalyType.SPIKE:
-            return f"{s.name} jumped to {value:.4g} {s.unit} faster than {s.max_rate_per_s:g} {s.unit}/s{also}"
+            rate = f"{s.max_rate_per_s:g} {s.unit}/s"
+            return f"{s.name} jumped to {value:.4g} {s.unit} faster than {rate}{also}"
         return f"{s.name} {value:.4g} {s.unit} is far from its usual {f.expected:.4g}{also}"
 
     # -- health, RUL, state --------------------------------------------------------------
@@ -466,7 +509,7 @@ class MachineTwin:
                 result.rul = prediction
                 self.counters["predictions"] += 1
         risk = self._rul.failure_probability.get(RISK_HORIZON_H, 0.0) if self._rul else 0.0
-        condition = self.health.condition(self._value)
+        condition = self.health.condition(self._value, self._prev_value, self._running)
         self._beyond_critical = bool((condition >= 1.0).any())
         self._health = self.health.score_condition(condition, failure_risk=risk)
         self._open_anomalies = (
@@ -483,7 +526,10 @@ class MachineTwin:
             self._bucket_hour = int(clock_ms // 3_600_000)
 
     def _rul_due(self, clock_ms: int) -> bool:
-        if self._first_ms is None or (clock_ms - self._first_ms) < self.config.rul_min_hours * 3_600_000:
+        if (
+            self._first_ms is None
+            or (clock_ms - self._first_ms) < self.config.rul_min_hours * 3_600_000
+        ):
             return False
         return self._last_rul_ms is None or (
             clock_ms - self._last_rul_ms >= self.config.rul_every_hours * 3_600_000
@@ -498,12 +544,16 @@ class MachineTwin:
         out = {}
         for m in modes:
             repaired = self._repaired_ms.get(m)
-            out[m] = max(clock - repaired, 0) / 3_600_000 if repaired is not None else base + since_first
+            out[m] = (
+                max(clock - repaired, 0) / 3_600_000 if repaired is not None else base + since_first
+            )
         return out
 
     def record_repair(self, failure_mode: str | None, at_ms: int) -> None:
         """A repair of ``failure_mode`` (None: overhaul of everything) finished at ``at_ms``."""
-        modes = [m.value for m in self.spec.failure_modes] if failure_mode is None else [failure_mode]
+        modes = (
+            [m.value for m in self.spec.failure_modes] if failure_mode is None else [failure_mode]
+        )
         known = {m.value for m in self.spec.failure_modes}
         unknown = [m for m in modes if known and m not in known]
         if unknown:
@@ -548,7 +598,9 @@ class MachineTwin:
             ],
             failure_probability={h: round(p, 6) for h, p in estimate.failure_probability.items()},
             contributing_factors=[
-                ContributingFactor(factor=name, importance=round(imp, 6), current_value=val, threshold=thr)
+                ContributingFactor(
+                    factor=name, importance=round(imp, 6), current_value=val, threshold=thr
+                )
                 for name, imp, val, thr in estimate.factors
             ],
             model_version=self.rul_model.version_,
@@ -580,11 +632,7 @@ class MachineTwin:
             return MachineStatus.ALARM
         if (open_sev > 0).any() or self._health < 60:
             return MachineStatus.WARNING
-        speed = self.health.sensor_index(SensorKind.SPEED)
-        rated = self.spec.rated.rpm
-        if speed is not None and rated and not math.isnan(self._value[speed]) and self._value[speed] < 0.05 * rated:
-            return MachineStatus.IDLE
-        return MachineStatus.RUNNING
+        return MachineStatus.RUNNING if self._running else MachineStatus.IDLE
 
     def derived_metrics(self) -> dict[str, float | None]:
         return self.health.metrics(self._value)
@@ -651,11 +699,13 @@ class MachineTwin:
             "last_rul_ms": self._last_rul_ms,
             "rul": None if self._rul is None else self._rul.model_dump(mode="json"),
             "health": self._health,
+            "running": self._running,
             "open_anomalies": self._open_anomalies,
             "counters": dict(self.counters),
         }
         arrays = {
             "value": self._value,
+            "prev_value": self._prev_value,
             "time_ms": self._time_ms,
             "seen_ms": self._seen_ms,
             "quality": self._quality,
@@ -679,7 +729,9 @@ class MachineTwin:
         if twin.get("format") != SNAPSHOT_FORMAT:
             raise SnapshotError(f"unsupported twin snapshot format {twin.get('format')!r}")
         if twin["machine_id"] != self.machine_id:
-            raise SnapshotError(f"snapshot is of machine {twin['machine_id']!r}, not {self.machine_id!r}")
+            raise SnapshotError(
+                f"snapshot is of machine {twin['machine_id']!r}, not {self.machine_id!r}"
+            )
         if twin["spec_hash"] != self._spec_hash:
             raise SnapshotError(
                 f"snapshot of {self.machine_id} was taken with a different machine description"
@@ -696,12 +748,23 @@ class MachineTwin:
         self._last_rul_ms = twin["last_rul_ms"]
         self._rul = None if twin["rul"] is None else RulPrediction.model_validate(twin["rul"])
         self._health = float(twin["health"])
+        self._running = bool(twin["running"])
         self._open_anomalies = int(twin["open_anomalies"])
         self.counters = {k: int(v) for k, v in twin["counters"].items()}
-        for key in ("value", "time_ms", "seen_ms", "quality", "stale", "bucket_sum", "bucket_count"):
+        for key in (
+            "value",
+            "prev_value",
+            "time_ms",
+            "seen_ms",
+            "quality",
+            "stale",
+            "bucket_sum",
+            "bucket_count",
+        ):
             current = getattr(self, "_" + key)
             setattr(self, "_" + key, np.asarray(twin[key], dtype=current.dtype).copy())
-        self._beyond_critical = bool((self.health.condition(self._value) >= 1.0).any())
+        condition = self.health.condition(self._value, self._prev_value, self._running)
+        self._beyond_critical = bool((condition >= 1.0).any())
 
     def nbytes(self) -> int:
         """Bytes of this twin's own state (the shared RUL model excluded)."""

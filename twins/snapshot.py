@@ -42,7 +42,7 @@ def pack(state: Mapping[str, Any]) -> bytes:
     for key in sorted(state):
         value = state[key]
         if isinstance(value, np.ndarray):
-            arr = np.ascontiguousarray(value)
+            arr = np.ascontiguousarray(value).reshape(value.shape)  # keeps 0-d arrays 0-d
             if arr.dtype.hasobject:
                 raise SnapshotError(f"{key}: object arrays cannot be snapshotted")
             raw = arr.tobytes()
@@ -77,15 +77,25 @@ def unpack(blob: bytes) -> StateDict:
     except ValueError as exc:
         raise SnapshotError(f"snapshot header is corrupt: {exc}") from None
     body = memoryview(blob)[start + hlen :]
-    out: StateDict = dict(header["plain"])
-    for spec in header["arrays"]:
-        dtype = np.dtype(spec["dtype"])
-        count = int(np.prod(spec["shape"], dtype=np.int64))
-        end = spec["offset"] + count * dtype.itemsize
-        if end > len(body):
-            raise SnapshotError(f"snapshot is truncated in array {spec['key']!r}")
-        arr = np.frombuffer(body[spec["offset"] : end], dtype=dtype).reshape(spec["shape"])
-        out[spec["key"]] = arr.copy()
+    try:
+        out: StateDict = dict(header["plain"])
+        end = 0
+        for spec in header["arrays"]:
+            key, offset, shape = str(spec["key"]), int(spec["offset"]), tuple(spec["shape"])
+            dtype = np.dtype(spec["dtype"])
+            if dtype.hasobject:
+                raise SnapshotError(f"array {key!r} has an object dtype")
+            count = int(np.prod(shape, dtype=np.int64))
+            end = offset + count * dtype.itemsize
+            if end > len(body):
+                raise SnapshotError(f"snapshot is truncated in array {key!r}")
+            out[key] = np.frombuffer(body[offset:end], dtype=dtype).reshape(shape).copy()
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"snapshot header is not a twinfleet header: {exc!r}") from None
+    if end != len(body):
+        raise SnapshotError(f"snapshot has {len(body) - end} unexpected trailing bytes")
     return out
 
 

@@ -128,14 +128,18 @@ class SurvivalRulModel:
         and the feature columns. ``mode`` names the failure mode where ``event`` is true."""
         from lifelines import WeibullAFTFitter
 
-        missing = [c for c in ("entry", "duration", "event", "mode", *self.features) if c not in frame]
+        missing = [
+            c for c in ("entry", "duration", "event", "mode", *self.features) if c not in frame
+        ]
         if missing:
             raise ValueError(f"frame is missing columns: {missing}")
         if len(frame) < 10:
             raise ValueError(f"frame needs at least 10 rows to fit, got {len(frame)}")
         x = frame[self.features].to_numpy(dtype=np.float64)
         if not np.isfinite(x).all():
-            bad = [f for f, ok in zip(self.features, np.isfinite(x).all(axis=0), strict=True) if not ok]
+            bad = [
+                f for f, ok in zip(self.features, np.isfinite(x).all(axis=0), strict=True) if not ok
+            ]
             raise ValueError(f"features contain NaN or infinite values: {bad}")
         duration = frame["duration"].to_numpy(dtype=np.float64)
         entry = frame["entry"].to_numpy(dtype=np.float64)
@@ -170,7 +174,9 @@ class SurvivalRulModel:
         self.modes_ = models
         self.n_rows_ = len(frame)
         # Landmark rows repeat a life; count failed lives where the frame names its units.
-        self.n_failures_ = int(frame.loc[event, "unit"].nunique()) if "unit" in frame else int(event.sum())
+        self.n_failures_ = (
+            int(frame.loc[event, "unit"].nunique()) if "unit" in frame else int(event.sum())
+        )
         self.version_ = self._version()
         return self
 

@@ -7,8 +7,8 @@ as one training row: the features the live twin will hand the model are, by
 construction, the features it was trained on.
 
 A history is anything with ``hours`` (n,), ``values`` (n, sensors, in the machine's
-sensor order), ``failure_hours`` (end of the history) and ``failure_mode`` (None when the
-history ends without a failure: a censored row).
+sensor order; NaN for a missing reading), ``failure_hours`` and ``failure_mode`` (None
+when the history ends without a failure: it is then censored at its last sample).
 """
 
 from __future__ import annotations
@@ -56,31 +56,42 @@ def landmark_frame(
         hours = np.asarray(life.hours, dtype=np.float64)
         if values.ndim != 2 or values.shape != (len(hours), len(spec.sensors)):
             raise ValueError(
-                f"history {unit}: values must be (len(hours), {len(spec.sensors)}), got {values.shape}"
+                f"history {unit}: values must be (len(hours), {len(spec.sensors)}), "
+                f"got {values.shape}"
             )
         twin = MachineTwin(spec.model_copy(update={"installed_hours": 0.0}), config=cfg)
-        next_mark = cfg.rul_min_hours
         mode = life.failure_mode
         event = mode is not None
         mode_name = getattr(mode, "value", mode)
-        for h, row in zip(hours, values, strict=True):
-            ts = EPOCH_MS + int(round(h * 3_600_000))
-            present = ~np.isnan(row)
-            twin.apply_arrays(np.full(int(present.sum()), ts), row[present], np.flatnonzero(present))
-            if h >= next_mark and h < life.failure_hours:
-                feats = twin.rul_features()
-                if all(np.isfinite(v) for v in feats.values()):
-                    rows.append(
-                        {
-                            **feats,
-                            "unit": unit,
-                            "entry": float(h),
-                            "duration": float(life.failure_hours),
-                            "event": event,
-                            "mode": mode_name,
-                        }
-                    )
-                next_mark = h + every_hours
+        # A history that ends without failing is censored where observation stopped.
+        end = float(life.failure_hours) if event else float(hours[-1])
+        # Feed the history a landmark interval at a time (one call, many scans).
+        marks = np.arange(cfg.rul_min_hours, end, every_hours)
+        cuts = np.searchsorted(hours, marks, side="right")
+        start = 0
+        for mark, cut in zip(marks, cuts, strict=True):
+            if cut > start:
+                chunk = values[start:cut]
+                present = ~np.isnan(chunk)
+                ts = EPOCH_MS + np.round(hours[start:cut] * 3_600_000).astype(np.int64)
+                twin.apply_arrays(
+                    np.broadcast_to(ts[:, None], chunk.shape)[present],
+                    chunk[present],
+                    np.broadcast_to(np.arange(chunk.shape[1]), chunk.shape)[present],
+                )
+                start = cut
+            feats = twin.rul_features()
+            if all(np.isfinite(v) for v in feats.values()):
+                rows.append(
+                    {
+                        **feats,
+                        "unit": unit,
+                        "entry": float(mark),
+                        "duration": end,
+                        "event": event,
+                        "mode": mode_name,
+                    }
+                )
     if not rows:
         raise ValueError("no landmark rows: histories are shorter than the trend warm-up")
     return pd.DataFrame(rows)

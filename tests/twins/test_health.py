@@ -11,14 +11,21 @@ from schemas.plant import MachineSpec, RatedValues, SensorSpec
 from twins.health import HealthModel
 
 PUMP = MachineSpec(
-    id="P-1", type="pump-75kw", kind="pump", site="s", line="l",
-    rated=RatedValues(current_a=130, voltage_v=400, flow_m3h=300, pressure_bar=6, rpm=2950,
-                      power_factor=0.88),
+    id="P-1",
+    type="pump-75kw",
+    kind="pump",
+    site="s",
+    line="l",
+    rated=RatedValues(
+        current_a=130, voltage_v=400, flow_m3h=300, pressure_bar=6, rpm=2950, power_factor=0.88
+    ),
     sensors=[
         SensorSpec(name="current", kind="current", unit="A", normal_high=140, critical_high=160),
         SensorSpec(name="flow", kind="flow", unit="m3/h", normal_low=200, critical_low=150),
         SensorSpec(name="discharge_pressure", kind="pressure", unit="bar"),
-        SensorSpec(name="bearing_temp", kind="temperature", unit="degC", normal_high=80, critical_high=95),
+        SensorSpec(
+            name="bearing_temp", kind="temperature", unit="degC", normal_high=80, critical_high=95
+        ),
         SensorSpec(name="rpm", kind="speed", unit="rpm"),
     ],
 )
@@ -57,4 +64,6 @@ def test_pump_metrics_formulas() -> None:
 def test_motor_performance_is_speed_and_missing_inputs_give_none() -> None:
     m = HealthModel(MOTOR).metrics(np.array([np.nan, np.nan, np.nan, np.nan, 2950.0]))
     assert m["performance_index"] == pytest.approx(1.0)
-    assert m["efficiency"] is None and m["load_fraction"] is None and m["temperature_margin"] is None
+    assert (
+        m["efficiency"] is None and m["load_fraction"] is None and m["temperature_margin"] is None
+    )

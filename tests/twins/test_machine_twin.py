@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,18 +19,45 @@ from twins.survival import SurvivalRulModel
 
 T0 = 1_700_000_000_000
 SENSORS = [
-    SensorSpec(name="vibration", kind="vibration", unit="mm/s", normal_high=7.1, critical_high=11.0,
-               max_rate_per_s=5.0, stuck_after=20),
-    SensorSpec(name="bearing_temp", kind="temperature", unit="degC", normal_high=85.0,
-               critical_high=100.0, stuck_after=20),
-    SensorSpec(name="current", kind="current", unit="A", normal_high=110.0, critical_high=125.0,
-               stuck_after=20),
-    SensorSpec(name="rpm", kind="speed", unit="rpm", normal_low=1400.0, normal_high=1520.0,
-               stuck_after=0),
+    SensorSpec(
+        name="vibration",
+        kind="vibration",
+        unit="mm/s",
+        normal_high=7.1,
+        critical_high=11.0,
+        max_rate_per_s=5.0,
+        stuck_after=20,
+    ),
+    SensorSpec(
+        name="bearing_temp",
+        kind="temperature",
+        unit="degC",
+        normal_high=85.0,
+        critical_high=100.0,
+        stuck_after=20,
+    ),
+    SensorSpec(
+        name="current",
+        kind="current",
+        unit="A",
+        normal_high=110.0,
+        critical_high=125.0,
+        stuck_after=20,
+    ),
+    SensorSpec(
+        name="rpm", kind="speed", unit="rpm", normal_low=1400.0, normal_high=1520.0, stuck_after=0
+    ),
 ]
-SPEC = MachineSpec(id="M-7", type="motor-15kw", kind="motor", site="s", line="l",
-                   rated=RatedValues(rpm=1480, current_a=100, voltage_v=400),
-                   failure_modes=["bearing_wear", "winding_insulation"], sensors=SENSORS)
+SPEC = MachineSpec(
+    id="M-7",
+    type="motor-15kw",
+    kind="motor",
+    site="s",
+    line="l",
+    rated=RatedValues(rpm=1480, current_a=100, voltage_v=400),
+    failure_modes=["bearing_wear", "winding_insulation"],
+    sensors=SENSORS,
+)
 IDS = SPEC.sensor_ids()
 
 
@@ -40,13 +69,21 @@ def scans(n: int, seed: int = 0, start: int = 0, hours: float = 1 / 3600) -> np.
     return base + rng.normal(size=(n, 4)) * sigma
 
 
-def batch(rows: list[tuple[str, int, float]] | list[tuple[str, int, float, int]], n: int = 0,
-          machine: str = "M-7") -> TelemetryBatch:
+def batch(
+    rows: list[tuple[str, int, float]] | list[tuple[str, int, float, int]],
+    n: int = 0,
+    machine: str = "M-7",
+) -> TelemetryBatch:
     return TelemetryBatch.model_validate(
         {
-            "gateway_id": "gw", "site_id": "s", "batch_id": f"b{n}", "sent_at": T0,
+            "gateway_id": "gw",
+            "site_id": "s",
+            "batch_id": f"b{n}",
+            "sent_at": T0,
             "readings": {
-                "machine_id": [machine if r[0].startswith("M-7") else r[0].split(".")[0] for r in rows],
+                "machine_id": [
+                    machine if r[0].startswith("M-7") else r[0].split(".")[0] for r in rows
+                ],
                 "sensor_id": [r[0] for r in rows],
                 "timestamp": [r[1] for r in rows],
                 "value": [r[2] for r in rows],
@@ -100,7 +137,11 @@ def test_late_readings_are_reported_not_applied() -> None:
 
 
 def test_order_within_a_batch_does_not_matter() -> None:
-    rows = [(sid, T0 + k * 1000, float(v)) for k, row in enumerate(scans(5)) for sid, v in zip(IDS, row, strict=True)]
+    rows = [
+        (sid, T0 + k * 1000, float(v))
+        for k, row in enumerate(scans(5))
+        for sid, v in zip(IDS, row, strict=True)
+    ]
     shuffled = [rows[i] for i in np.random.default_rng(3).permutation(len(rows))]
     a, b = MachineTwin(SPEC), MachineTwin(SPEC)
     a.apply(batch(rows))
@@ -110,7 +151,11 @@ def test_order_within_a_batch_does_not_matter() -> None:
 
 def test_many_readings_per_sensor_in_one_batch_equal_one_scan_per_batch() -> None:
     data = scans(40)
-    rows = [(sid, T0 + k * 1000, float(v)) for k, row in enumerate(data) for sid, v in zip(IDS, row, strict=True)]
+    rows = [
+        (sid, T0 + k * 1000, float(v))
+        for k, row in enumerate(data)
+        for sid, v in zip(IDS, row, strict=True)
+    ]
     together, apart = MachineTwin(SPEC), MachineTwin(SPEC)
     together.apply(batch(rows))
     feed(apart, data)
@@ -126,7 +171,9 @@ def test_many_readings_per_sensor_in_one_batch_equal_one_scan_per_batch() -> Non
 
 def test_foreign_and_unknown_readings_are_rejected_with_reasons_and_counted() -> None:
     twin = MachineTwin(SPEC)
-    result = twin.apply(batch([("M-7.rpm", T0, 1470.0), ("M-7.oil_level", T0, 3.0), ("P-1.flow", T0, 9.0)]))
+    result = twin.apply(
+        batch([("M-7.rpm", T0, 1470.0), ("M-7.oil_level", T0, 3.0), ("P-1.flow", T0, 9.0)])
+    )
     assert result.applied == 1
     reasons = {r.index: r.reason for r in result.rejected}
     assert reasons[1] == "unknown sensor 'M-7.oil_level' on machine 'M-7'"
@@ -157,16 +204,66 @@ def test_critical_value_raises_one_critical_threshold_anomaly_while_it_lasts() -
     assert twin.health_score == pytest.approx(100 * (1 - (0.7 * 1 + 0.3 * 0.25)))
 
 
-def test_tick_reports_a_sensor_that_went_silent() -> None:
+def test_a_sensor_that_goes_silent_is_reported_once_as_stale() -> None:
     twin = MachineTwin(SPEC)
     feed(twin, scans(10))
-    rows = [(sid, T0 + 10_000 + k * 1000, float(v)) for k in range(100) for sid, v in
-            zip(IDS[:3], scans(1, start=k)[0][:3], strict=True)]
-    twin.apply(batch(rows))  # rpm stops reporting
-    result = twin.tick(T0 + 150_000)  # others 41 s old, rpm 140 s (stale after 60 s)
+    rows = [
+        (sid, T0 + 10_000 + k * 1000, float(v))
+        for k in range(100)
+        for sid, v in zip(IDS[:3], scans(1, start=k)[0][:3], strict=True)
+    ]
+    result = twin.apply(batch(rows))  # rpm stops reporting; stale after 60 s
     stale = [a for a in result.anomalies if a.type is AnomalyType.STALE]
-    assert [a.sensor_id for a in stale] == ["M-7.rpm"]
+    # Reported when it starts, and once more when its severity rises (low -> medium).
+    assert [(a.sensor_id, a.severity.value) for a in stale] == [
+        ("M-7.rpm", "low"),
+        ("M-7.rpm", "medium"),
+    ]
+    assert "no reading from rpm for 60 s" in stale[0].reason
     assert twin.state().sensors["M-7.rpm"].stale
+    assert not twin.state().sensors["M-7.current"].stale
+    # Still silent, still the same condition: not reported again.
+    later = twin.tick(T0 + 115_000)
+    assert [a for a in later.anomalies if a.sensor_id == "M-7.rpm"] == []
+
+
+def test_tick_finds_a_machine_gone_silent_and_calls_it_offline() -> None:
+    twin = MachineTwin(SPEC)
+    feed(twin, scans(10))
+    result = twin.tick(T0 + 200_000)
+    assert sorted(a.sensor_id for a in result.anomalies if a.type is AnomalyType.STALE) == sorted(
+        IDS
+    )
+    assert all(a.severity.value == "medium" for a in result.anomalies)
+    assert twin.status() is MachineStatus.OFFLINE
+
+
+def test_an_idle_machine_is_not_called_low_stuck_or_unusual() -> None:
+    twin = MachineTwin(SPEC)
+    feed(twin, scans(60))
+    idle = np.tile([0.3, 45.0, 0.5, 0.0], (80, 1))  # stopped: no speed, no current, cooling
+    results = feed(twin, idle, start_ms=T0 + 60_000)
+    assert [a for r in results for a in r.anomalies] == []
+    assert twin.status() is MachineStatus.IDLE
+    assert twin.health_score == 100.0
+    hot = idle[:3].copy()
+    hot[:, 1] = 101.0  # but a hot bearing at standstill is still reported
+    results = feed(twin, hot, start_ms=T0 + 140_000)
+    assert [a.type for r in results for a in r.anomalies] == [AnomalyType.THRESHOLD]
+
+
+def test_one_spike_raises_an_anomaly_but_does_not_move_health() -> None:
+    twin = MachineTwin(SPEC)
+    feed(twin, scans(60))
+    spike = scans(1, start=60)
+    spike[0, 0] = 10.5  # vibration beyond critical for one reading
+    result = feed(twin, spike, start_ms=T0 + 60_000)[0]
+    (found,) = result.anomalies
+    assert found.sensor_id == "M-7.vibration"
+    assert "rate_of_change" in found.reason and "threshold" in found.reason + found.detector
+    assert twin.health_score == 100.0
+    feed(twin, np.tile(spike, (2, 1)), start_ms=T0 + 61_000)  # it persists: now it counts
+    assert twin.health_score == pytest.approx(100 * (1 - (0.7 + 0.3 / 4) * 3.4 / 3.9), abs=0.01)
 
 
 def test_snapshot_restore_continues_exactly() -> None:
@@ -220,12 +317,21 @@ def test_apply_arrays_rejects_bad_input() -> None:
 def _toy_model() -> SurvivalRulModel:
     """A model whose life shortens as vibration rises (synthetic, known direction)."""
     rng = np.random.default_rng(0)
-    feats = {f"{s.name}.{stat}": rng.normal(size=400) for s in SENSORS for stat in ("mean", "slope")}
+    feats = {
+        f"{s.name}.{stat}": rng.normal(size=400) for s in SENSORS for stat in ("mean", "slope")
+    }
     vib = rng.uniform(1.5, 8.0, 400)
     feats["vibration.mean"] = vib
     life = 2000 * np.exp(-0.3 * (vib - 2)) * rng.weibull(2.5, 400)
-    frame = pd.DataFrame({**feats, "entry": 0.0, "duration": life, "event": True,
-                          "mode": np.where(rng.uniform(size=400) < 0.7, "bearing_wear", "winding_insulation")})
+    frame = pd.DataFrame(
+        {
+            **feats,
+            "entry": 0.0,
+            "duration": life,
+            "event": True,
+            "mode": np.where(rng.uniform(size=400) < 0.7, "bearing_wear", "winding_insulation"),
+        }
+    )
     return SurvivalRulModel(list(feats), name="toy").fit(frame)
 
 
@@ -239,7 +345,7 @@ def test_rul_is_predicted_when_due_and_names_its_model_version() -> None:
         if r.rul is not None:
             predictions.append((k, r.rul))
     hours = [k / 6 for k, _ in predictions]
-    assert hours[0] >= 3 and all(b - a >= 2 for a, b in zip(hours, hours[1:], strict=False))
+    assert hours[0] >= 3 and all(b - a >= 2 for a, b in itertools.pairwise(hours))
     rul = predictions[-1][1]
     assert rul.model_version == model.version_
     probs = [rul.failure_probability[h] for h in sorted(rul.failure_probability)]
@@ -259,6 +365,8 @@ def test_state_is_a_valid_record_that_round_trips_through_json() -> None:
     state = twin.state()
     again = TwinState.model_validate_json(state.model_dump_json())
     assert again == state
-    assert state.derived_metrics["load_fraction"] == pytest.approx(twin.state().sensors["M-7.current"].value / 100)
+    assert state.derived_metrics["load_fraction"] == pytest.approx(
+        twin.state().sensors["M-7.current"].value / 100
+    )
     assert "mean_32" in state.features["M-7.vibration"]
     assert "dominant_freq_hz" in state.features["M-7.vibration"]

@@ -16,11 +16,22 @@ def weibull_fleet(n: int, seed: int, modes: tuple[str, ...] = ("bearing_wear",))
     """Lives whose scale shrinks with load; with two modes, the first to fail ends a life."""
     rng = np.random.default_rng(seed)
     load = rng.uniform(0.5, 1.5, n)
-    lives = np.stack([s * np.exp(-0.9 * (load - 1)) * rng.weibull(k, n)
-                      for s, k in zip((1000.0, 1600.0), (3.0, 2.0), strict=False)][: len(modes)])
+    lives = np.stack(
+        [
+            s * np.exp(-0.9 * (load - 1)) * rng.weibull(k, n)
+            for s, k in zip((1000.0, 1600.0), (3.0, 2.0), strict=False)
+        ][: len(modes)]
+    )
     first = lives.argmin(axis=0)
-    return pd.DataFrame({"load": load, "entry": 0.0, "duration": lives.min(axis=0), "event": True,
-                         "mode": np.array(modes)[first]})
+    return pd.DataFrame(
+        {
+            "load": load,
+            "entry": 0.0,
+            "duration": lives.min(axis=0),
+            "event": True,
+            "mode": np.array(modes)[first],
+        }
+    )
 
 
 def test_predictions_agree_with_lifelines_conditional_survival() -> None:
@@ -29,7 +40,10 @@ def test_predictions_agree_with_lifelines_conditional_survival() -> None:
     z = (frame["load"] - model.feature_mean_[0]) / model.feature_scale_[0]
     fitter = WeibullAFTFitter(penalizer=0.01).fit(
         pd.DataFrame({"z0": z, "duration": frame["duration"], "event": 1, "entry": 0.0}),
-        "duration", "event", entry_col="entry")
+        "duration",
+        "event",
+        entry_col="entry",
+    )
     for load, age in ((0.7, 0.0), (1.2, 300.0), (1.4, 900.0)):
         x = pd.DataFrame({"z0": [(load - model.feature_mean_[0]) / model.feature_scale_[0]]})
         est = model.predict([load], age=age)
@@ -47,15 +61,19 @@ def test_fit_returns_self_and_older_or_heavier_machines_have_less_life_left() ->
     assert model.predict([1.0], 800).median < model.predict([1.0], 0).median
     est = model.predict([1.0], 200)
     probs = [est.failure_probability[h] for h in sorted(est.failure_probability)]
-    assert probs == sorted(probs) and 0 <= probs[0] and probs[-1] <= 1
-    assert np.all(np.diff(est.curve_survival) <= 1e-12) and est.curve_survival[0] == pytest.approx(1.0)
+    assert probs == sorted(probs) and probs[0] >= 0 and probs[-1] <= 1
+    assert np.all(np.diff(est.curve_survival) <= 1e-12) and est.curve_survival[0] == pytest.approx(
+        1.0
+    )
 
 
 def test_ninety_percent_intervals_cover_about_ninety_percent() -> None:
     model = SurvivalRulModel(["load"]).fit(weibull_fleet(600, 2))
     test = weibull_fleet(400, 3)
-    inside = [model.predict([x], 0).lower <= t <= model.predict([x], 0).upper
-              for x, t in zip(test["load"], test["duration"], strict=True)]
+    inside = [
+        model.predict([x], 0).lower <= t <= model.predict([x], 0).upper
+        for x, t in zip(test["load"], test["duration"], strict=True)
+    ]
     assert 0.85 <= float(np.mean(inside)) <= 0.95
 
 
@@ -70,14 +88,20 @@ def test_competing_modes_multiply_survival_and_name_the_likely_mode() -> None:
     h = 500.0
     total = 0.0
     for mm in model.modes_.values():
-        lam = np.exp(mm.intercept + mm.coef @ ((np.array([1.0]) - model.feature_mean_) / model.feature_scale_))
+        lam = np.exp(
+            mm.intercept
+            + mm.coef @ ((np.array([1.0]) - model.feature_mean_) / model.feature_scale_)
+        )
         total += (h / lam) ** mm.rho
     assert 1 - np.exp(-total) == pytest.approx(
-        np.interp(h, est.curve_hours, 1 - est.curve_survival), abs=0.01)
+        np.interp(h, est.curve_hours, 1 - est.curve_survival), abs=0.01
+    )
 
 
 def test_age_per_mode_restarts_a_repaired_component() -> None:
-    model = SurvivalRulModel(["load"]).fit(weibull_fleet(800, 5, modes=("bearing_wear", "seal_leak")))
+    model = SurvivalRulModel(["load"]).fit(
+        weibull_fleet(800, 5, modes=("bearing_wear", "seal_leak"))
+    )
     worn = model.predict([1.0], age={"bearing_wear": 900.0, "seal_leak": 900.0})
     repaired = model.predict([1.0], age={"bearing_wear": 0.0, "seal_leak": 900.0})
     assert repaired.median > worn.median
@@ -102,10 +126,13 @@ def test_artifact_round_trips_and_detects_tampering() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"features": []}, "features"), ({"features": ["a", "a"]}, "unique"),
-     ({"features": ["a"], "penalizer": -1}, "penalizer"),
-     ({"features": ["a"], "confidence": 1.0}, "confidence"),
-     ({"features": ["a"], "horizons": [0]}, "horizons")],
+    [
+        ({"features": []}, "features"),
+        ({"features": ["a", "a"]}, "unique"),
+        ({"features": ["a"], "penalizer": -1}, "penalizer"),
+        ({"features": ["a"], "confidence": 1.0}, "confidence"),
+        ({"features": ["a"], "horizons": [0]}, "horizons"),
+    ],
 )
 def test_bad_hyper_parameters_name_the_argument(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

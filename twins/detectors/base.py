@@ -45,12 +45,15 @@ class Scan:
     ``values[s]``/``times_s[s]``: the reading of sensor ``s`` in this scan (NaN when the
     sensor did not report). ``state[s]``: the latest known value of sensor ``s`` including
     this scan (NaN if never seen). ``now_s``: the scan's time (seconds since the epoch).
+    ``running``: False while the machine stands still (idle); detectors that model running
+    behaviour neither score nor learn then.
     """
 
     values: np.ndarray
     times_s: np.ndarray
     state: np.ndarray
     now_s: float
+    running: bool = True
 
     @property
     def present(self) -> np.ndarray:
@@ -123,6 +126,8 @@ class SensorDetector(ABC):
     name: ClassVar[str] = "detector"
     anomaly_type: ClassVar[AnomalyType] = AnomalyType.STATISTICAL
     machine_level: ClassVar[bool] = False
+    while_idle: ClassVar[bool] = False
+    """Whether the detector judges scans taken while the machine is idle."""
     _state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_sensors: int) -> None:
@@ -143,22 +148,34 @@ class SensorDetector(ABC):
             )
         if np.isinf(scan.values).any():
             raise ValueError(f"{self.name}: scan values must be finite or NaN (absent)")
-        if not self._built:
-            self._build()
+
+    def _ready(self) -> SensorDetector:
+        """This detector, or, before its state exists, a built copy to score against (so
+        that scoring never changes the detector, not even by building its state)."""
+        if self._built:
+            return self
+        fresh = copy.deepcopy(self)
+        fresh._build()
+        return fresh
 
     def score_sensors(self, scan: Scan) -> np.ndarray:
         """One score per sensor for this scan, without changing the detector."""
         self._check(scan)
-        return self._score(scan)
+        if not (scan.running or self.while_idle):
+            return np.zeros(self.n_sensors)
+        return self._ready()._score(scan)
 
     def learn_one(self, scan: Scan) -> None:
         """Update the detector with this scan."""
         self._check(scan)
-        self._learn(scan, None)
+        self.learn_scored(scan, None)
 
-    def learn_scored(self, scan: Scan, scores: np.ndarray) -> None:
+    def learn_scored(self, scan: Scan, scores: np.ndarray | None) -> None:
         """``learn_one`` for a scan just scored by ``score_sensors`` (so already checked)."""
-        self._learn(scan, scores)
+        if scan.running or self.while_idle:
+            if not self._built:
+                self._build()
+            self._learn(scan, scores)
 
     @abstractmethod
     def _score(self, scan: Scan) -> np.ndarray:
@@ -174,7 +191,7 @@ class SensorDetector(ABC):
 
     def process_one(self, scan: Scan) -> np.ndarray:
         scores = self.score_sensors(scan)
-        self._learn(scan, scores)
+        self.learn_scored(scan, scores)
         return scores
 
     def expected(self, scan: Scan) -> np.ndarray:
@@ -194,7 +211,7 @@ class SensorDetector(ABC):
     def state_dict(self) -> StateDict:
         if not self._built:
             return {"built": False}
-        return {"built": True, **{k: getattr(self, "_" + k) for k in self._state_keys}}
+        return {"built": True, **{k: copy.copy(getattr(self, "_" + k)) for k in self._state_keys}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state.get("built"):

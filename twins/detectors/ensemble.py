@@ -13,7 +13,8 @@ whose main contributing sensor already has a finding in the same scan is folded 
 >>> from twins.detectors.rules import ThresholdRule, FlatlineRule
 >>> ds = DetectorSet([ThresholdRule(1, normal_high=[80.0], critical_high=[100.0]),
 ...                   FlatlineRule(1, stuck_after=[3])])
->>> verdicts = [ds.process(Scan.from_values([v], float(i))) for i, v in enumerate([70, 90, 90, 95, 85])]
+>>> readings = [70, 90, 90, 95, 85]
+>>> verdicts = [ds.process(Scan.from_values([v], float(i))) for i, v in enumerate(readings)]
 >>> [[(f.detector, f.severity.value) for f in v.findings] for v in verdicts]
 [[], [('threshold', 'medium')], [], [('threshold', 'high')], []]
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,9 @@ class DetectorSet:
         self._open = np.where(ranks > 0, np.maximum(self._open, ranks), 0)
         findings: list[Finding] = []
         if new.size:
-            findings = self._findings(scan, new, ranks, scores, stacked, sensor_scores, machine_score)
+            findings = self._findings(
+                scan, new, ranks, scores, stacked, sensor_scores, machine_score
+            )
         for d, sc in zip(self.detectors, scores, strict=True):
             d.learn_scored(scan, sc)
         return Verdict(sensor_scores, machine_score, findings)
@@ -114,7 +117,6 @@ class DetectorSet:
         machine_score: float,
     ) -> list[Finding]:
         out: list[Finding] = []
-        flagged = set(np.flatnonzero(sensor_scores >= ALARM).tolist())
         for slot in new.tolist():
             if slot < self.n_sensors:
                 column = stacked[:, slot]
@@ -141,8 +143,10 @@ class DetectorSet:
             det = self.detectors[det_i]
             share = scores[det_i]
             top = np.argsort(share)[::-1][:3]
-            if int(top[0]) in flagged:
-                continue  # folded into that sensor's finding
+            same = next((i for i, f in enumerate(out) if f.sensor == int(top[0])), None)
+            if same is not None:  # folded into that sensor's finding of this scan
+                out[same] = replace(out[same], also=(*out[same].also, det.name))
+                continue
             out.append(
                 Finding(
                     sensor=-1,
@@ -162,10 +166,10 @@ class DetectorSet:
         entry is the machine-level one."""
         return self._open
 
-    def tick(self, now_s: float, state: np.ndarray) -> Verdict:
+    def tick(self, now_s: float, state: np.ndarray, running: bool = True) -> Verdict:
         """Judge a moment with no new readings (finds stale sensors)."""
         empty = np.full(self.n_sensors, np.nan)
-        return self.process(Scan(values=empty, times_s=empty, state=state, now_s=now_s))
+        return self.process(Scan(empty, empty, state, now_s, running))
 
     def clone(self) -> DetectorSet:
         return copy.deepcopy(self)

@@ -95,27 +95,21 @@ class PCAMonitor(SensorDetector):
         """Forget the model and learn a new one from the next ``n_fit`` scans."""
         self._build()
 
-    def _statistics(self, x: np.ndarray) -> tuple[float, float, np.ndarray]:
-        z = (x - self._mean) / self._scale
-        t = self._components @ z
-        t2 = float(np.dot(t * t, 1.0 / self._eigenvalues))
-        residual = z - t @ self._components
-        return t2, float(np.dot(residual, residual)), residual
-
-    def score_one(self, scan: Scan) -> float:
-        self._check(scan)
-        if not self.fitted or np.isnan(scan.state).any():
-            return 0.0
-        t2, q, _ = self._statistics(scan.state)
-        r = max(t2 / self._t2_limit, q / self._q_limit)
-        return r / (r + 1.0)
-
     def _score(self, scan: Scan) -> np.ndarray:
+        """The machine score on the sensors that drive it: Q contributions (squared
+        residuals) when Q dominates, T² contributions when T² does."""
         if not self.fitted or np.isnan(scan.state).any():
             return np.zeros(self.n_sensors)
-        t2, q, residual = self._statistics(scan.state)
-        r = max(t2 / self._t2_limit, q / self._q_limit)
-        share = residual * residual
+        z = (scan.state - self._mean) / self._scale
+        t = self._components @ z
+        residual = z - t @ self._components
+        t2_ratio = float(np.dot(t * t, 1.0 / self._eigenvalues)) / self._t2_limit
+        q_ratio = float(np.dot(residual, residual)) / self._q_limit
+        r = max(t2_ratio, q_ratio)
+        if q_ratio >= t2_ratio:
+            share = residual * residual
+        else:  # T² = sum_s z_s * (P^T (t / lambda))_s: each sensor's part of it
+            share = np.maximum(z * (self._components.T @ (t / self._eigenvalues)), 0.0)
         top = share.max()
         weights = share / top if top > 0 else np.ones(self.n_sensors)
         return (r / (r + 1.0)) * weights
@@ -141,7 +135,7 @@ class PCAMonitor(SensorDetector):
         eigenvalues = np.maximum(eigenvalues[order], 1e-12)
         vectors = vectors[:, order]
         explained = np.cumsum(eigenvalues) / eigenvalues.sum()
-        k = int(min(np.searchsorted(explained, self.variance) + 1, self.n_sensors - 1, n - 2))
+        k = min(int(np.searchsorted(explained, self.variance)) + 1, self.n_sensors - 1, n - 2)
         k = max(k, 1)
         conf = 1.0 - self.alpha
         t2_limit = k * (n - 1) * (n + 1) / (n * (n - k)) * stats.f.ppf(conf, k, n - k)
@@ -162,8 +156,23 @@ class PCAMonitor(SensorDetector):
         self._count = int(state["count"])  # type: ignore[call-overload]
         self._t2_limit = float(state["t2_limit"])  # type: ignore[arg-type]
         self._q_limit = float(state["q_limit"])  # type: ignore[arg-type]
-        for key in ("mean", "m2", "scale", "components", "eigenvalues"):
-            setattr(self, "_" + key, np.array(state[key], dtype=np.float64))
+        s = self.n_sensors
+        arrays = {
+            k: np.array(state[k], dtype=np.float64)
+            for k in ("mean", "m2", "scale", "components", "eigenvalues")
+        }
+        k = arrays["components"].shape[0]
+        expected: dict[str, list[tuple[int, ...]]] = {
+            "mean": [(s,)],
+            "m2": [(s, s), (0, 0)],
+            "scale": [(s,), (0,)],
+            "components": [(k, s)],
+            "eigenvalues": [(k,)],
+        }
+        for key, arr in arrays.items():
+            if arr.shape not in expected[key]:
+                raise ValueError(f"{self.name}.{key}: shape {arr.shape} does not fit {s} sensors")
+            setattr(self, "_" + key, arr)
 
 
 def _jackson_mudholkar(rest: np.ndarray, conf: float) -> float:

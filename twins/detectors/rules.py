@@ -5,11 +5,19 @@ Scores follow :mod:`twins.detectors.base` (0..1, alarm at 0.5):
 * :class:`ThresholdRule` — inside the normal range 0; between the normal and the critical
   limit ``0.5 + 0.45 * f`` where ``f`` is how far (0..1) the value has gone from the normal
   towards the critical limit; at or beyond the critical limit at least 0.95 (critical).
+  A sensor with only a normal limit scores 0.5 beyond it; with only a critical limit,
+  at least 0.95.
 * :class:`RateOfChangeRule` — ``0.5 * rate / max_rate``, capped at 1 (a spike).
-* :class:`FlatlineRule` — ``0.5 * repeats / stuck_after``: ``stuck_after`` identical
-  readings in a row reach the alarm.
+* :class:`FlatlineRule` — ``0.5 * repeats / stuck_after``, capped at 0.5: after
+  ``stuck_after`` repeats of the same value (``stuck_after + 1`` identical readings in a
+  row) the sensor is stuck, one low-severity condition however long it lasts.
 * :class:`StaleRule` — ``0.5 * age / max_age`` for sensors that did not report in this
-  scan, where age is the time since their last reading.
+  scan, where age is the time since their last reading, capped at 0.79 (medium severity:
+  a silent sensor is a data problem, not a machine in danger).
+
+While the machine is idle (``Scan.running`` false) only the threshold rule (high limits)
+and the stale rule judge scans: at standstill a speed of zero is neither low, stuck nor a
+jump, and the learned detectors model running behaviour.
 
 >>> import numpy as np
 >>> rule = ThresholdRule(n_sensors=1, normal_high=[80.0], critical_high=[100.0])
@@ -38,6 +46,7 @@ class ThresholdRule(SensorDetector):
 
     name = "threshold"
     anomaly_type = AnomalyType.THRESHOLD
+    while_idle = True  # a hot bearing matters at standstill too; low limits do not apply
 
     def __init__(
         self,
@@ -59,15 +68,21 @@ class ThresholdRule(SensorDetector):
         ):
             if np.any(lo > hi):
                 raise ValueError(f"{hi_name} must be at or above {lo_name} for every sensor")
-        # Where only one of normal/critical is given, the other takes its place.
+        # Only a critical limit: crossing it is critical at once. Only a normal limit:
+        # crossing it is an alarm (0.5) that never becomes critical.
         self._nh = np.where(np.isnan(self.normal_high), self.critical_high, self.normal_high)
-        self._ch = np.where(np.isnan(self.critical_high), self.normal_high, self.critical_high)
+        self._ch = np.where(np.isnan(self.critical_high), np.inf, self.critical_high)
         self._nl = np.where(np.isnan(self.normal_low), self.critical_low, self.normal_low)
-        self._cl = np.where(np.isnan(self.critical_low), self.normal_low, self.critical_low)
+        self._cl = np.where(np.isnan(self.critical_low), -np.inf, self.critical_low)
         self._has_low = bool((~np.isnan(self._nl)).any())
+        self._unlimited = np.isnan(self._nl) & np.isnan(self._nh)
         with np.errstate(invalid="ignore"):
             self._span_hi = np.where(self._ch > self._nh, self._ch - self._nh, np.inf)
             self._span_lo = np.where(self._nl > self._cl, self._nl - self._cl, np.inf)
+        if np.any(self.critical_low > self.normal_high) or np.any(
+            self.critical_low > self.critical_high
+        ):
+            raise ValueError("critical_low must be below the high limits for every sensor")
 
     @classmethod
     def for_machine(cls, spec: MachineSpec) -> ThresholdRule:
@@ -88,7 +103,7 @@ class ThresholdRule(SensorDetector):
                 0.95 + 0.05 * _ramp((x - self._ch) / self._span_hi),
                 np.where(x > self._nh, 0.5 + 0.45 * ((x - self._nh) / self._span_hi), 0.0),
             )
-            if not self._has_low:
+            if not (self._has_low and scan.running):
                 return np.fmax(hi, 0.0)  # fmax: NaN (no reading/limit) -> 0
             lo = np.where(
                 x <= self._cl,
@@ -101,7 +116,10 @@ class ThresholdRule(SensorDetector):
         """Limits are configuration: nothing to learn."""
 
     def expected(self, scan: Scan) -> np.ndarray:
-        return np.minimum(np.maximum(scan.values, self._nl), self._nh)
+        clipped = np.fmin(
+            np.fmax(scan.values, self._nl), self._nh
+        )  # fmin/fmax: a missing side does not clip
+        return np.where(self._unlimited, np.nan, clipped)
 
 
 class RateOfChangeRule(SensorDetector):
@@ -151,6 +169,8 @@ class FlatlineRule(SensorDetector):
 
     name = "flatline"
     anomaly_type = AnomalyType.FLATLINE
+    MAX_SCORE = 0.5
+    """A stuck sensor is one condition (low severity) however long it lasts."""
     _state_keys: ClassVar[tuple[str, ...]] = ("last_value", "repeats")
 
     def __init__(self, n_sensors: int, stuck_after: Any = None, tolerance: Any = None) -> None:
@@ -177,7 +197,7 @@ class FlatlineRule(SensorDetector):
         return np.where(same, self._repeats + 1, 0.0)
 
     def _score(self, scan: Scan) -> np.ndarray:
-        score = np.minimum(0.5 * self._repeats_after(scan) / self.stuck_after, 1.0)
+        score = np.minimum(0.5 * self._repeats_after(scan) / self.stuck_after, self.MAX_SCORE)
         return np.where(scan.present, score, 0.0)
 
     def _learn(self, scan: Scan, scores: np.ndarray | None) -> None:
@@ -191,6 +211,9 @@ class StaleRule(SensorDetector):
 
     name = "stale"
     anomaly_type = AnomalyType.STALE
+    while_idle = True
+    MAX_SCORE = 0.79
+    """A silent sensor is a data problem, not a machine in danger: at most medium."""
     _state_keys: ClassVar[tuple[str, ...]] = ("last_time",)
 
     def __init__(self, n_sensors: int, max_age_s: Any = None) -> None:
@@ -202,7 +225,9 @@ class StaleRule(SensorDetector):
     @classmethod
     def for_machine(cls, spec: MachineSpec, periods: float = 5.0) -> StaleRule:
         """Stale after ``periods`` missed sampling periods (at least 60 s)."""
-        return cls(len(spec.sensors), [max(periods * s.sample_period_s, 60.0) for s in spec.sensors])
+        return cls(
+            len(spec.sensors), [max(periods * s.sample_period_s, 60.0) for s in spec.sensors]
+        )
 
     def _build(self) -> None:
         self._last_time = np.full(self.n_sensors, np.nan)
@@ -210,7 +235,9 @@ class StaleRule(SensorDetector):
 
     def _score(self, scan: Scan) -> np.ndarray:
         with np.errstate(invalid="ignore"):
-            score = np.minimum(0.5 * (scan.now_s - self._last_time) / self.max_age_s, 1.0)
+            score = np.minimum(
+                0.5 * (scan.now_s - self._last_time) / self.max_age_s, self.MAX_SCORE
+            )
         return np.where(scan.present, 0.0, np.fmax(score, 0.0))
 
     def _learn(self, scan: Scan, scores: np.ndarray | None) -> None:
