@@ -40,6 +40,7 @@ from typing import Annotated, Self
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -79,6 +80,16 @@ def _future_limit(info: ValidationInfo) -> int:
 
 def _future_message(field: str, ts: int) -> str:
     return f"{field}: timestamp {ts} is more than {MAX_FUTURE_SKEW_MS // 1000} s in the future"
+
+
+def _not_future(v: int, info: ValidationInfo) -> int:
+    if v > _future_limit(info):
+        raise ValueError(_future_message(str(info.field_name), v))
+    return v
+
+
+RecentTimestampMs = Annotated[TimestampMs, AfterValidator(_not_future)]
+"""A timestamp not before 2000 and not beyond the receiver's clock plus the skew."""
 
 
 def _check_not_future(values: Sequence[int], field: str, info: ValidationInfo) -> None:
@@ -148,7 +159,7 @@ class SensorReading(BaseModel):
 
     machine_id: Identifier
     sensor_id: SensorId
-    timestamp: TimestampMs = Field(description="epoch milliseconds, UTC")
+    timestamp: RecentTimestampMs = Field(description="epoch milliseconds, UTC")
     value: FiniteFloat
     quality: Quality = Quality.GOOD
 
@@ -165,13 +176,6 @@ class SensorReading(BaseModel):
     @classmethod
     def _timestamp(cls, v: object) -> object:
         return datetime_to_ms(v) if isinstance(v, datetime) else v
-
-    @field_validator("timestamp")
-    @classmethod
-    def _not_future(cls, v: int, info: ValidationInfo) -> int:
-        if v > _future_limit(info):
-            raise ValueError(_future_message("timestamp", v))
-        return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,17 +253,10 @@ class EdgeAnomaly(BaseModel):
 
     machine_id: Identifier
     sensor_id: SensorId
-    timestamp: TimestampMs
+    timestamp: RecentTimestampMs
     value: FiniteFloat
     anomaly_score: Annotated[float, Field(ge=0.0, le=1.0)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
-
-    @field_validator("timestamp")
-    @classmethod
-    def _not_future(cls, v: int, info: ValidationInfo) -> int:
-        if v > _future_limit(info):
-            raise ValueError(_future_message("timestamp", v))
-        return v
 
     @model_validator(mode="after")
     def _sensor_belongs(self) -> Self:
@@ -319,19 +316,12 @@ class TelemetryBatch(BaseModel):
     gateway_id: Identifier
     site_id: Identifier
     batch_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-    sent_at: TimestampMs
+    sent_at: RecentTimestampMs
     readings: ReadingColumns = Field(
         default_factory=lambda: ReadingColumns(machine_id=[], sensor_id=[], timestamp=[], value=[])
     )
     anomalies: list[EdgeAnomaly] = Field(default_factory=list, max_length=MAX_BATCH_READINGS)
     aggregates: AggregateColumns | None = None
-
-    @field_validator("sent_at")
-    @classmethod
-    def _sent_not_future(cls, v: int, info: ValidationInfo) -> int:
-        if v > _future_limit(info):
-            raise ValueError(_future_message("sent_at", v))
-        return v
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

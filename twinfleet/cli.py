@@ -51,6 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         worn=args.worn,
         top=args.top,
+        lives=args.lives,
     )
     return 0
 
@@ -108,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
     demo.add_argument("--worn", type=int, default=6, help="machines that start worn (6)")
     demo.add_argument("--top", type=_positive(int), default=8, help="machines per report (8)")
+    demo.add_argument(
+        "--lives",
+        type=_positive(int),
+        default=40,
+        help="simulated run-to-failure lives per machine type to train on (40)",
+    )
     demo.add_argument(
         "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
     )

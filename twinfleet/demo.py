@@ -24,7 +24,7 @@ from actors.host import MachineHost
 from schemas.anomaly import AnomalyRecord, AnomalyType, Severity
 from schemas.common import FailureMode, iso_utc
 from schemas.plant import Plant
-from twinfleet.models import load_or_train
+from twinfleet.models import DEFAULT_LIVES, load_or_train
 from twins.machine import MachineTwin, TwinConfig
 from twins.simulator import PlantSimulator
 
@@ -129,6 +129,7 @@ def run(
     seed: int,
     worn: int,
     top: int,
+    lives: int = DEFAULT_LIVES,
     echo: bool = True,
 ) -> DemoOutcome:
     lines: list[str] = []
@@ -143,7 +144,7 @@ def run(
         f"{days:g} days at {step_minutes:g}-minute scans (seed {seed})"
     )
     say("RUL models (survival, one per machine type):")
-    models = load_or_train(plant, data_dir, seed=seed, log=say)
+    models = load_or_train(plant, data_dir, seed=seed, lives=lives, log=say)
     initial = worn_start(plant, worn)
     say(
         "machines starting with a worn component: "

@@ -256,15 +256,7 @@ class MachineTwin:
                     else f"unknown sensor {arr.sensor_id[i]!r} on machine {self.machine_id!r}"
                 )
                 result.rejected.append(Rejected(i, reason))
-        ts = arr.timestamp
-        bad = ok & (arr.quality == Quality.BAD)
-        if bad.any():
-            self._note_bad(idx[bad], ts[bad])
-            result.bad_quality = int(bad.sum())
-        rows = np.flatnonzero(ok & ~bad)
-        if rows.size:
-            self._apply_rows(rows, idx[rows], ts[rows], arr.value[rows], arr.quality[rows], result)
-        return self._finish(result)
+        return self._ingest(ok, idx, arr.timestamp, arr.value, arr.quality, result)
 
     def apply_arrays(
         self,
@@ -293,13 +285,25 @@ class MachineTwin:
         if not np.isfinite(vals).all():
             raise ValueError("values must be finite")
         result = ApplyResult(self.machine_id, self.version, sensor_ids=self.sensor_ids)
-        bad = q == Quality.BAD
+        return self._ingest(np.ones(len(idx), dtype=bool), idx, ts, vals, q, result)
+
+    def _ingest(
+        self,
+        ok: np.ndarray,
+        sensors: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        quality: np.ndarray,
+        result: ApplyResult,
+    ) -> ApplyResult:
+        """Apply the ``ok`` rows: bad quality noted, the rest applied in order."""
+        bad = ok & (quality == Quality.BAD)
         if bad.any():
-            self._note_bad(idx[bad], ts[bad])
+            self._note_bad(sensors[bad], ts[bad])
             result.bad_quality = int(bad.sum())
-        rows = np.flatnonzero(~bad)
+        rows = np.flatnonzero(ok & ~bad)
         if rows.size:
-            self._apply_rows(rows, idx[rows], ts[rows], vals[rows], q[rows], result)
+            self._apply_rows(rows, sensors[rows], ts[rows], values[rows], quality[rows], result)
         return self._finish(result)
 
     def _sensor_indices(self, sensor_ids: list[str]) -> np.ndarray:
