@@ -23,7 +23,7 @@ from pathlib import Path
 from actors.host import MachineHost
 from schemas.anomaly import AnomalyRecord, AnomalyType, Severity
 from schemas.common import FailureMode, iso_utc
-from schemas.plant import Plant
+from schemas.plant import MachineSpec, Plant
 from twinfleet.models import DEFAULT_LIVES, load_or_train
 from twins.machine import MachineTwin, TwinConfig
 from twins.simulator import PlantSimulator
@@ -75,14 +75,27 @@ class Watch:
         return None
 
 
+WORN_START = {"pump": 0.72, "compressor": 0.74, "motor": 0.86, "conveyor": 0.86}
+"""Starting wear of the worn machines, by kind: enough to fail within a few weeks."""
+
+
 def worn_start(plant: Plant, count: int) -> dict[str, dict[FailureMode, float]]:
-    """Give ``count`` machines spread over the plant a worn component at the start."""
+    """Give ``count`` machines, spread over the plant and its machine kinds, one worn
+    component each (the failure modes taken in turn)."""
     machines = [m for m in plant.machines if m.failure_modes]
-    step = max(len(machines) // max(count, 1), 1)
-    chosen = machines[step // 2 :: step][:count]
-    wear = (0.78, 0.72, 0.66, 0.6, 0.55, 0.5)
+    by_kind: dict[str, list[MachineSpec]] = {}
+    for m in machines:
+        by_kind.setdefault(m.kind.value, []).append(m)
+    chosen: list[MachineSpec] = []
+    rank = 0
+    while len(chosen) < min(count, len(machines)):
+        for group in by_kind.values():
+            pick = group[(rank * 5 + 2) % len(group)]
+            if len(chosen) < count and pick not in chosen:
+                chosen.append(pick)
+        rank += 1
     return {
-        m.id: {m.failure_modes[i % len(m.failure_modes)]: wear[i % len(wear)]}
+        m.id: {m.failure_modes[i % len(m.failure_modes)]: WORN_START.get(m.kind.value, 0.75)}
         for i, m in enumerate(chosen)
     }
 
