@@ -23,8 +23,13 @@ def representative(plant: Plant) -> dict[str, MachineSpec]:
     return out
 
 
+TRAINING_RECIPE = 3
+"""Bumped whenever the way models are trained changes, so cached artifacts are retrained."""
+
+
 def artifact_path(data_dir: Path, machine_type: str, seed: int, lives: int) -> Path:
-    return data_dir / "models" / f"{machine_type}-seed{seed}-lives{lives}.json"
+    name = f"{machine_type}-seed{seed}-lives{lives}-r{TRAINING_RECIPE}.json"
+    return data_dir / "models" / name
 
 
 def load_or_train(
@@ -48,6 +53,12 @@ def load_or_train(
                 log(f"  {machine_type}: {path} is unusable ({exc}); training again")
         started = time.perf_counter()
         histories = run_to_failure(spec, n_lives=lives, seed=seed + 1000 * i)
+        # Half as many again start with a worn component (a refurbished part, a poor
+        # installation): the model must learn that condition, not age alone, tells how
+        # much life is left.
+        histories += run_to_failure(
+            spec, n_lives=max(lives // 2, 1), seed=seed + 1000 * i + 500, initial_wear_high=0.85
+        )
         model = train_rul_model(spec, histories)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -55,7 +66,7 @@ def load_or_train(
         tmp.replace(path)
         models[machine_type] = model
         log(
-            f"  {machine_type}: trained {model.version_} on {lives} simulated lives "
+            f"  {machine_type}: trained {model.version_} on {len(histories)} simulated lives "
             f"({model.n_failures_} failures, {model.n_rows_} landmark rows) "
             f"in {time.perf_counter() - started:.1f} s"
         )

@@ -221,6 +221,7 @@ class MachineTwin:
         self._bucket_sum = np.zeros(n)
         self._bucket_count = np.zeros(n)
         self._first_ms: int | None = None
+        self._trend_start_ms: int | None = None  # set by a repair: the trend starts again
         self._repaired_ms: dict[str, int] = {}
         self._last_rul_ms: int | None = None
         self._rul: RulPrediction | None = None
@@ -530,10 +531,8 @@ class MachineTwin:
             self._bucket_hour = int(clock_ms // 3_600_000)
 
     def _rul_due(self, clock_ms: int) -> bool:
-        if (
-            self._first_ms is None
-            or (clock_ms - self._first_ms) < self.config.rul_min_hours * 3_600_000
-        ):
+        since = self._first_ms if self._trend_start_ms is None else self._trend_start_ms
+        if since is None or (clock_ms - since) < self.config.rul_min_hours * 3_600_000:
             return False
         return self._last_rul_ms is None or (
             clock_ms - self._last_rul_ms >= self.config.rul_every_hours * 3_600_000
@@ -564,7 +563,15 @@ class MachineTwin:
             raise ValueError(f"failure_mode {unknown[0]!r} is not one of {sorted(known)}")
         for m in modes:
             self._repaired_ms[m] = int(at_ms)
-        self._last_rul_ms = None  # predict afresh on the next batch
+        # The condition trend before the repair describes the old part: start it again,
+        # and predict once enough of the new trend exists.
+        self.trend = RollingFeatures(self.n_sensors, (self.config.trend_window,))
+        self._bucket_hour = -1
+        self._bucket_sum[:] = 0.0
+        self._bucket_count[:] = 0.0
+        self._trend_start_ms = int(at_ms)
+        self._last_rul_ms = None
+        self._rul = None
 
     def rul_features(self) -> dict[str, float]:
         """Trend features the RUL model reads: per sensor, the mean and slope (per hour) of
@@ -698,6 +705,7 @@ class MachineTwin:
             "version": self.version,
             "last_update_ms": self.last_update_ms,
             "first_ms": self._first_ms,
+            "trend_start_ms": self._trend_start_ms,
             "bucket_hour": self._bucket_hour,
             "repaired_ms": dict(sorted(self._repaired_ms.items())),
             "last_rul_ms": self._last_rul_ms,
@@ -747,6 +755,7 @@ class MachineTwin:
         self.version = int(twin["version"])
         self.last_update_ms = twin["last_update_ms"]
         self._first_ms = twin["first_ms"]
+        self._trend_start_ms = twin["trend_start_ms"]
         self._bucket_hour = int(twin["bucket_hour"])
         self._repaired_ms = {k: int(v) for k, v in twin["repaired_ms"].items()}
         self._last_rul_ms = twin["last_rul_ms"]

@@ -1,46 +1,45 @@
-"""Remaining useful life as a survival distribution: cause-specific Weibull AFT models.
+"""Remaining useful life as a survival distribution: cause-specific Weibull AFT models
+of the *remaining* life, fitted on landmarks.
 
-Each failure mode ``m`` has a Weibull accelerated-failure-time model of the machine's
-lifetime ``T`` given its condition features ``x`` (fitted with lifelines'
-``WeibullAFTFitter``)::
+A landmark is an observation of a machine at age ``a`` that was still running then: its
+condition features ``x(a)``, and how long it went on to run, ``R = T - a`` (to failure,
+or to the end of observation: censored). Each failure mode ``m`` has a Weibull
+accelerated-failure-time model of ``R`` given the features and the age (fitted with
+lifelines' ``WeibullAFTFitter``)::
 
-    S_m(t | x) = exp(-(t / lambda_m(x)) ** rho_m),   log lambda_m(x) = b_m + beta_m . z(x)
+    S_m(h | x, a) = exp(-(h / lambda_m) ** rho_m),
+    log lambda_m = b_m + beta_m . z(x) + gamma_m * z(a)
 
-where ``z`` standardises the features with the training mean and spread. Failure modes
-compete (the first to occur ends the life), so the machine's survival is the product
-``S(t | x) = prod_m S_m(t | x)``; each mode's model is fitted with the other modes'
-failures as censoring.
+where ``z`` standardises with the training mean and spread. This *is* conditional
+survival, the distribution of ``T - a`` given ``T > a``, estimated directly (the
+landmarking approach) rather than derived from a model of the whole lifetime with
+lifelines' ``conditional_after``: with features that change as a machine wears, it ranks
+machines by imminent failure much better (AUC of P(fail within 7 days) on held-out
+simulated lives, same features: 0.96-0.97 against 0.90-0.94 for a whole-life AFT
+conditioned on age; measured while choosing, see README).
 
-Training rows are *landmarks*: an observation of a machine at age ``a`` with its features
-``x(a)`` then, its end of life (or of observation) ``T`` and whether it failed. Each row
-enters the risk set at ``a`` (left truncation, lifelines' ``entry_col``), so the model
-learns lifetimes among machines that had survived to that age in that condition.
-
-Prediction for a machine of age ``a`` is conditional survival, ``T`` given ``T > a``
-(``conditional_after`` in lifelines)::
-
-    S(h | a, x) = S(a + h | x) / S(a | x)
+Failure modes compete (the first to occur ends the life), so the machine's survival is
+``S(h) = prod_m S_m(h)``; each mode's model is fitted with the other modes' failures as
+censoring. Age is per mode at prediction: a repaired component starts again at 0.
 
 The median and the bounds of the central interval (5th and 95th percentiles for 90 %)
-are read off that curve; the probability of failing within ``h`` hours is
-``1 - S(h | a, x)``. Prediction is closed-form numpy (checked against lifelines in the
-tests), so it is cheap enough to run in every twin.
-
-Time units are whatever the training durations are in (hours for the plant, cycles for
-C-MAPSS).
+are read off ``S``; the probability of failing within ``h`` hours is ``1 - S(h)``.
+Prediction is closed-form numpy (checked against lifelines in the tests), cheap enough
+to run in every twin. Time units are whatever the training durations are in (hours for
+the plant, cycles for C-MAPSS).
 
 >>> import numpy as np, pandas as pd
 >>> rng = np.random.default_rng(0)
 >>> load = rng.uniform(0.5, 1.5, 300)
 >>> life = 1000 * np.exp(-0.8 * (load - 1)) * rng.weibull(3.0, 300)
->>> frame = pd.DataFrame({"load": load, "entry": 0.0, "duration": life, "event": True,
+>>> age = rng.uniform(0, 0.9, 300) * life  # landmarks somewhere in each life
+>>> frame = pd.DataFrame({"load": load, "entry": age, "duration": life, "event": True,
 ...                       "mode": "bearing_wear"})
 >>> model = SurvivalRulModel(features=["load"]).fit(frame)
->>> heavy, light = model.predict([1.4], age=0.0), model.predict([0.6], age=0.0)
+>>> heavy, light = model.predict([1.4], age=100.0), model.predict([0.6], age=100.0)
 >>> heavy.median < light.median
 True
->>> old = model.predict([1.0], age=800.0)
->>> old.median < model.predict([1.0], age=0.0).median
+>>> model.predict([1.0], age=800.0).median < model.predict([1.0], age=100.0).median
 True
 """
 
@@ -58,7 +57,7 @@ import pandas as pd
 
 from schemas.rul import FAILURE_HORIZONS_H
 
-ARTIFACT_FORMAT = "twinfleet.survival/1"
+ARTIFACT_FORMAT = "twinfleet.survival/2"
 _LN_1000 = math.log(1000.0)
 
 
@@ -124,8 +123,9 @@ class SurvivalRulModel:
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> SurvivalRulModel:
-        """Fit on landmark rows with columns ``entry``, ``duration``, ``event``, ``mode``
-        and the feature columns. ``mode`` names the failure mode where ``event`` is true."""
+        """Fit on landmark rows with columns ``entry`` (age at the landmark), ``duration``
+        (age at failure or at the end of observation), ``event``, ``mode`` (the failure
+        mode where ``event`` is true) and the feature columns."""
         from lifelines import WeibullAFTFitter
 
         missing = [
@@ -137,9 +137,8 @@ class SurvivalRulModel:
             raise ValueError(f"frame needs at least 10 rows to fit, got {len(frame)}")
         x = frame[self.features].to_numpy(dtype=np.float64)
         if not np.isfinite(x).all():
-            bad = [
-                f for f, ok in zip(self.features, np.isfinite(x).all(axis=0), strict=True) if not ok
-            ]
+            finite = np.isfinite(x).all(axis=0)
+            bad = [f for f, ok in zip(self.features, finite, strict=True) if not ok]
             raise ValueError(f"features contain NaN or infinite values: {bad}")
         duration = frame["duration"].to_numpy(dtype=np.float64)
         entry = frame["entry"].to_numpy(dtype=np.float64)
@@ -149,24 +148,30 @@ class SurvivalRulModel:
         modes = sorted({str(m) for m in frame.loc[event, "mode"]})
         if not modes:
             raise ValueError("frame has no failures (event) to learn from")
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        z = (x - mean) / scale
-        cols = [f"z{i}" for i in range(len(self.features))]
-        base = pd.DataFrame(z, columns=cols)
-        base["entry"] = entry
-        base["duration"] = duration
+        covariates = np.column_stack([x, entry])  # the features, then the age
+        mean = covariates.mean(axis=0)
+        spread = covariates.std(axis=0)
+        varying = spread > 1e-12 * np.maximum(np.abs(mean), 1.0)  # constants carry nothing
+        scale = np.where(varying, spread, 1.0)
+        z = (covariates - mean) / scale
+        cols = [f"z{i}" for i in np.flatnonzero(varying)]
+        base = pd.DataFrame(z[:, varying], columns=cols)
+        base["remaining"] = duration - entry
         models: dict[str, _ModeModel] = {}
         for mode in modes:
             data = base.copy()
             data["event"] = (event & (frame["mode"].astype(str).to_numpy() == mode)).astype(int)
             fitter = WeibullAFTFitter(penalizer=self.penalizer)
-            fitter.fit(data, duration_col="duration", event_col="event", entry_col="entry")
+            fitter.fit(data, duration_col="remaining", event_col="event")
             params = fitter.params_
             models[mode] = _ModeModel(
                 intercept=float(params[("lambda_", "Intercept")]),
-                coef=np.array([float(params[("lambda_", c)]) for c in cols]),
+                coef=np.array(
+                    [
+                        float(params[("lambda_", f"z{i}")]) if used else 0.0
+                        for i, used in enumerate(varying)
+                    ]
+                ),
                 rho=float(np.exp(params[("rho_", "Intercept")])),
             )
         self.feature_mean_ = mean
@@ -193,10 +198,6 @@ class SurvivalRulModel:
             raise ValueError("the model is not fitted yet: call fit() or load an artifact")
 
     # -- prediction ----------------------------------------------------------------------
-    def _log_lambda(self, x: np.ndarray) -> dict[str, float]:
-        z = (x - self.feature_mean_) / self.feature_scale_
-        return {m: mm.intercept + float(mm.coef @ z) for m, mm in self.modes_.items()}
-
     def predict(
         self,
         features: Sequence[float] | np.ndarray | Mapping[str, float],
@@ -220,15 +221,13 @@ class SurvivalRulModel:
         if not np.isfinite(x).all():
             raise ValueError("features must be finite")
         ages = _ages(age, list(self.modes_))
-        log_lam = self._log_lambda(x)
-        lam = {m: math.exp(v) for m, v in log_lam.items()}
+        z = {m: self._z(x, ages[m]) for m in self.modes_}
+        lam = {m: math.exp(mm.intercept + float(mm.coef @ z[m])) for m, mm in self.modes_.items()}
         rho = {m: mm.rho for m, mm in self.modes_.items()}
-        h_age = {m: (ages[m] / lam[m]) ** rho[m] for m in lam}
-        # Horizon where the conditional survival falls to 0.001 under the fastest mode.
-        hmax = min(lam[m] * (h_age[m] + _LN_1000) ** (1 / rho[m]) - ages[m] for m in lam)
-        hmax = max(hmax, 1e-6)
+        # Horizon where survival falls to 0.001 under the fastest mode.
+        hmax = max(min(lam[m] * _LN_1000 ** (1 / rho[m]) for m in lam), 1e-6)
         grid = np.linspace(0.0, hmax, 512)
-        cum = {m: ((ages[m] + grid) / lam[m]) ** rho[m] - h_age[m] for m in lam}
+        cum = {m: (grid / lam[m]) ** rho[m] for m in lam}
         total = sum(cum.values())
         surv = np.exp(-total)
         tail = (1 - self.confidence) / 2
@@ -237,8 +236,7 @@ class SurvivalRulModel:
         upper = _quantile(grid, surv, tail)
         probs = {}
         for h in self.horizons:
-            ch = sum(((ages[m] + h) / lam[m]) ** rho[m] - h_age[m] for m in lam)
-            probs[h] = float(1 - math.exp(-ch))
+            probs[h] = float(1 - math.exp(-sum((h / lam[m]) ** rho[m] for m in lam)))
         at_median = int(np.searchsorted(grid, median))
         shares = {m: float(cum[m][at_median]) for m in lam}
         norm = sum(shares.values()) or 1.0
@@ -256,17 +254,22 @@ class SurvivalRulModel:
             failure_probability=probs,
             failure_mode=mode,
             mode_probability=mode_probability,
-            factors=self._factors(x, mode),
+            factors=self._factors(z[mode], np.append(x, ages[mode]), mode),
         )
 
-    def _factors(self, x: np.ndarray, mode: str) -> list[tuple[str, float, float, float | None]]:
-        """Each feature's pull on the dominant mode's log-life, largest first.
+    def _z(self, x: np.ndarray, age: float) -> np.ndarray:
+        return (np.append(x, age) - self.feature_mean_) / self.feature_scale_
 
-        ``importance`` is the feature's share of ``sum |beta_j z_j|``; the threshold is the
-        value at which that feature alone would halve the characteristic life.
+    def _factors(
+        self, z: np.ndarray, raw: np.ndarray, mode: str
+    ) -> list[tuple[str, float, float, float | None]]:
+        """Each covariate's pull on the dominant mode's log-life, largest first.
+
+        ``importance`` is the covariate's share of ``sum |beta_j z_j|``; the threshold is
+        the value at which that covariate alone would halve the characteristic life.
         """
         mm = self.modes_[mode]
-        z = (x - self.feature_mean_) / self.feature_scale_
+        names = [*self.features, "age_hours"]
         pull = mm.coef * z
         total = float(np.abs(pull).sum()) or 1.0
         out = []
@@ -277,7 +280,7 @@ class SurvivalRulModel:
                 if abs(beta) > 1e-9
                 else None
             )
-            out.append((self.features[j], float(abs(pull[j]) / total), float(x[j]), threshold))
+            out.append((names[j], float(abs(pull[j]) / total), float(raw[j]), threshold))
         return out
 
     # -- artifact ------------------------------------------------------------------------

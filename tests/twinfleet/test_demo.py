@@ -11,8 +11,16 @@ from twinfleet.demo import run
 
 def test_twins_flag_degrading_machines_before_they_fail(tmp_path: Path) -> None:
     outcome = run(
-        _plant(None), tmp_path, days=14, step_minutes=10, report_hours=48, seed=7, worn=6,
-        top=5, lives=40, echo=False,
+        _plant(None),
+        tmp_path,
+        days=14,
+        step_minutes=10,
+        report_hours=48,
+        seed=7,
+        worn=6,
+        top=5,
+        lives=40,
+        echo=False,
     )
     text = "\n".join(outcome.lines)
     assert "52 machines" in text
@@ -24,7 +32,21 @@ def test_twins_flag_degrading_machines_before_they_fail(tmp_path: Path) -> None:
     assert len(outcome.flagged_not_failed) <= 10, text
     # Models were trained once and are reused on the next start.
     assert sorted(p.name.split("-seed")[0] for p in (tmp_path / "models").glob("*.json")) == [
-        "compressor-110kw", "conveyor-drive", "motor-15kw", "pump-75kw"]
-    again = run(_plant(None), tmp_path, days=0.1, step_minutes=10, report_hours=48, seed=7,
-                worn=6, top=5, lives=40, echo=False)
+        "compressor-110kw",
+        "conveyor-drive",
+        "motor-15kw",
+        "pump-75kw",
+    ]
+    again = run(
+        _plant(None),
+        tmp_path,
+        days=0.1,
+        step_minutes=10,
+        report_hours=48,
+        seed=7,
+        worn=6,
+        top=5,
+        lives=40,
+        echo=False,
+    )
     assert sum("loaded" in line for line in again.lines) == 4

@@ -353,8 +353,19 @@ def test_rul_is_predicted_when_due_and_names_its_model_version() -> None:
     assert rul.lower_hours <= rul.median_hours <= rul.upper_hours
     assert {f.factor for f in rul.contributing_factors}
     # A repair of the dominant mode restarts its clock: the next prediction is from age 0.
-    twin.record_repair("bearing_wear", T0 + 24 * 3_600_000)
-    assert twin.age_hours(T0 + 24 * 3_600_000)["bearing_wear"] == 0.0
+    repaired_at = T0 + 24 * 3_600_000
+    twin.record_repair("bearing_wear", repaired_at)
+    assert twin.age_hours(repaired_at)["bearing_wear"] == 0.0
+    # The trend starts again: no prediction until rul_min_hours of new trend exist.
+    assert twin.rul is None
+    after = [
+        twin.apply(scan_batch(scans(1, start=k)[0], repaired_at + k * 600_000, 1000 + k))
+        for k in range(1, 30)
+    ]
+    first = next(k for k, r in enumerate(after, start=1) if r.rul is not None)
+    assert first * 600_000 >= 3 * 3_600_000
+    ages = twin.age_hours(repaired_at + first * 600_000)
+    assert ages["bearing_wear"] == pytest.approx(first / 6) and ages["winding_insulation"] > 24
     with pytest.raises(ValueError, match="seal_leak"):
         twin.record_repair("seal_leak", T0)
 
