@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schemas.plant import MachineSpec, Plant
-from twins.simulator import run_to_failure
+from twins.simulator import Life, run_to_failure
 from twins.survival import SurvivalRulModel
 from twins.training import train_rul_model
 
@@ -25,6 +25,15 @@ def representative(plant: Plant) -> dict[str, MachineSpec]:
 
 TRAINING_RECIPE = 3
 """Bumped whenever the way models are trained changes, so cached artifacts are retrained."""
+
+
+def training_histories(spec: MachineSpec, *, seed: int, lives: int) -> list[Life]:
+    """Simulated run-to-failure lives to train on: ``lives`` from new, and half as many
+    again starting with a worn component (a refurbished part, a poor installation), so
+    the model learns that condition, not age alone, tells how much life is left."""
+    return run_to_failure(spec, n_lives=lives, seed=seed) + run_to_failure(
+        spec, n_lives=max(lives // 2, 1), seed=seed + 500, initial_wear_high=0.85
+    )
 
 
 def artifact_path(data_dir: Path, machine_type: str, seed: int, lives: int) -> Path:
@@ -52,13 +61,7 @@ def load_or_train(
             except ValueError as exc:
                 log(f"  {machine_type}: {path} is unusable ({exc}); training again")
         started = time.perf_counter()
-        histories = run_to_failure(spec, n_lives=lives, seed=seed + 1000 * i)
-        # Half as many again start with a worn component (a refurbished part, a poor
-        # installation): the model must learn that condition, not age alone, tells how
-        # much life is left.
-        histories += run_to_failure(
-            spec, n_lives=max(lives // 2, 1), seed=seed + 1000 * i + 500, initial_wear_high=0.85
-        )
+        histories = training_histories(spec, seed=seed + 1000 * i, lives=lives)
         model = train_rul_model(spec, histories)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

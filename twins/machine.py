@@ -339,21 +339,23 @@ class MachineTwin:
             a[order] for a in (rows, sensors, ts, values, quality)
         )
         last_t = self._time_ms[sensors]
-        prev_same = np.zeros(len(rows), dtype=bool)
-        prev_same[1:] = (sensors[1:] == sensors[:-1]) & (ts[1:] == ts[:-1])
-        duplicate = prev_same | ((ts == last_t) & (values == self._value[sensors]))
-        late = ~duplicate & (ts <= last_t)
-        keep = ~(duplicate | late)
-        result.duplicates = int(duplicate.sum())
-        if late.any():
-            result.late = sorted(rows[late].tolist())
-        if not keep.any():
-            return
-        sensors, ts, values, quality = sensors[keep], ts[keep], values[keep], quality[keep]
+        new_sensor = sensors[1:] != sensors[:-1]
+        if not (new_sensor.all() and (ts > last_t).all()):  # some repeat or come late
+            prev_same = np.zeros(len(rows), dtype=bool)
+            prev_same[1:] = ~new_sensor & (ts[1:] == ts[:-1])
+            duplicate = prev_same | ((ts == last_t) & (values == self._value[sensors]))
+            late = ~duplicate & (ts <= last_t)
+            keep = ~(duplicate | late)
+            result.duplicates = int(duplicate.sum())
+            if late.any():
+                result.late = sorted(rows[late].tolist())
+            if not keep.any():
+                return
+            sensors, ts, values, quality = sensors[keep], ts[keep], values[keep], quality[keep]
+            new_sensor = sensors[1:] != sensors[:-1]
         n = len(sensors)
         if self._first_ms is None:
             self._first_ms = int(ts.min())
-        new_sensor = sensors[1:] != sensors[:-1]
         if new_sensor.all():  # one reading per sensor: a single round
             self._apply_round(sensors, ts, values, quality, result)
         else:  # round k holds the k-th reading of each sensor

@@ -161,6 +161,11 @@ class SensorDetector(ABC):
     def score_sensors(self, scan: Scan) -> np.ndarray:
         """One score per sensor for this scan, without changing the detector."""
         self._check(scan)
+        return self.score_checked(scan)
+
+    def score_checked(self, scan: Scan) -> np.ndarray:
+        """``score_sensors`` for a scan already checked against this detector's size (an
+        ensemble checks each scan once for all its detectors)."""
         if not (scan.running or self.while_idle):
             return np.zeros(self.n_sensors)
         return self._ready()._score(scan)

@@ -84,7 +84,8 @@ class DetectorSet:
 
     def process(self, scan: Scan) -> Verdict:
         """Score the scan with every detector, then let each learn from it."""
-        scores = [d.score_sensors(scan) for d in self.detectors]
+        self.detectors[0]._check(scan)  # all watch the same sensors: check once
+        scores = [d.score_checked(scan) for d in self.detectors]
         s = self.n_sensors
         if self._sensor_level:
             stacked = np.stack([scores[i] for i in self._sensor_level])
