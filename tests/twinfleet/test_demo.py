@@ -8,20 +8,19 @@ from pathlib import Path
 from twinfleet.cli import _plant
 from twinfleet.demo import run
 
+SETTINGS = {
+    "step_minutes": 10,
+    "report_hours": 48,
+    "seed": 7,
+    "worn": 6,
+    "top": 5,
+    "lives": 40,
+    "echo": False,
+}
+
 
 def test_twins_flag_degrading_machines_before_they_fail(tmp_path: Path) -> None:
-    outcome = run(
-        _plant(None),
-        tmp_path,
-        days=14,
-        step_minutes=10,
-        report_hours=48,
-        seed=7,
-        worn=6,
-        top=5,
-        lives=40,
-        echo=False,
-    )
+    outcome = run(_plant(None), tmp_path, days=14, **SETTINGS)
     text = "\n".join(outcome.lines)
     assert "52 machines" in text
     assert len(outcome.failures) >= 2, text
@@ -37,16 +36,5 @@ def test_twins_flag_degrading_machines_before_they_fail(tmp_path: Path) -> None:
         "motor-15kw",
         "pump-75kw",
     ]
-    again = run(
-        _plant(None),
-        tmp_path,
-        days=0.1,
-        step_minutes=10,
-        report_hours=48,
-        seed=7,
-        worn=6,
-        top=5,
-        lives=40,
-        echo=False,
-    )
+    again = run(_plant(None), tmp_path, days=0.1, **SETTINGS)
     assert sum("loaded" in line for line in again.lines) == 4

@@ -22,7 +22,7 @@ from twins.simulator._random import FloatArray, child_seed
 from twins.simulator.degradation import DegradationModel
 from twins.simulator.faults import FaultState, SensorFaults
 from twins.simulator.load import HOURS_PER_WEEK, LoadProfile
-from twins.simulator.projection import first_crossing
+from twins.simulator.projection import gamma_step
 from twins.simulator.signals import SignalModel
 
 
@@ -156,11 +156,7 @@ def run_to_failure(
         for k in range(size):
             history[k] = wear
             n_samples += alive
-            shape = growth[k] * np.exp(c * np.minimum(wear, 1.0))
-            shape[~alive] = 0.0
-            new = wear + rng.gamma(shape, b)
-            crossed, mode_index, fraction = first_crossing(wear, new)
-            crossed &= alive
+            new, crossed, mode_index, fraction = gamma_step(wear, growth[k], alive, c, b, rng)
             if crossed.any():
                 failure_hours[crossed] = times[k] + fraction[crossed] * sample_hours
                 failure_mode[crossed] = mode_index[crossed]

@@ -115,6 +115,24 @@ def first_crossing(
     return crossed, mode_index, when
 
 
+def gamma_step(
+    wear: FloatArray,
+    growth: FloatArray,
+    alive: npt.NDArray[np.bool_],
+    acceleration: float,
+    dispersion: float,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64], FloatArray]:
+    """One gamma-process step of a (paths x modes) wear array: shape
+    ``growth * exp(acceleration * wear)`` (0 on paths no longer alive), scale
+    ``dispersion``. Returns the new wear and :func:`first_crossing` of living paths."""
+    shape = growth * np.exp(acceleration * np.minimum(wear, 1.0))
+    shape[~alive] = 0.0
+    new: FloatArray = wear + rng.gamma(shape, dispersion)
+    crossed, mode_index, fraction = first_crossing(wear, new)
+    return new, crossed & alive, mode_index, fraction
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedReset:
     """A maintenance action resolved to wear columns (input of :func:`simulate_paths`)."""
@@ -197,11 +215,7 @@ def simulate_paths(
             mean_wear[k + 1 :] = mean_wear[k]
             wear_quantiles[:, k + 1 :] = wear_quantiles[:, k : k + 1]
             break
-        shape = growth[k] * np.exp(c * np.minimum(wear, 1.0))
-        shape[~alive] = 0.0
-        new = wear + rng.gamma(shape, b)
-        crossed, mode_index, fraction = first_crossing(wear, new)
-        crossed &= alive
+        new, crossed, mode_index, fraction = gamma_step(wear, growth[k], alive, c, b, rng)
         if crossed.any():
             ttf[crossed] = hours[k] + fraction[crossed] * dts[k]
             failed_index[crossed] = mode_index[crossed]
