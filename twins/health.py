@@ -98,10 +98,6 @@ class HealthModel:
             [sensors[i].critical_high for i in self._temps], dtype=np.float64
         )
 
-    def sensor_index(self, kind: SensorKind) -> int | None:
-        """Index of the machine's first sensor of ``kind`` (None if it has none)."""
-        return self._first[kind]
-
     def condition(
         self, values: np.ndarray, previous: np.ndarray | None = None, running: bool = True
     ) -> np.ndarray:

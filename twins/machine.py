@@ -404,10 +404,7 @@ class MachineTwin:
         )
 
     def _accumulate_trend(self, sensors: np.ndarray, values: np.ndarray, now_ms: int) -> None:
-        hour = int(now_ms // 3_600_000)
-        if hour > self._bucket_hour:
-            self._close_bucket()
-            self._bucket_hour = hour
+        self._roll_bucket(now_ms)
         self._bucket_sum[sensors] += values
         self._bucket_count[sensors] += 1
 
@@ -510,7 +507,7 @@ class MachineTwin:
         self.counters["anomalies"] += len(result.anomalies)
         clock = now_ms if now_ms is not None else self.last_update_ms
         if clock is not None and self.rul_model is not None and self._rul_due(clock):
-            self._close_bucket_if_past(clock)
+            self._roll_bucket(clock)
             prediction = self.predict_rul(clock)
             if prediction is not None:
                 result.rul = prediction
@@ -527,10 +524,12 @@ class MachineTwin:
         result.status = self.status()
         return result
 
-    def _close_bucket_if_past(self, clock_ms: int) -> None:
-        if int(clock_ms // 3_600_000) > self._bucket_hour >= 0:
+    def _roll_bucket(self, clock_ms: int) -> None:
+        """Once the clock has left the bucket's hour, its means go into the trend."""
+        hour = int(clock_ms // 3_600_000)
+        if hour > self._bucket_hour:
             self._close_bucket()
-            self._bucket_hour = int(clock_ms // 3_600_000)
+            self._bucket_hour = hour
 
     def _rul_due(self, clock_ms: int) -> bool:
         since = self._first_ms if self._trend_start_ms is None else self._trend_start_ms

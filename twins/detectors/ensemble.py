@@ -100,9 +100,7 @@ class DetectorSet:
         self._open = np.where(ranks > 0, np.maximum(self._open, ranks), 0)
         findings: list[Finding] = []
         if new.size:
-            findings = self._findings(
-                scan, new, ranks, scores, stacked, sensor_scores, machine_score
-            )
+            findings = self._findings(scan, new, ranks, scores, stacked, machine_score)
         for d, sc in zip(self.detectors, scores, strict=True):
             d.learn_scored(scan, sc)
         return Verdict(sensor_scores, machine_score, findings)
@@ -114,7 +112,6 @@ class DetectorSet:
         ranks: np.ndarray,
         scores: list[np.ndarray],
         stacked: np.ndarray,
-        sensor_scores: np.ndarray,
         machine_score: float,
     ) -> list[Finding]:
         out: list[Finding] = []
