@@ -70,6 +70,7 @@ from twins.detectors.ensemble import DetectorSet, Finding
 from twins.detectors.multivariate import PCAMonitor
 from twins.detectors.robust import RobustZScore
 from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, ThresholdRule
+from twins.detectors.smoothed import SmoothedPCAMonitor
 from twins.features import FEATURE_NAMES, RollingFeatures
 from twins.health import RISK_HORIZON_H, HealthModel
 from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
@@ -109,6 +110,11 @@ class TwinConfig:
     rul_min_hours: float = 6.0
     stale_periods: float = 5.0
     multivariate: bool = True
+    smoothed_pca: bool = False
+    """True watches the sensors together with :class:`SmoothedPCAMonitor` (EWMA-smoothed
+    PCA, empirical limits, alarm hold) instead of :class:`PCAMonitor`."""
+    zscore: bool = True
+    """False leaves out the per-sensor robust z-score (for rigs whose levels drift)."""
     detect: bool = True
     """False runs features, trend and RUL only (used to replay histories for training)."""
 
@@ -168,9 +174,14 @@ def default_detectors(spec: MachineSpec, config: TwinConfig) -> list[SensorDetec
         RateOfChangeRule.for_machine(spec),
         FlatlineRule.for_machine(spec),
         StaleRule.for_machine(spec, periods=config.stale_periods),
-        RobustZScore(n, threshold=config.zscore_threshold, warmup=config.zscore_warmup),
     ]
-    if config.multivariate and n >= 2:
+    if config.zscore:
+        detectors.append(
+            RobustZScore(n, threshold=config.zscore_threshold, warmup=config.zscore_warmup)
+        )
+    if config.multivariate and n >= 2 and config.smoothed_pca:
+        detectors.append(SmoothedPCAMonitor(n))
+    elif config.multivariate and n >= 2:
         detectors.append(PCAMonitor(n, n_fit=max(config.pca_fit_scans, n + 2)))
     return detectors
 

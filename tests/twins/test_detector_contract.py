@@ -15,6 +15,7 @@ from twins.detectors.base import Detector, Scan, ScanBlock, SensorDetector
 from twins.detectors.multivariate import PCAMonitor
 from twins.detectors.robust import RobustZScore
 from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, ThresholdRule
+from twins.detectors.smoothed import SmoothedPCAMonitor
 from twins.snapshot import pack, unpack
 
 S = 4
@@ -42,6 +43,9 @@ FACTORIES: dict[str, Callable[[int], SensorDetector]] = {
     "stale": lambda n: StaleRule(n, max_age_s=per_sensor([25.0, 60.0, None, 15.0], n)),
     "robust_zscore": lambda n: RobustZScore(n, threshold=4.0, warmup=20),
     "pca": lambda n: PCAMonitor(n, n_fit=50, variance=0.8, alpha=0.01),
+    "smoothed_pca": lambda n: SmoothedPCAMonitor(  # fitted before WARM's stuck run
+        n, n_fit=20, n_calibrate=10, smoothing=0.5, hold=1, window=2, slow_block=4, slow_share=0.9
+    ),
 }
 NAMES = list(FACTORIES)
 
@@ -171,6 +175,7 @@ def test_warm_detectors_react_to_the_test_data(name: str) -> None:
     before = frozen(det.state_dict())
     det.learn_many(TEST)
     if name not in ("threshold", "pca"):  # no state / a fitted PCA model stays fixed
+        # (the smoothed PCA's model is fixed too, but its average and alarm hold move)
         with pytest.raises(AssertionError):
             assert_same_state(before, det.state_dict())
 
@@ -178,7 +183,7 @@ def test_warm_detectors_react_to_the_test_data(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_learned_detectors_are_fitted_by_the_warm_up(name: str) -> None:
     det = warmed(name)
-    if isinstance(det, PCAMonitor):
+    if isinstance(det, PCAMonitor | SmoothedPCAMonitor):
         assert det.fitted
     if isinstance(det, RobustZScore):
         assert not np.isnan(det.expected(TEST.row(0))).any(), "every sensor warmed up"
@@ -401,6 +406,20 @@ BAD_ARGUMENTS: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
     (PCAMonitor, {"n_sensors": 4, "variance": 0.0}, "variance"),
     (PCAMonitor, {"n_sensors": 4, "alpha": 0.0}, "alpha"),
     (PCAMonitor, {"n_sensors": 4, "alpha": 0.5}, "alpha"),
+    (SmoothedPCAMonitor, {"n_sensors": 0}, "n_sensors"),
+    (SmoothedPCAMonitor, {"n_sensors": 12, "n_fit": 13}, "n_fit"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "n_calibrate": 9}, "n_calibrate"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "smoothing": 0.0}, "smoothing"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "smoothing": 1.5}, "smoothing"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "variance": 1.0}, "variance"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "quantile": 1.0}, "quantile"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "quantile": 0.2}, "quantile"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "window": 0}, "window"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "hold": 11, "window": 10}, "hold"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "hold": 0}, "hold"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "slow_block": 1}, "slow_block"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "n_fit": 40, "slow_block": 21}, "slow_block"),
+    (SmoothedPCAMonitor, {"n_sensors": 4, "slow_share": 0.0}, "slow_share"),
 ]
 
 
