@@ -83,6 +83,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.benchmark == "rul":
+        from twinfleet.benchmarks.cmapss import main as rul_main
+
+        return rul_main(args.args)
+    from twinfleet.benchmarks.skab import main as anomaly_main
+
+    return anomaly_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twinfleet",
@@ -132,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
     )
     train.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser(
+        "bench",
+        help="public benchmarks: rul (NASA C-MAPSS) or anomaly (SKAB)",
+        description="rul TRAIN TEST RUL [--cap 125] | anomaly PATH... "
+        "(each reads only the files it is given; add -h after the name for details)",
+    )
+    bench.add_argument("benchmark", choices=["rul", "anomaly"])
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -76,7 +76,7 @@ from twins.health import RISK_HORIZON_H, HealthModel
 from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
 from twins.survival import SurvivalRulModel
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 _HOUR_S = 3600.0
 IDLE_FRACTION = 0.1
 """Below this fraction of its rated speed (or, without a speed sensor, rated current) a
@@ -231,6 +231,8 @@ class MachineTwin:
         self._bucket_hour = -1  # the hour whose readings are being averaged for the trend
         self._bucket_sum = np.zeros(n)
         self._bucket_count = np.zeros(n)
+        self._life_sum = np.zeros(n)  # sums of hourly means since installation or repair
+        self._life_count = np.zeros(n)
         self._first_ms: int | None = None
         self._trend_start_ms: int | None = None  # set by a repair: the trend starts again
         self._repaired_ms: dict[str, int] = {}
@@ -425,6 +427,8 @@ class MachineTwin:
             means = self._bucket_sum[have] / self._bucket_count[have]
             mid = np.full(have.size, (self._bucket_hour + 0.5) * _HOUR_S)
             self.trend.update(have, mid, means)
+            self._life_sum[have] += means
+            self._life_count[have] += 1
             self._bucket_sum[:] = 0.0
             self._bucket_count[:] = 0.0
 
@@ -581,18 +585,31 @@ class MachineTwin:
         self._bucket_hour = -1
         self._bucket_sum[:] = 0.0
         self._bucket_count[:] = 0.0
+        self._life_sum[:] = 0.0
+        self._life_count[:] = 0.0
         self._trend_start_ms = int(at_ms)
         self._last_rul_ms = None
         self._rul = None
 
     def rul_features(self) -> dict[str, float]:
-        """Trend features the RUL model reads: per sensor, the mean and slope (per hour) of
-        its hourly means over the trend window."""
-        feats = self.trend.compute(self.config.trend_window)
+        """Condition features a RUL model reads, per sensor (NaN while unknown):
+
+        ``mean``/``slope``: mean and slope (per hour) of its hourly means over the trend
+        window; ``mean_w<w>``: mean of its last ``w`` readings, for each rolling window;
+        ``drift``: the shortest window's mean minus the mean of all its hourly means since
+        installation or the last repair (how far it has moved from its own baseline)."""
+        trend = self.trend.compute(self.config.trend_window)
+        recent = {w: self.features.compute(w)["mean"] for w in self.config.windows}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            life = np.where(self._life_count > 0, self._life_sum / self._life_count, np.nan)
+        drift = recent[self.config.windows[0]] - life
         out: dict[str, float] = {}
         for i, s in enumerate(self.spec.sensors):
-            out[f"{s.name}.mean"] = float(feats["mean"][i])
-            out[f"{s.name}.slope"] = float(feats["slope"][i])
+            out[f"{s.name}.mean"] = float(trend["mean"][i])
+            out[f"{s.name}.slope"] = float(trend["slope"][i])
+            for w, values in recent.items():
+                out[f"{s.name}.mean_w{w}"] = float(values[i])
+            out[f"{s.name}.drift"] = float(drift[i])
         return out
 
     def predict_rul(self, now_ms: int) -> RulPrediction | None:
@@ -736,6 +753,8 @@ class MachineTwin:
             "stale": self._stale,
             "bucket_sum": self._bucket_sum,
             "bucket_count": self._bucket_count,
+            "life_sum": self._life_sum,
+            "life_count": self._life_count,
         }
         return pack(
             {
@@ -785,6 +804,8 @@ class MachineTwin:
             "stale",
             "bucket_sum",
             "bucket_count",
+            "life_sum",
+            "life_count",
         ):
             current = getattr(self, "_" + key)
             setattr(self, "_" + key, np.asarray(twin[key], dtype=current.dtype).copy())

@@ -37,6 +37,43 @@ class History(Protocol):
     def failure_mode(self) -> object: ...
 
 
+def replay_features(
+    spec: MachineSpec,
+    hours: np.ndarray,
+    values: np.ndarray,
+    marks: Sequence[float] | np.ndarray,
+    config: TwinConfig | None = None,
+) -> list[dict[str, float]]:
+    """Feed one history through a fresh twin (detection off) and take its
+    :meth:`~twins.machine.MachineTwin.rul_features` at each of ``marks`` (ascending
+    hours), after every reading up to and including that hour has been applied."""
+    cfg = TwinConfig(**{**(config or TwinConfig()).__dict__, "detect": False})
+    values = np.asarray(values, dtype=np.float64)
+    hours = np.asarray(hours, dtype=np.float64)
+    if values.ndim != 2 or values.shape != (len(hours), len(spec.sensors)):
+        raise ValueError(f"values must be (len(hours), {len(spec.sensors)}), got {values.shape}")
+    marks = np.asarray(marks, dtype=np.float64)
+    if marks.size and np.any(np.diff(marks) < 0):
+        raise ValueError("marks must be ascending")
+    twin = MachineTwin(spec.model_copy(update={"installed_hours": 0.0}), config=cfg)
+    cuts = np.searchsorted(hours, marks, side="right")
+    out = []
+    start = 0
+    for cut in cuts:
+        if cut > start:  # everything up to the mark, in one call (many scans)
+            chunk = values[start:cut]
+            present = ~np.isnan(chunk)
+            ts = EPOCH_MS + np.round(hours[start:cut] * 3_600_000).astype(np.int64)
+            twin.apply_arrays(
+                np.broadcast_to(ts[:, None], chunk.shape)[present],
+                chunk[present],
+                np.broadcast_to(np.arange(chunk.shape[1]), chunk.shape)[present],
+            )
+            start = cut
+        out.append(twin.rul_features())
+    return out
+
+
 def landmark_frame(
     spec: MachineSpec,
     histories: Iterable[History],
@@ -49,38 +86,20 @@ def landmark_frame(
     if every_hours <= 0:
         raise ValueError(f"every_hours must be positive, got {every_hours}")
     cfg = config or TwinConfig()
-    cfg = TwinConfig(**{**cfg.__dict__, "detect": False})
     rows: list[dict[str, object]] = []
     for unit, life in enumerate(histories):
-        values = np.asarray(life.values, dtype=np.float64)
-        hours = np.asarray(life.hours, dtype=np.float64)
-        if values.ndim != 2 or values.shape != (len(hours), len(spec.sensors)):
-            raise ValueError(
-                f"history {unit}: values must be (len(hours), {len(spec.sensors)}), "
-                f"got {values.shape}"
-            )
-        twin = MachineTwin(spec.model_copy(update={"installed_hours": 0.0}), config=cfg)
         mode = life.failure_mode
         event = mode is not None
         mode_name = getattr(mode, "value", mode)
+        hours = np.asarray(life.hours, dtype=np.float64)
         # A history that ends without failing is censored where observation stopped.
         end = float(life.failure_hours) if event else float(hours[-1])
-        # Feed the history a landmark interval at a time (one call, many scans).
         marks = np.arange(cfg.rul_min_hours, end, every_hours)
-        cuts = np.searchsorted(hours, marks, side="right")
-        start = 0
-        for mark, cut in zip(marks, cuts, strict=True):
-            if cut > start:
-                chunk = values[start:cut]
-                present = ~np.isnan(chunk)
-                ts = EPOCH_MS + np.round(hours[start:cut] * 3_600_000).astype(np.int64)
-                twin.apply_arrays(
-                    np.broadcast_to(ts[:, None], chunk.shape)[present],
-                    chunk[present],
-                    np.broadcast_to(np.arange(chunk.shape[1]), chunk.shape)[present],
-                )
-                start = cut
-            feats = twin.rul_features()
+        try:
+            taken = replay_features(spec, hours, life.values, marks, cfg)
+        except ValueError as exc:
+            raise ValueError(f"history {unit}: {exc}") from None
+        for mark, feats in zip(marks, taken, strict=True):
             if all(np.isfinite(v) for v in feats.values()):
                 rows.append(
                     {

@@ -381,3 +381,26 @@ def test_state_is_a_valid_record_that_round_trips_through_json() -> None:
     )
     assert "mean_32" in state.features["M-7.vibration"]
     assert "dominant_freq_hz" in state.features["M-7.vibration"]
+
+
+def test_rul_features_give_recent_means_trend_and_drift_from_the_machine_baseline() -> None:
+    """Hourly scans: temperature flat at 60 for 20 h, then 70. Drift is the last 8
+    readings' mean minus the mean of all hourly means so far; a repair resets it."""
+    cfg = TwinConfig(windows=(8, 32), trend_window=48, detect=False)
+    twin = MachineTwin(SPEC, config=cfg)
+    data = scans(30)
+    data[:, 1] = np.where(np.arange(30) < 20, 60.0, 70.0)
+    feed(twin, data, step_ms=3_600_000)
+    feats = twin.rul_features()
+    assert feats["bearing_temp.mean_w8"] == pytest.approx(70.0)
+    assert feats["bearing_temp.mean_w32"] == pytest.approx((20 * 60 + 10 * 70) / 30)
+    # hourly means close when the next hour starts: 29 of the 30 are in the trend
+    life = (20 * 60 + 9 * 70) / 29
+    assert feats["bearing_temp.mean"] == pytest.approx(life)
+    assert feats["bearing_temp.drift"] == pytest.approx(70.0 - life)
+    assert feats["bearing_temp.slope"] > 0
+    restored = MachineTwin(SPEC, config=cfg)
+    restored.restore(twin.snapshot())
+    assert restored.rul_features() == feats
+    twin.record_repair("bearing_wear", T0 + 30 * 3_600_000)
+    assert np.isnan(twin.rul_features()["bearing_temp.drift"])
