@@ -25,7 +25,7 @@ re-validated); readings for machines this host does not hold are rejected with a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from schemas.plant import MachineSpec
 from schemas.telemetry import ReadingColumns, TelemetryBatch
 from twins.machine import ApplyResult, MachineTwin, TwinConfig
-from twins.survival import SurvivalRulModel
+from twins.rul import RulModel
 
 
 @dataclass
@@ -50,10 +50,10 @@ class MachineHost:
     def __init__(
         self,
         machines: Iterable[MachineSpec],
-        models: dict[str, SurvivalRulModel] | None = None,
+        models: Mapping[str, RulModel] | None = None,
         config: TwinConfig | None = None,
     ) -> None:
-        self.models = dict(models or {})
+        self.models: dict[str, RulModel] = dict(models or {})
         self.config = config or TwinConfig()
         self.twins: dict[str, MachineTwin] = {}
         for spec in machines:
@@ -72,7 +72,7 @@ class MachineHost:
         except KeyError:
             raise KeyError(f"machine {machine_id!r} is not held by this host") from None
 
-    def set_model(self, machine_type: str, model: SurvivalRulModel) -> int:
+    def set_model(self, machine_type: str, model: RulModel) -> int:
         """Hand a new model version to every twin of ``machine_type``; returns how many."""
         self.models[machine_type] = model
         count = 0

@@ -73,8 +73,8 @@ from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, Thr
 from twins.detectors.smoothed import SmoothedPCAMonitor
 from twins.features import FEATURE_NAMES, RollingFeatures
 from twins.health import RISK_HORIZON_H, HealthModel
+from twins.rul import RulModel
 from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
-from twins.survival import SurvivalRulModel
 
 SNAPSHOT_FORMAT = 2
 _HOUR_S = 3600.0
@@ -192,7 +192,7 @@ class MachineTwin:
     def __init__(
         self,
         spec: MachineSpec,
-        rul_model: SurvivalRulModel | None = None,
+        rul_model: RulModel | None = None,
         config: TwinConfig | None = None,
         detectors: list[SensorDetector] | None = None,
     ) -> None:
@@ -649,7 +649,7 @@ class MachineTwin:
         )
         return self._rul
 
-    def set_rul_model(self, model: SurvivalRulModel) -> None:
+    def set_rul_model(self, model: RulModel) -> None:
         """Swap in a new model version; the next batch predicts with it."""
         self.rul_model = model
         self._last_rul_ms = None

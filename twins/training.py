@@ -13,6 +13,7 @@ when the history ends without a failure: it is then censored at its last sample)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -20,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from schemas.plant import MachineSpec
+from twins.boosted import BoostedRulModel
 from twins.machine import MachineTwin, TwinConfig
-from twins.survival import SurvivalRulModel
+from twins.rul import RulModel
+from twins.survival import RulEstimate, SurvivalRulModel
 
 EPOCH_MS = 1_600_000_000_000  # histories are replayed from this (arbitrary) instant
 
@@ -120,6 +123,71 @@ def rul_feature_names(spec: MachineSpec, sensors: Sequence[str] | None = None) -
     """The trend features a model for this machine type reads (mean and slope per sensor)."""
     names = [s.name for s in spec.sensors] if sensors is None else list(sensors)
     return [f"{n}.{stat}" for n in names for stat in ("mean", "slope")]
+
+
+MODEL_KINDS = ("aft", "boosted")
+"""``aft``: cause-specific Weibull AFT (:class:`~twins.survival.SurvivalRulModel`);
+``boosted``: boosted health index (:class:`~twins.boosted.BoostedRulModel`)."""
+
+
+def new_rul_model(
+    spec: MachineSpec, kind: str = "aft", penalizer: float = 0.05
+) -> SurvivalRulModel | BoostedRulModel:
+    """An unfitted model of ``kind`` for machines like ``spec``."""
+    if kind == "aft":
+        return SurvivalRulModel(
+            rul_feature_names(spec), penalizer=penalizer, name=f"{spec.type}-aft"
+        )
+    if kind == "boosted":
+        names = rul_feature_names(spec) + [f"{s.name}.drift" for s in spec.sensors]
+        return BoostedRulModel(names, name=f"{spec.type}-boosted")
+    raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def assess(model: RulModel, frame: pd.DataFrame, horizon: float = 168.0) -> dict[str, float]:
+    """How well ``model`` does on landmark rows it was not fitted on.
+
+    ``concordance``: Harrell's C of the predicted median against the remaining life
+    (0.5 is chance, 1 is a perfect ranking). ``interval_coverage``: share of failed rows
+    whose remaining life lies inside the model's interval. Calibration at ``horizon``,
+    over rows whose outcome at the horizon is known (failed within it, or seen running
+    past it): ``predicted_p`` (mean predicted probability of failing within the horizon)
+    against ``observed_p`` (the share that did), and the Brier score.
+    """
+    from lifelines.utils import concordance_index
+
+    if frame.empty:
+        raise ValueError("frame has no rows to assess on")
+    x = frame[list(model.features)].to_numpy(dtype=np.float64)
+    entry = frame["entry"].to_numpy(dtype=np.float64)
+    remaining = frame["duration"].to_numpy(dtype=np.float64) - entry
+    event = frame["event"].to_numpy(dtype=bool)
+    estimates = [model.predict(row, age=float(a)) for row, a in zip(x, entry, strict=True)]
+    median = np.array([e.median for e in estimates])
+    lower = np.array([e.lower for e in estimates])
+    upper = np.array([e.upper for e in estimates])
+    p = np.array([_probability_within(e, horizon) for e in estimates])
+    known = (event & (remaining <= horizon)) | (remaining > horizon)
+    failed = (event & (remaining <= horizon))[known]
+    inside = (lower <= remaining) & (remaining <= upper)
+    return {
+        "rows": float(len(frame)),
+        "concordance": float(concordance_index(remaining, median, event)),
+        "interval_coverage": float(inside[event].mean()) if event.any() else math.nan,
+        "predicted_p": float(p[known].mean()) if known.any() else math.nan,
+        "observed_p": float(failed.mean()) if known.any() else math.nan,
+        "brier": float(np.mean((p[known] - failed) ** 2)) if known.any() else math.nan,
+    }
+
+
+def _probability_within(estimate: RulEstimate, horizon: float) -> float:
+    """P(fail within ``horizon``) from the estimate's survival curve (its own horizons
+    when ``horizon`` is one of them)."""
+    probs = estimate.failure_probability
+    if int(horizon) == horizon and int(horizon) in probs:
+        return probs[int(horizon)]
+    survival = np.interp(horizon, estimate.curve_hours, estimate.curve_survival)
+    return float(1.0 - survival)
 
 
 def train_rul_model(
