@@ -15,14 +15,26 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then $sudo apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
+# The message bus the machine actors are fed by (unless NATS_URL points at one).
+if [ -z "${NATS_URL:-}" ] && ! command -v nats-server >/dev/null 2>&1 \
+    && [ ! -x /usr/sbin/nats-server ]; then
+  echo "Installing nats-server from the OS packages..." >&2
+  apt_install nats-server
+fi
+
 if [ ! -x .venv/bin/python ]; then
   if ! "$python" -m venv .venv >/dev/null 2>&1; then
     # Debian/Ubuntu ship venv separately.
     rm -rf .venv
     ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "python${ver}-venv" || $sudo apt-get install -y -qq python3-venv
+    apt_install "python${ver}-venv" || apt_install python3-venv
     "$python" -m venv .venv
   fi
 fi
@@ -33,7 +45,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing twinfleet and its dependencies into .venv (first run only)..." >&2
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c 'import twins, schemas, lifelines, sklearn' \
+  .venv/bin/python -c 'import twins, schemas, lifelines, sklearn, ray, nats' \
     || { echo "installation failed: see the pip messages above" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,64 @@
+"""The JetStream resources the machine actors use, created idempotently.
+
+* stream ``TELEMETRY`` on ``tf.telemetry.>`` (file storage; a repeated ``Nats-Msg-Id``
+  within ``DUPLICATE_WINDOW_S`` is dropped by the server);
+* key-value bucket ``tf_checkpoints``: per machine, the stream sequence its twin covers
+  (8 bytes, big-endian) followed by the twin's snapshot;
+* key-value bucket ``tf_twins``: per machine, its latest :class:`~schemas.twin.TwinState`
+  as JSON, readable without calling any actor.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from schemas.subjects import TELEMETRY_ALL
+
+STREAM = "TELEMETRY"
+CHECKPOINTS = "tf_checkpoints"
+TWINS = "tf_twins"
+DUPLICATE_WINDOW_S = 600.0
+MAX_CHECKPOINT_BYTES = 8 * 1024 * 1024
+_SEQ = struct.Struct(">Q")
+
+
+async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
+    """Create (or find) the stream and buckets; returns the (checkpoints, twins) buckets."""
+    from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[TELEMETRY_ALL],
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    )
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+    buckets = []
+    for name, size in ((CHECKPOINTS, MAX_CHECKPOINT_BYTES), (TWINS, 1024 * 1024)):
+        try:
+            buckets.append(await js.key_value(name))
+        except (BucketNotFoundError, NotFoundError):
+            buckets.append(
+                await js.create_key_value(
+                    KeyValueConfig(
+                        bucket=name, history=1, storage=StorageType.FILE, max_value_size=size
+                    )
+                )
+            )
+    return buckets[0], buckets[1]
+
+
+def pack_checkpoint(seq: int, snapshot: bytes) -> bytes:
+    """A checkpoint value: the stream sequence covered, then the twin snapshot."""
+    return _SEQ.pack(seq) + snapshot
+
+
+def unpack_checkpoint(value: bytes) -> tuple[int, bytes]:
+    if len(value) < _SEQ.size:
+        raise ValueError("checkpoint is too short to hold a stream sequence")
+    return _SEQ.unpack_from(value)[0], value[_SEQ.size :]

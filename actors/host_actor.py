@@ -1,0 +1,248 @@
+"""The Ray host actor: a partition of the fleet fed by its JetStream consumer.
+
+``HostActor.run()`` is the actor's life: connect to NATS, restore every held twin from its
+checkpoint, then read the telemetry stream from the oldest sequence any of its twins still
+needs, and apply each message once (:class:`~actors.ingest.StreamIngest`). For every
+message it publishes, on core NATS:
+
+* ``tf.twin.<machine>``: a compact "twin changed" event (version, health, status, changed
+  sensors, the stream sequence);
+* ``tf.event.anomaly.<machine>`` and ``tf.event.rul.<machine>``: the records;
+* ``tf.dlq.<gateway>``: every refused message or reading, with the reason;
+
+and after each fetched batch the latest full twin state goes into the ``tf_twins``
+key-value bucket. Every ``checkpoint_every_s`` it writes the twins that changed to the
+``tf_checkpoints`` bucket (stream sequence + snapshot).
+
+The actor is created with ``max_restarts=-1`` and ``max_task_retries=-1``: when its process
+dies (``kill -9``), Ray starts it again (the constructor runs again) and re-submits the
+``run()`` call that was in flight, which restores from the checkpoints and replays the
+stream from there. Already-applied messages are skipped by sequence, so the twins end in
+exactly the state an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+import ray
+
+from actors.bus import STREAM, ensure_jetstream, pack_checkpoint, unpack_checkpoint
+from actors.host import MachineHost
+from actors.ingest import Delivery, Processed, StreamIngest, machine_of
+from schemas import subjects
+from schemas.plant import MachineSpec
+from twins.machine import ApplyResult, TwinConfig
+from twins.rul import load_rul_model
+
+
+def twin_event(machine_id: str, seq: int, result: ApplyResult) -> bytes:
+    """The compact "twin changed" event."""
+    return json.dumps(
+        {
+            "machine_id": machine_id,
+            "version": result.version,
+            "seq": seq,
+            "applied": result.applied,
+            "health_score": round(result.health_score, 3),
+            "status": result.status.value,
+            "changed_sensors": result.changed_sensors,
+            "anomalies": len(result.anomalies),
+            "rul_model": None if result.rul is None else result.rul.model_version,
+        }
+    ).encode()
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class HostActor:
+    """A Ray actor hosting many machine twins (see the module docstring)."""
+
+    def __init__(
+        self,
+        host_id: str,
+        machines: list[str],
+        nats_url: str,
+        models: dict[str, bytes] | None = None,
+        config: dict[str, Any] | None = None,
+        checkpoint_every_s: float = 5.0,
+        fetch_batch: int = 256,
+        handles_unknown: bool = False,
+        fleet: list[str] | None = None,
+    ) -> None:
+        self.host_id = host_id
+        self.nats_url = nats_url
+        self.checkpoint_every_s = float(checkpoint_every_s)
+        self.fetch_batch = int(fetch_batch)
+        self.handles_unknown = handles_unknown
+        self.fleet = set(fleet or [])
+        specs = [MachineSpec.model_validate_json(m) for m in machines]
+        rul_models = {t: load_rul_model(b) for t, b in (models or {}).items()}
+        self.host = MachineHost(specs, models=rul_models, config=TwinConfig(**(config or {})))
+        self.ingest = StreamIngest(self.host)
+        self.dirty_state: set[str] = set()
+        self.dirty_checkpoint: set[str] = set()
+        self.stopping = False
+        self.started = time.time()
+        self.restored = 0
+        self.checkpoints_written = 0
+        self.last_seq = 0
+        self._nc: Any = None
+
+    # -- life ----------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        """Consume until :meth:`stop`; restores and replays first (also after a restart)."""
+        import nats
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        self._nc = nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        js = nc.jetstream()
+        checkpoints, twins_kv = await ensure_jetstream(js)
+        self._checkpoints, self._twins_kv = checkpoints, twins_kv
+        await self._restore(checkpoints)
+        start = min(self.ingest.sequence.values(), default=0) + 1
+        durable = f"host-{self.host_id}"
+        with contextlib.suppress(NotFoundError):  # start again from the checkpoints
+            await js.delete_consumer(STREAM, durable)
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                durable_name=durable,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start,
+                ack_policy=AckPolicy.ALL,
+                filter_subject=subjects.TELEMETRY_ALL,
+                max_ack_pending=20_000,
+            ),
+        )
+        sub = await js.pull_subscribe_bind(durable, stream=STREAM)
+        last_checkpoint = time.monotonic()
+        while not self.stopping:
+            try:
+                msgs = await sub.fetch(self.fetch_batch, timeout=0.2)
+            except NatsTimeout:
+                msgs = []
+            for msg in msgs:
+                meta = msg.metadata
+                self.last_seq = meta.sequence.stream
+                machine = machine_of(msg.subject)
+                theirs = machine is not None and not self.ingest.holds(machine)
+                if theirs and not (self.handles_unknown and machine not in self.fleet):
+                    continue  # another host's machine
+                delivery = Delivery(
+                    seq=meta.sequence.stream,
+                    subject=msg.subject,
+                    data=msg.data,
+                    stored_ms=int(meta.timestamp.timestamp() * 1000),
+                    msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+                )
+                await self._publish(delivery, self.ingest.process(delivery))
+            if msgs:
+                await msgs[-1].ack()
+                await self._store_states()
+            if time.monotonic() - last_checkpoint >= self.checkpoint_every_s:
+                await self.checkpoint()
+                last_checkpoint = time.monotonic()
+        await self.checkpoint()
+        await nc.flush()  # everything published is out; draining a pull subscription
+        await nc.close()  # would wait for its drain timeout (30 s) instead
+        return await self.stats()
+
+    async def _restore(self, checkpoints: Any) -> None:
+        from nats.js.errors import KeyNotFoundError
+
+        for machine_id, twin in self.host.twins.items():
+            try:
+                entry = await checkpoints.get(machine_id)
+            except KeyNotFoundError:
+                continue
+            if entry.value is None:
+                continue
+            seq, snapshot = unpack_checkpoint(entry.value)
+            twin.restore(snapshot)
+            self.ingest.sequence[machine_id] = seq
+            self.restored += 1
+
+    async def _publish(self, delivery: Delivery, out: Processed) -> None:
+        nc = self._nc
+        for letter in out.dead_letters:
+            await nc.publish(subjects.dead_letter(letter.gateway_id or "unknown"), letter.to_json())
+        result, machine = out.result, out.machine_id
+        if result is None or machine is None:
+            return
+        await nc.publish(subjects.twin(machine), twin_event(machine, delivery.seq, result))
+        for record in result.anomalies:
+            await nc.publish(subjects.anomaly(machine), record.model_dump_json().encode())
+        if result.rul is not None:
+            await nc.publish(subjects.rul(machine), result.rul.model_dump_json().encode())
+        self.dirty_state.add(machine)
+        self.dirty_checkpoint.add(machine)
+
+    async def _store_states(self) -> None:
+        for machine in sorted(self.dirty_state):
+            twin = self.host.twins.get(machine)
+            if twin is not None:
+                await self._twins_kv.put(machine, twin.state().model_dump_json().encode())
+        self.dirty_state.clear()
+
+    async def checkpoint(self) -> int:
+        """Write the changed twins' checkpoints now; returns how many."""
+        written = 0
+        for machine in sorted(self.dirty_checkpoint):
+            twin = self.host.twins.get(machine)
+            if twin is not None:
+                value = pack_checkpoint(self.ingest.sequence[machine], twin.snapshot())
+                await self._checkpoints.put(machine, value)
+                written += 1
+        self.dirty_checkpoint.clear()
+        self.checkpoints_written += written
+        return written
+
+    async def stop(self) -> None:
+        self.stopping = True
+
+    # -- queries and changes -------------------------------------------------------------
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "host_id": self.host_id,
+            "machines": len(self.host.twins),
+            "last_seq": self.last_seq,
+            "restored": self.restored,
+            "checkpoints_written": self.checkpoints_written,
+            **self.ingest.counters(),
+        }
+
+    async def snapshot(self, machine_id: str) -> bytes:
+        return self.host.twins[machine_id].snapshot()
+
+    async def sequences(self) -> dict[str, int]:
+        return dict(self.ingest.sequence)
+
+    async def add_machine(self, spec_json: str) -> None:
+        spec = MachineSpec.model_validate_json(spec_json)
+        self.host.add(spec)
+        # A machine joins at the current position: earlier messages were not its to apply.
+        self.ingest.sequence[spec.id] = self.last_seq
+        self.fleet.add(spec.id)
+
+    async def remove_machine(self, machine_id: str) -> None:
+        self.host.remove(machine_id)
+        self.ingest.sequence.pop(machine_id, None)
+        self.fleet.discard(machine_id)
+        if self._nc is not None:
+            await self._checkpoints.delete(machine_id)
+
+    async def set_model(self, machine_type: str, blob: bytes) -> int:
+        """Load a new RUL model version for a machine type without a restart."""
+        return self.host.set_model(machine_type, load_rul_model(blob))
+
+    async def set_fleet(self, fleet: list[str]) -> None:
+        self.fleet = set(fleet)

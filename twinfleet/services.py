@@ -1,0 +1,109 @@
+"""Local servers started for the user (the embedded default): nats-server with JetStream.
+
+:class:`NatsServer` runs the OS package's ``nats-server`` as a child process with
+JetStream file storage under the data directory, waits until it accepts connections, and
+stops it (SIGTERM, then SIGKILL after a grace period) so no process is left behind. A
+port that is already taken is a clear error, not a hang.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class ServiceError(RuntimeError):
+    """A local server could not be started; the message says why."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """A nats-server child process with JetStream (file storage in ``data_dir``)."""
+
+    def __init__(self, data_dir: Path, port: int = 4222, binary: str = "nats-server") -> None:
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port}")
+        self.data_dir = Path(data_dir)
+        self.port = int(port)
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> NatsServer:
+        exe = shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/usr/bin")
+        if exe is None:
+            raise ServiceError(
+                f"{self.binary} is not installed (Debian/Ubuntu: apt-get install nats-server; "
+                f"./scripts/setup.sh does it) and NATS_URL is not set"
+            )
+        if not port_is_free(self.port):
+            raise ServiceError(
+                f"port {self.port} is already taken: stop what uses it, choose another "
+                f"port, or point NATS_URL at a running nats-server"
+            )
+        store = self.data_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps it
+            self.process = subprocess.Popen(
+                [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"nats-server exited with code {self.process.returncode}; "
+                    f"see {self.data_dir / 'nats-server.log'}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ServiceError(f"nats-server did not accept connections within {timeout_s} s")
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
