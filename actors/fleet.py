@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from actors.clone import CloneActor
 from actors.host_actor import HostActor
 from schemas.plant import MachineSpec
 
@@ -67,6 +68,8 @@ class Fleet:
         self.hosts: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}
         self.registry: Any = None
+        self.clones: dict[str, Any] = {}
+        self._clone_count = 0
 
     def start(self) -> Fleet:
         self.registry = FleetRegistry.options(  # type: ignore[attr-defined]
@@ -141,6 +144,48 @@ class Fleet:
             sum(ray.get([h.set_model.remote(machine_type, blob) for h in self.hosts.values()]))
         )
 
+    # -- clones and what-if --------------------------------------------------------------
+    def clone(self, machine_id: str, ttl_s: float = 900.0) -> str:
+        """An independent copy of a machine's twin in its own Ray actor; returns its id."""
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        self.expire_clones()
+        snapshot = self.snapshot(machine_id)
+        spec = self.specs[machine_id]
+        self._clone_count += 1
+        clone_id = f"{machine_id}-clone-{self._clone_count}"
+        self.clones[clone_id] = CloneActor.options(  # type: ignore[attr-defined]
+            name=f"tf-clone-{self.name}-{clone_id}", namespace=NAMESPACE
+        ).remote(
+            clone_id,
+            spec.model_dump_json(),
+            snapshot,
+            self.models.get(spec.type),
+            self.config,
+            ttl_s,
+        )
+        return clone_id
+
+    def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
+        """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` as JSON) on a clone."""
+        actor = self.clones.get(clone_id)
+        if actor is None:
+            raise KeyError(f"no clone {clone_id!r} (never made, retired or expired)")
+        return dict(ray.get(actor.what_if.remote(request_json)))
+
+    def retire_clone(self, clone_id: str) -> None:
+        actor = self.clones.pop(clone_id, None)
+        if actor is None:
+            raise KeyError(f"no clone {clone_id!r}")
+        ray.kill(actor, no_restart=True)
+
+    def expire_clones(self) -> list[str]:
+        """Remove the clones whose time to live is over; returns their ids."""
+        gone = [c for c, a in list(self.clones.items()) if ray.get(a.expired.remote())]
+        for clone_id in gone:
+            self.retire_clone(clone_id)
+        return gone
+
     # -- queries -------------------------------------------------------------------------
     def snapshot(self, machine_id: str) -> bytes:
         return bytes(ray.get(self.host_of(machine_id).snapshot.remote(machine_id)))
@@ -152,8 +197,9 @@ class Fleet:
         """Stop consuming, write final checkpoints; returns each host's statistics."""
         ray.get([h.stop.remote() for h in self.hosts.values()])
         results = ray.get(list(self.runs.values()))
-        for h in self.hosts.values():
+        for h in [*self.hosts.values(), *self.clones.values()]:
             ray.kill(h, no_restart=True)
+        self.clones.clear()
         if self.registry is not None:
             ray.kill(self.registry, no_restart=True)
         return list(results)

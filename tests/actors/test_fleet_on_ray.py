@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from actors.fleet import Fleet
@@ -21,9 +22,12 @@ from schemas import subjects
 from schemas.common import iso_utc
 from schemas.plant import MachineSpec, load_plant
 from schemas.telemetry import TelemetryBatch
+from schemas.whatif import WhatIfRequest
 from twinfleet.cli import _example_plant_path
 from twinfleet.services import NatsServer
 from twins.machine import TwinConfig
+from twins.survival import SurvivalRulModel
+from twins.training import rul_feature_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -277,3 +281,120 @@ def test_bad_input_goes_to_the_dead_letter_subject_with_its_reason(
         assert stats["messages"] == len(cases)  # the host never stopped
     finally:
         fleet.stop()
+
+
+def test_clone_and_what_if_leave_the_live_twin_alone(nats_server: NatsServer) -> None:
+    spec = machines(1)[0]
+    fleet = Fleet([spec], nats_server.url, config=CONFIG, name="t5").start()
+    try:
+        subject = subjects.telemetry(spec.site, spec.id)
+        asyncio.run(publish(nats_server.url, [(subject, batch_json(spec, 0, 30), "a")]))
+        wait_for(lambda: processed(fleet, 1), what="the message")
+        before = fleet.snapshot(spec.id)
+        clone_id = fleet.clone(spec.id, ttl_s=600)
+        calm = fleet.what_if(clone_id, WhatIfRequest(horizon_days=30).model_dump_json())
+        hard = fleet.what_if(
+            clone_id, WhatIfRequest(horizon_days=30, load_factor=1.2).model_dump_json()
+        )
+        fixed = fleet.what_if(
+            clone_id,
+            WhatIfRequest(
+                horizon_days=30, load_factor=1.2, maintenance=[{"delay_days": 10}]
+            ).model_dump_json(),
+        )
+        # a trajectory, step by step (daily), for 30 days
+        assert calm["hours"][0] == 0.0 and calm["hours"][-1] == 720.0
+        assert len(calm["health"]) == len(calm["failure_probability"]) == 31
+        assert calm["failure_probability"] == sorted(calm["failure_probability"])
+        assert set(calm["failure_probability_by"]) == {24, 72, 168, 336, 720}
+        assert hard["failure_probability"][-1] > fixed["failure_probability"][-1]
+        # more load wears faster; an overhaul after 10 days leaves less wear than none
+        assert sum(hard["mean_wear"][m][-1] for m in hard["mean_wear"]) > sum(
+            calm["mean_wear"][m][-1] for m in calm["mean_wear"]
+        )
+        assert sum(fixed["mean_wear"][m][-1] for m in fixed["mean_wear"]) < sum(
+            hard["mean_wear"][m][-1] for m in hard["mean_wear"]
+        )
+        assert calm["seconds"] < 5
+        # the live twin did not move, and goes on with live data
+        assert fleet.snapshot(spec.id) == before
+        fleet.retire_clone(clone_id)
+        with pytest.raises(KeyError, match="no clone"):
+            fleet.what_if(clone_id, WhatIfRequest().model_dump_json())
+        # clones expire after their time to live
+        short = fleet.clone(spec.id, ttl_s=0.5)
+        wait_for(lambda: short in fleet.expire_clones(), timeout_s=10, what="the expiry")
+        assert short not in fleet.clones
+    finally:
+        fleet.stop()
+
+
+def toy_model(spec: MachineSpec, penalizer: float) -> bytes:
+    rng = np.random.default_rng(0)
+    names = rul_feature_names(spec)
+    x = rng.normal(size=(200, len(names)))
+    frame = pd.DataFrame(x, columns=names)
+    frame["entry"] = rng.uniform(0, 100, 200)
+    frame["duration"] = frame["entry"] + 1000 * np.exp(0.2 * x[:, 0]) * rng.weibull(2, 200)
+    frame["event"] = True
+    frame["mode"] = spec.failure_modes[0].value if spec.failure_modes else "bearing_wear"
+    return SurvivalRulModel(names, penalizer=penalizer).fit(frame).to_bytes()
+
+
+def test_machines_and_models_change_at_runtime(nats_server: NatsServer) -> None:
+    import nats
+
+    first, second = machines(2)
+    model_a, model_b = toy_model(first, 0.1), toy_model(first, 0.5)
+    config = {**CONFIG, "rul_min_hours": 2.0, "rul_every_hours": 1.0}
+    fleet = Fleet(
+        [first], nats_server.url, config=config, models={first.type: model_a}, name="t6"
+    ).start()
+    try:
+
+        async def rul_versions(messages: list[tuple[str, bytes, str]]) -> set[str]:
+            nc = await nats.connect(nats_server.url)
+            sub = await nc.subscribe(subjects.rul(first.id))
+            await publish(nats_server.url, messages)
+            versions = set()
+            with contextlib.suppress(nats.errors.TimeoutError):
+                while True:
+                    versions.add(json.loads((await sub.next_msg(timeout=3)).data)["model_version"])
+            await nc.drain()
+            return versions
+
+        subject = subjects.telemetry(first.site, first.id)
+        hours = [(subject, batch_json(first, k * 60, 60), f"h{k}") for k in range(4)]
+        version_a = json.loads(model_a)["version"]
+        version_b = json.loads(model_b)["version"]
+        assert asyncio.run(rul_versions(hours)) == {version_a}
+        assert fleet.set_model(first.type, model_b) == 1  # no restart
+        later = [(subject, batch_json(first, k * 60, 60), f"h{k}") for k in range(4, 6)]
+        assert asyncio.run(rul_versions(later)) == {version_b}
+
+        # a machine added at runtime takes its telemetry; a removed one is unknown again
+        fleet.add_machine(second)
+        other = subjects.telemetry(second.site, second.id)
+        asyncio.run(publish(nats_server.url, [(other, batch_json(second, 0, 3), "s1")]))
+        wait_for(lambda: processed(fleet, 7), what="the new machine's message")
+        assert fleet.snapshot(second.id)  # it has a twin
+        assert ray_stats_applied(fleet, second.id) == 3 * len(second.sensors)
+        fleet.remove_machine(second.id)
+        with pytest.raises(KeyError, match="not in the fleet"):
+            fleet.snapshot(second.id)
+        asyncio.run(publish(nats_server.url, [(other, batch_json(second, 3, 3), "s2")]))
+        wait_for(
+            lambda: fleet.stats()[0]["rejected_by_machine"].get(second.id, 0) == 1,
+            what="the removed machine's message refused",
+        )
+    finally:
+        fleet.stop()
+
+
+def ray_stats_applied(fleet: Fleet, machine_id: str) -> int:
+    from twins.machine import MachineTwin
+
+    spec = fleet.specs[machine_id]
+    twin = MachineTwin(spec, config=TwinConfig(**fleet.config))
+    twin.restore(fleet.snapshot(machine_id))
+    return int(twin.counters["applied"])

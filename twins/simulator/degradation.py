@@ -278,6 +278,45 @@ class DegradationModel:
         self._winding = np.array([m is FailureMode.WINDING_INSULATION for m in modes])
         self._bearing = np.array([m is FailureMode.BEARING_WEAR for m in modes])
 
+    def mean_path_wear(
+        self,
+        mode: FailureMode | str,
+        *,
+        after_hours: float = math.nan,
+        remaining_hours: float = math.nan,
+    ) -> float:
+        """Wear of ``mode`` on the mean path at rated load and 25 °C: after ``after_hours``
+        from new, or with ``remaining_hours`` left until it reaches 1 (give one of them).
+
+        The mean path solves ``dw/dt = r · exp(c · w)``: from new, ``exp(-c w) = 1 - c r t``;
+        with ``R`` hours left, ``exp(-c w) = c r R + exp(-c)``. Results are clipped to
+        ``[0, 0.999]``.
+
+        >>> m = DegradationModel("pump", mtbf_hours=8000)
+        >>> w = m.mean_path_wear("bearing_wear", after_hours=3000)
+        >>> left = m.mean_path_wear("bearing_wear", remaining_hours=1000)
+        >>> 0 < w < left < 1
+        True
+        """
+        i = self.modes.index(failure_mode(mode, "mode"))
+        c, r = self.wear_acceleration, float(self._rate[i])
+        given = [math.isfinite(after_hours), math.isfinite(remaining_hours)]
+        if given.count(True) != 1:
+            raise ValueError("give exactly one of after_hours and remaining_hours")
+        if given[0]:
+            if after_hours < 0:
+                raise ValueError(f"after_hours must be >= 0, got {after_hours}")
+            inner = 1.0 - c * r * after_hours if c > 0 else -r * after_hours
+        else:
+            if remaining_hours < 0:
+                raise ValueError(f"remaining_hours must be >= 0, got {remaining_hours}")
+            inner = c * r * remaining_hours + math.exp(-c) if c > 0 else r * remaining_hours
+        if c <= 0:
+            wear = -inner if given[0] else 1.0 - inner
+        else:
+            wear = -math.log(inner) / c if inner > 0 else 1.0
+        return float(min(max(0.0, wear), 0.999))
+
     @classmethod
     def for_machine(cls, spec: MachineSpec, **options: object) -> DegradationModel:
         """The model of a machine from its spec: its failure modes and rated MTBF."""
