@@ -27,7 +27,14 @@ class CloneExpired(RuntimeError):
 
 @ray.remote(max_restarts=0)
 class CloneActor:
-    def __init__(
+    """Started empty (the fleet keeps one warm, since starting a Ray worker process takes
+    a second or more on a small machine), then :meth:`load` makes it a clone."""
+
+    def __init__(self) -> None:
+        self.clone_id = ""
+        self.expires_at = 0.0
+
+    def load(
         self,
         clone_id: str,
         spec_json: str,

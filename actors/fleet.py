@@ -54,6 +54,7 @@ class Fleet:
         models: Mapping[str, bytes] | None = None,
         config: Mapping[str, Any] | None = None,
         checkpoint_every_s: float = 5.0,
+        state_every_s: float = 5.0,
         name: str = "fleet",
     ) -> None:
         if machines_per_host < 1:
@@ -64,12 +65,15 @@ class Fleet:
         self.models = dict(models or {})
         self.config = dict(config or {})
         self.checkpoint_every_s = float(checkpoint_every_s)
+        self.state_every_s = float(state_every_s)
         self.name = name
+        self._arguments: dict[str, Any] = {}
         self.hosts: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}
         self.registry: Any = None
         self.clones: dict[str, Any] = {}
         self._clone_count = 0
+        self._spare_clone: Any = None
 
     def start(self) -> Fleet:
         self.registry = FleetRegistry.options(  # type: ignore[attr-defined]
@@ -84,20 +88,26 @@ class Fleet:
         ] or [[]]
         for i, chunk in enumerate(chunks):
             self._start_host(f"{self.name}-{i}", chunk, handles_unknown=(i == 0))
+        self._spare_clone = CloneActor.remote()  # type: ignore[attr-defined]  # kept warm
         return self
 
     def _start_host(self, host: str, machine_ids: list[str], handles_unknown: bool) -> None:
+        # Large constructor arguments live in the object store; a restarted actor needs
+        # them again, so the fleet keeps them referenced for the host's lifetime.
+        machines = ray.put([self.specs[m].model_dump_json() for m in machine_ids])
+        self._arguments[host] = machines
         actor = HostActor.options(  # type: ignore[attr-defined]
             name=f"tf-host-{host}", namespace=NAMESPACE
         ).remote(
             host,
-            [self.specs[m].model_dump_json() for m in machine_ids],
+            machines,
             self.nats_url,
             self.models,
             self.config,
             self.checkpoint_every_s,
             handles_unknown=handles_unknown,
             fleet=list(self.specs),
+            state_every_s=self.state_every_s,
         )
         self.hosts[host] = actor
         self.runs[host] = actor.run.remote()
@@ -154,16 +164,19 @@ class Fleet:
         spec = self.specs[machine_id]
         self._clone_count += 1
         clone_id = f"{machine_id}-clone-{self._clone_count}"
-        self.clones[clone_id] = CloneActor.options(  # type: ignore[attr-defined]
-            name=f"tf-clone-{self.name}-{clone_id}", namespace=NAMESPACE
-        ).remote(
-            clone_id,
-            spec.model_dump_json(),
-            snapshot,
-            self.models.get(spec.type),
-            self.config,
-            ttl_s,
+        actor = self._spare_clone or CloneActor.remote()  # type: ignore[attr-defined]
+        self._spare_clone = CloneActor.remote()  # type: ignore[attr-defined]  # the next one
+        ray.get(
+            actor.load.remote(
+                clone_id,
+                spec.model_dump_json(),
+                snapshot,
+                self.models.get(spec.type),
+                self.config,
+                ttl_s,
+            )
         )
+        self.clones[clone_id] = actor
         return clone_id
 
     def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
@@ -197,9 +210,11 @@ class Fleet:
         """Stop consuming, write final checkpoints; returns each host's statistics."""
         ray.get([h.stop.remote() for h in self.hosts.values()])
         results = ray.get(list(self.runs.values()))
-        for h in [*self.hosts.values(), *self.clones.values()]:
+        spare = [self._spare_clone] if self._spare_clone is not None else []
+        for h in [*self.hosts.values(), *self.clones.values(), *spare]:
             ray.kill(h, no_restart=True)
         self.clones.clear()
+        self._spare_clone = None
         if self.registry is not None:
             ray.kill(self.registry, no_restart=True)
         return list(results)

@@ -10,9 +10,11 @@ message it publishes, on core NATS:
 * ``tf.event.anomaly.<machine>`` and ``tf.event.rul.<machine>``: the records;
 * ``tf.dlq.<gateway>``: every refused message or reading, with the reason;
 
-and after each fetched batch the latest full twin state goes into the ``tf_twins``
-key-value bucket. Every ``checkpoint_every_s`` it writes the twins that changed to the
-``tf_checkpoints`` bucket (stream sequence + snapshot).
+and every ``state_every_s`` the latest full state of each twin that changed goes into the
+``tf_twins`` key-value bucket (coalesced: a full state is about 50 KB and 1 ms to build
+for a 100-sensor machine, too much to write per message). Every ``checkpoint_every_s``
+it writes the twins that changed to the ``tf_checkpoints`` bucket (stream sequence +
+snapshot).
 
 The actor is created with ``max_restarts=-1`` and ``max_task_retries=-1``: when its process
 dies (``kill -9``), Ray starts it again (the constructor runs again) and re-submits the
@@ -38,6 +40,9 @@ from schemas import subjects
 from schemas.plant import MachineSpec
 from twins.machine import ApplyResult, TwinConfig
 from twins.rul import load_rul_model
+
+FLUSH_BUDGET_S = 0.01
+"""Longest a loop turn spends writing due states and checkpoints."""
 
 
 def twin_event(machine_id: str, seq: int, result: ApplyResult) -> bytes:
@@ -72,19 +77,22 @@ class HostActor:
         fetch_batch: int = 256,
         handles_unknown: bool = False,
         fleet: list[str] | None = None,
+        state_every_s: float = 5.0,
     ) -> None:
         self.host_id = host_id
         self.nats_url = nats_url
         self.checkpoint_every_s = float(checkpoint_every_s)
         self.fetch_batch = int(fetch_batch)
+        self.state_every_s = float(state_every_s)
         self.handles_unknown = handles_unknown
         self.fleet = set(fleet or [])
         specs = [MachineSpec.model_validate_json(m) for m in machines]
         rul_models = {t: load_rul_model(b) for t, b in (models or {}).items()}
         self.host = MachineHost(specs, models=rul_models, config=TwinConfig(**(config or {})))
         self.ingest = StreamIngest(self.host)
-        self.dirty_state: set[str] = set()
-        self.dirty_checkpoint: set[str] = set()
+        # machine -> when it first changed since its last write (insertion-ordered)
+        self.dirty_state: dict[str, float] = {}
+        self.dirty_checkpoint: dict[str, float] = {}
         self.stopping = False
         self.started = time.time()
         self.restored = 0
@@ -121,7 +129,6 @@ class HostActor:
             ),
         )
         sub = await js.pull_subscribe_bind(durable, stream=STREAM)
-        last_checkpoint = time.monotonic()
         while not self.stopping:
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=0.2)
@@ -144,10 +151,8 @@ class HostActor:
                 await self._publish(delivery, self.ingest.process(delivery))
             if msgs:
                 await msgs[-1].ack()
-                await self._store_states()
-            if time.monotonic() - last_checkpoint >= self.checkpoint_every_s:
-                await self.checkpoint()
-                last_checkpoint = time.monotonic()
+            await self._write_due(FLUSH_BUDGET_S)
+        await self._store_states()
         await self.checkpoint()
         await nc.flush()  # everything published is out; draining a pull subscription
         await nc.close()  # would wait for its drain timeout (30 s) instead
@@ -180,28 +185,50 @@ class HostActor:
             await nc.publish(subjects.anomaly(machine), record.model_dump_json().encode())
         if result.rul is not None:
             await nc.publish(subjects.rul(machine), result.rul.model_dump_json().encode())
-        self.dirty_state.add(machine)
-        self.dirty_checkpoint.add(machine)
+        now = time.monotonic()
+        self.dirty_state.setdefault(machine, now)
+        self.dirty_checkpoint.setdefault(machine, now)
+
+    async def _write_due(self, budget_s: float) -> None:
+        """Write states and checkpoints that are due, oldest first, for at most
+        ``budget_s`` each in this loop turn (so writing thousands of them never stalls ingest)."""
+        for dirty, every, write in (
+            (self.dirty_checkpoint, self.checkpoint_every_s, self._write_checkpoint),
+            (self.dirty_state, self.state_every_s, self._write_state),
+        ):
+            start = time.monotonic()
+            while dirty:
+                machine, since = next(iter(dirty.items()))
+                now = time.monotonic()
+                if now - since < every or now - start > budget_s:
+                    break
+                del dirty[machine]
+                await write(machine)
+
+    async def _write_state(self, machine: str) -> None:
+        twin = self.host.twins.get(machine)
+        if twin is not None:
+            await self._twins_kv.put(machine, twin.state().model_dump_json().encode())
+
+    async def _write_checkpoint(self, machine: str) -> None:
+        twin = self.host.twins.get(machine)
+        if twin is not None:
+            value = pack_checkpoint(self.ingest.sequence[machine], twin.snapshot())
+            await self._checkpoints.put(machine, value)
+            self.checkpoints_written += 1
 
     async def _store_states(self) -> None:
-        for machine in sorted(self.dirty_state):
-            twin = self.host.twins.get(machine)
-            if twin is not None:
-                await self._twins_kv.put(machine, twin.state().model_dump_json().encode())
+        for machine in list(self.dirty_state):
+            await self._write_state(machine)
         self.dirty_state.clear()
 
     async def checkpoint(self) -> int:
         """Write the changed twins' checkpoints now; returns how many."""
-        written = 0
-        for machine in sorted(self.dirty_checkpoint):
-            twin = self.host.twins.get(machine)
-            if twin is not None:
-                value = pack_checkpoint(self.ingest.sequence[machine], twin.snapshot())
-                await self._checkpoints.put(machine, value)
-                written += 1
+        machines = list(self.dirty_checkpoint)
+        for machine in machines:
+            await self._write_checkpoint(machine)
         self.dirty_checkpoint.clear()
-        self.checkpoints_written += written
-        return written
+        return len(machines)
 
     async def stop(self) -> None:
         self.stopping = True

@@ -60,6 +60,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from twinfleet.services import ServiceError
+    from twinfleet.up import run_up
+
+    try:
+        return run_up(
+            _plant(args.plant),
+            _data_dir(args.data_dir),
+            days=args.days,
+            step_minutes=args.step_minutes,
+            seed=args.seed,
+            worn=args.worn,
+            machines_per_host=args.machines_per_host,
+            nats_port=args.nats_port,
+            stay=args.stay,
+            lives=args.lives,
+        )
+    except ServiceError as exc:
+        print(f"twinfleet up: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_plant(args: argparse.Namespace) -> int:
     plant = _plant(args.file)
     kinds: dict[str, int] = {}
@@ -181,6 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
     )
     demo.set_defaults(func=cmd_demo)
+
+    up = sub.add_parser(
+        "up",
+        help="the whole system: nats-server, Ray, machine actors, a simulated plant publishing",
+    )
+    up.add_argument("--plant", help="plant file (default: the bundled example, 52 machines)")
+    up.add_argument("--days", type=_positive(float), default=14.0, help="simulated days (14)")
+    up.add_argument("--step-minutes", type=_positive(float), default=10.0, help="scan (10)")
+    up.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
+    up.add_argument("--worn", type=int, default=6, help="machines that start worn (6)")
+    up.add_argument(
+        "--machines-per-host",
+        type=_positive(int),
+        default=1000,
+        help="machines per Ray host actor (1: every machine its own actor)",
+    )
+    up.add_argument("--nats-port", type=_positive(int), default=4222, help="(4222)")
+    up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
+    up.add_argument(
+        "--lives", type=_positive(int), default=40, help="simulated lives per type to train on"
+    )
+    up.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    up.set_defaults(func=cmd_up)
 
     plant = sub.add_parser("plant", help="validate a plant file and summarise it")
     plant.add_argument("file", nargs="?", help="plant file (default: the bundled example)")

@@ -95,7 +95,7 @@ def test_publish_updates_the_twin_and_announces_it(nats_server: NatsServer) -> N
     import nats
 
     spec = machines(1)[0]
-    fleet = Fleet([spec], nats_server.url, config=CONFIG, name="t1").start()
+    fleet = Fleet([spec], nats_server.url, config=CONFIG, state_every_s=0.1, name="t1").start()
     try:
 
         async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -107,7 +107,14 @@ def test_publish_updates_the_twin_and_announces_it(nats_server: NatsServer) -> N
             )
             event = json.loads((await events.next_msg(timeout=30)).data)
             kv = await nc.jetstream().key_value("tf_twins")
-            entry = await kv.get(spec.id)
+            deadline = time.monotonic() + 10  # states are written every state_every_s
+            while True:
+                try:
+                    entry = await kv.get(spec.id)
+                    break
+                except nats.js.errors.KeyNotFoundError:
+                    assert time.monotonic() < deadline, "no state in the bucket"
+                    await asyncio.sleep(0.05)
             await nc.drain()
             return event, json.loads(entry.value)
 

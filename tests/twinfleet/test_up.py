@@ -1,0 +1,67 @@
+"""``twinfleet up`` as a user runs it: real nats-server, real Ray, a simulated plant."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twinfleet.services import free_port, port_is_free
+
+
+def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
+    return subprocess.run(
+        [sys.executable, "-m", "twinfleet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    done = twinfleet(
+        "up",
+        "--days",
+        "1",
+        "--lives",
+        "6",
+        "--nats-port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f"nats-server with JetStream on nats://127.0.0.1:{port}" in out
+    assert "fleet: 52 machines on 1 host actor(s)" in out
+    assert "== summary:" in out
+    # every message published was applied by the actors (counted by the host)
+    summary = out.split("== summary:")[1]
+    sent = int(summary.split(" messages through NATS")[0].split(" in ")[-1].replace(",", ""))
+    applied = int(summary.split("machines, ")[1].split(" messages applied")[0].replace(",", ""))
+    assert applied == sent > 0
+    assert "stopped: fleet, Ray and nats-server" in out
+    assert (tmp_path / "nats" / "jetstream").is_dir()  # JetStream files in the data directory
+    assert port_is_free(port)  # nats-server is gone
+
+
+def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = twinfleet("up", "--nats-port", str(port), "--data-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert f"port {port} is already taken" in done.stderr
+    assert "Traceback" not in done.stderr
