@@ -113,6 +113,19 @@ class Fleet:
         self.runs[host] = actor.run.remote()
         ray.get([self.registry.place.remote(m, host) for m in machine_ids])
 
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Until every host is consuming its stream (restored and subscribed)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            phases = {s["host_id"]: s["phase"] for s in self.stats()}
+            if all(p == "consuming" for p in phases.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"hosts not consuming after {timeout_s} s: {phases}")
+            time.sleep(0.1)
+
     def host_of(self, machine_id: str) -> Any:
         host = ray.get(self.registry.host_of.remote(machine_id))
         if host is None:

@@ -98,24 +98,52 @@ class HostActor:
         self.restored = 0
         self.checkpoints_written = 0
         self.last_seq = 0
+        self.phase = "created"
+        self.errors = 0
+        self.last_error: str | None = None
+        self._restored_once = False
         self._nc: Any = None
 
     # -- life ----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        """Consume until :meth:`stop`; restores and replays first (also after a restart)."""
+        """Consume until :meth:`stop`. Restores from the checkpoints first (also after a
+        restart of the process). An error on the way (NATS unreachable, a timeout) does
+        not end the actor: it counts the error, waits, reconnects and goes on from the
+        twins' own stream sequences (the twins in memory are the truth by then)."""
+        import asyncio
+
+        pause = 0.2
+        while not self.stopping:
+            try:
+                await self._consume()
+            except Exception as exc:  # keep the machines alive whatever the bus does
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.phase = "recovering"
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        return await self.stats()
+
+    async def _consume(self) -> None:
         import nats
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
+        self.phase = "connecting"
         self._nc = nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
         js = nc.jetstream()
         checkpoints, twins_kv = await ensure_jetstream(js)
         self._checkpoints, self._twins_kv = checkpoints, twins_kv
-        await self._restore(checkpoints)
+        if not self._restored_once:
+            self.phase = "restoring"
+            await self._restore(checkpoints)
+            self._restored_once = True
         start = min(self.ingest.sequence.values(), default=0) + 1
         durable = f"host-{self.host_id}"
-        with contextlib.suppress(NotFoundError):  # start again from the checkpoints
+        with contextlib.suppress(NotFoundError):  # start again from the twins' sequences
             await js.delete_consumer(STREAM, durable)
         await js.add_consumer(
             STREAM,
@@ -129,6 +157,7 @@ class HostActor:
             ),
         )
         sub = await js.pull_subscribe_bind(durable, stream=STREAM)
+        self.phase = "consuming"
         while not self.stopping:
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=0.2)
@@ -152,16 +181,25 @@ class HostActor:
             if msgs:
                 await msgs[-1].ack()
             await self._write_due(FLUSH_BUDGET_S)
+        self.phase = "stopping"
         await self._store_states()
         await self.checkpoint()
         await nc.flush()  # everything published is out; draining a pull subscription
         await nc.close()  # would wait for its drain timeout (30 s) instead
-        return await self.stats()
+        self.phase = "stopped"
 
     async def _restore(self, checkpoints: Any) -> None:
-        from nats.js.errors import KeyNotFoundError
+        """Every held twin that has a checkpoint comes back from it (one listing, then one
+        read per checkpoint that exists)."""
+        from nats.js.errors import KeyNotFoundError, NoKeysError
 
+        try:
+            present = set(await checkpoints.keys())
+        except NoKeysError:
+            return
         for machine_id, twin in self.host.twins.items():
+            if machine_id not in present:
+                continue
             try:
                 entry = await checkpoints.get(machine_id)
             except KeyNotFoundError:
@@ -240,6 +278,9 @@ class HostActor:
     async def stats(self) -> dict[str, Any]:
         return {
             "host_id": self.host_id,
+            "phase": self.phase,
+            "errors": self.errors,
+            "last_error": self.last_error,
             "machines": len(self.host.twins),
             "last_seq": self.last_seq,
             "restored": self.restored,

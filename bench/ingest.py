@@ -176,7 +176,7 @@ def main() -> None:
             checkpoint_every_s=30.0,
             name="bench",
         ).start()
-        fleet.stats()  # the hosts are up
+        fleet.wait_ready()
         print(
             f"fleet: {args.machines} machines x {args.sensors} sensors on {len(fleet.hosts)} "
             f"host actors, started in {time.perf_counter() - started:.1f} s"

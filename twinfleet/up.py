@@ -140,7 +140,7 @@ def run_up(
             config={"zscore_warmup": max(per_day, 30), "pca_fit_scans": max(3 * per_day, 200)},
             name="plant",
         ).start()
-        fleet.stats()
+        fleet.wait_ready()
         print(
             f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s); "
             f"simulating {days:g} days at {step_minutes:g}-minute scans"

@@ -405,3 +405,37 @@ def ray_stats_applied(fleet: Fleet, machine_id: str) -> int:
     twin = MachineTwin(spec, config=TwinConfig(**fleet.config))
     twin.restore(fleet.snapshot(machine_id))
     return int(twin.counters["applied"])
+
+
+def test_every_machine_its_own_ray_actor(nats_server: NatsServer) -> None:
+    specs = machines(3)
+    fleet = Fleet(specs, nats_server.url, machines_per_host=1, config=CONFIG, name="t7").start()
+    try:
+        assert len(fleet.hosts) == 3
+        msgs = [(subjects.telemetry(s.site, s.id), batch_json(s, 0, 2), f"{s.id}-0") for s in specs]
+        asyncio.run(publish(nats_server.url, msgs))
+        wait_for(lambda: processed(fleet, 3), what="three messages")
+        for spec in specs:
+            assert ray_stats_applied(fleet, spec.id) == 2 * len(spec.sensors)
+        assert sum(s["messages"] for s in fleet.stats()) == 3  # each applied by one host
+    finally:
+        fleet.stop()
+
+
+def test_hosts_ride_out_a_nats_server_restart(nats_server: NatsServer) -> None:
+    spec = machines(1)[0]
+    fleet = Fleet([spec], nats_server.url, config=CONFIG, name="t8").start()
+    try:
+        fleet.wait_ready()
+        subject = subjects.telemetry(spec.site, spec.id)
+        asyncio.run(publish(nats_server.url, [(subject, batch_json(spec, 0, 2), "r0")]))
+        wait_for(lambda: processed(fleet, 1), what="the first message")
+        nats_server.stop()
+        nats_server.start()  # same port, same JetStream directory
+        asyncio.run(publish(nats_server.url, [(subject, batch_json(spec, 2, 2), "r1")]))
+        wait_for(lambda: processed(fleet, 2), timeout_s=60, what="the message after the restart")
+        assert ray_stats_applied(fleet, spec.id) == 4 * len(spec.sensors)  # nothing twice
+        stats = fleet.stats()[0]
+        assert stats["phase"] == "consuming"
+    finally:
+        fleet.stop()

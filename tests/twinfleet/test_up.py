@@ -65,3 +65,52 @@ def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"port {port} is already taken" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twinfleet.cli",
+            "up",
+            "--days",
+            "0.2",
+            "--lives",
+            "6",
+            "--nats-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            "--stay",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 300
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "services stay up" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        assert not port_is_free(port)  # nats-server is up
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "stopped: fleet, Ray and nats-server" in out
+    assert port_is_free(port)
