@@ -53,8 +53,8 @@ class Fleet:
         machines_per_host: int = 1000,
         models: Mapping[str, bytes] | None = None,
         config: Mapping[str, Any] | None = None,
-        checkpoint_every_s: float = 5.0,
-        state_every_s: float = 5.0,
+        checkpoint_every_s: float = 30.0,
+        state_every_s: float = 15.0,
         name: str = "fleet",
     ) -> None:
         if machines_per_host < 1:

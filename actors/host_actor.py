@@ -41,6 +41,10 @@ from schemas.plant import MachineSpec
 from twins.machine import ApplyResult, TwinConfig
 from twins.rul import load_rul_model
 
+MEMBERSHIP_PREFIX = "_host."
+"""Key prefix, in the checkpoints bucket, of each host's machine list (cannot be a
+machine id: those start with a letter or digit and have no dot)."""
+
 FLUSH_BUDGET_S = 0.01
 """Longest a loop turn spends writing due states and checkpoints."""
 
@@ -73,11 +77,11 @@ class HostActor:
         nats_url: str,
         models: dict[str, bytes] | None = None,
         config: dict[str, Any] | None = None,
-        checkpoint_every_s: float = 5.0,
+        checkpoint_every_s: float = 30.0,
         fetch_batch: int = 256,
         handles_unknown: bool = False,
         fleet: list[str] | None = None,
-        state_every_s: float = 5.0,
+        state_every_s: float = 15.0,
     ) -> None:
         self.host_id = host_id
         self.nats_url = nats_url
@@ -102,6 +106,7 @@ class HostActor:
         self.errors = 0
         self.last_error: str | None = None
         self._restored_once = False
+        self.joined: dict[str, int] = {}  # stream position where a machine was added
         self._nc: Any = None
 
     # -- life ----------------------------------------------------------------------------
@@ -139,7 +144,9 @@ class HostActor:
         self._checkpoints, self._twins_kv = checkpoints, twins_kv
         if not self._restored_once:
             self.phase = "restoring"
+            await self._load_membership(checkpoints)
             await self._restore(checkpoints)
+            await self._save_membership()
             self._restored_once = True
         start = min(self.ingest.sequence.values(), default=0) + 1
         durable = f"host-{self.host_id}"
@@ -299,14 +306,53 @@ class HostActor:
         self.host.add(spec)
         # A machine joins at the current position: earlier messages were not its to apply.
         self.ingest.sequence[spec.id] = self.last_seq
+        self.joined[spec.id] = self.last_seq
         self.fleet.add(spec.id)
+        await self._save_membership()
 
     async def remove_machine(self, machine_id: str) -> None:
         self.host.remove(machine_id)
         self.ingest.sequence.pop(machine_id, None)
+        self.joined.pop(machine_id, None)
         self.fleet.discard(machine_id)
         if self._nc is not None:
             await self._checkpoints.delete(machine_id)
+        await self._save_membership()
+
+    # -- membership: which machines this host holds survives a restart --------------------
+    def _membership_key(self) -> str:
+        return f"{MEMBERSHIP_PREFIX}{self.host_id}"
+
+    async def _save_membership(self) -> None:
+        if getattr(self, "_checkpoints", None) is None:
+            return  # saved when the host first connects
+        doc = {
+            m: {"spec": t.spec.model_dump_json(), "joined": self.joined.get(m, 0)}
+            for m, t in self.host.twins.items()
+        }
+        await self._checkpoints.put(self._membership_key(), json.dumps(doc).encode())
+
+    async def _load_membership(self, checkpoints: Any) -> None:
+        """After a restart the constructor's machine list is the original one; machines
+        added or removed at runtime since are read back from the bucket."""
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await checkpoints.get(self._membership_key())
+        except KeyNotFoundError:
+            return
+        if not entry.value:
+            return
+        wanted = json.loads(entry.value)
+        for machine_id in list(self.host.twins):
+            if machine_id not in wanted:
+                self.host.remove(machine_id)
+                self.ingest.sequence.pop(machine_id, None)
+        for machine_id, item in wanted.items():
+            if machine_id not in self.host.twins:
+                self.host.add(MachineSpec.model_validate_json(item["spec"]))
+                self.ingest.sequence[machine_id] = int(item["joined"])
+            self.joined[machine_id] = int(item["joined"])
 
     async def set_model(self, machine_type: str, blob: bytes) -> int:
         """Load a new RUL model version for a machine type without a restart."""

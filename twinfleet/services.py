@@ -8,9 +8,12 @@ port that is already taken is a clear error, not a hang.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +31,14 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies, so a
+    parent killed with SIGKILL leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -70,6 +81,7 @@ class NatsServer:
                 [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # only prctl: safe before exec
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -100,6 +101,11 @@ def run_up(
     from twins.simulator import PlantSimulator
 
     data_dir.mkdir(parents=True, exist_ok=True)
+
+    def terminate(signum: int, frame: object) -> None:  # SIGTERM stops it like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     nats_url = os.environ.get("NATS_URL")
     server = None
     fleet = None

@@ -439,3 +439,28 @@ def test_hosts_ride_out_a_nats_server_restart(nats_server: NatsServer) -> None:
         assert stats["phase"] == "consuming"
     finally:
         fleet.stop()
+
+
+def test_a_machine_added_at_runtime_survives_a_host_restart(nats_server: NatsServer) -> None:
+    import ray
+
+    first, second = machines(2)
+    fleet = Fleet([first], nats_server.url, config=CONFIG, name="t9").start()
+    try:
+        fleet.wait_ready()
+        fleet.add_machine(second)
+        subject = subjects.telemetry(second.site, second.id)
+        before = [(subject, batch_json(second, 0, 3), "a0")]
+        asyncio.run(publish(nats_server.url, before))
+        wait_for(lambda: processed(fleet, 1), what="the new machine's first message")
+        host = fleet.hosts["t9-0"]
+        os.kill(ray.get(host.pid.remote()), signal.SIGKILL)  # no checkpoint of it yet
+        after = [(subject, batch_json(second, 3, 3), "a1")]
+        asyncio.run(publish(nats_server.url, after))
+        wait_for(lambda: processed(fleet, 2), timeout_s=120, what="the replay")
+        reference = MachineHost([second], config=TwinConfig(**CONFIG))
+        for _, body, _ in before + after:
+            reference.apply(TelemetryBatch.model_validate_json(body))
+        assert fleet.snapshot(second.id) == reference.twins[second.id].snapshot()
+    finally:
+        fleet.stop()
