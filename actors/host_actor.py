@@ -42,8 +42,8 @@ from twins.machine import ApplyResult, TwinConfig
 from twins.rul import load_rul_model
 
 MEMBERSHIP_PREFIX = "_host."
-"""Key prefix, in the checkpoints bucket, of each host's machine list (cannot be a
-machine id: those start with a letter or digit and have no dot)."""
+"""Key prefix, in the checkpoints bucket, of each host's runtime membership changes
+(cannot be a machine id: those start with a letter or digit and have no dot)."""
 
 FLUSH_BUDGET_S = 0.01
 """Longest a loop turn spends writing due states and checkpoints."""
@@ -146,7 +146,6 @@ class HostActor:
             self.phase = "restoring"
             await self._load_membership(checkpoints)
             await self._restore(checkpoints)
-            await self._save_membership()
             self._restored_once = True
         start = min(self.ingest.sequence.values(), default=0) + 1
         durable = f"host-{self.host_id}"
@@ -308,51 +307,64 @@ class HostActor:
         self.ingest.sequence[spec.id] = self.last_seq
         self.joined[spec.id] = self.last_seq
         self.fleet.add(spec.id)
-        await self._save_membership()
+        await self._note_added(spec)
 
     async def remove_machine(self, machine_id: str) -> None:
         self.host.remove(machine_id)
         self.ingest.sequence.pop(machine_id, None)
-        self.joined.pop(machine_id, None)
+        was_added = self.joined.pop(machine_id, None) is not None
         self.fleet.discard(machine_id)
         if self._nc is not None:
             await self._checkpoints.delete(machine_id)
-        await self._save_membership()
+        await self._note_removed(machine_id, was_added)
 
     # -- membership: which machines this host holds survives a restart --------------------
-    def _membership_key(self) -> str:
-        return f"{MEMBERSHIP_PREFIX}{self.host_id}"
+    # A restart re-runs the constructor with the original machine list; what changed at
+    # runtime is kept per machine in the checkpoints bucket (one small key each, so no
+    # value grows with the fleet) and read back first.
+    def _member_key(self, change: str, machine_id: str) -> str:
+        return f"{MEMBERSHIP_PREFIX}{self.host_id}.{change}.{machine_id}"
 
-    async def _save_membership(self) -> None:
+    async def _note_added(self, spec: MachineSpec) -> None:
         if getattr(self, "_checkpoints", None) is None:
-            return  # saved when the host first connects
-        doc = {
-            m: {"spec": t.spec.model_dump_json(), "joined": self.joined.get(m, 0)}
-            for m, t in self.host.twins.items()
-        }
-        await self._checkpoints.put(self._membership_key(), json.dumps(doc).encode())
+            return
+        doc = {"spec": spec.model_dump_json(), "joined": self.joined.get(spec.id, 0)}
+        await self._checkpoints.put(self._member_key("added", spec.id), json.dumps(doc).encode())
+        with contextlib.suppress(Exception):
+            await self._checkpoints.delete(self._member_key("removed", spec.id))
+
+    async def _note_removed(self, machine_id: str, was_added: bool) -> None:
+        if getattr(self, "_checkpoints", None) is None:
+            return
+        if was_added:
+            await self._checkpoints.delete(self._member_key("added", machine_id))
+        else:
+            await self._checkpoints.put(self._member_key("removed", machine_id), b"1")
 
     async def _load_membership(self, checkpoints: Any) -> None:
-        """After a restart the constructor's machine list is the original one; machines
-        added or removed at runtime since are read back from the bucket."""
-        from nats.js.errors import KeyNotFoundError
+        from nats.js.errors import KeyNotFoundError, NoKeysError
 
         try:
-            entry = await checkpoints.get(self._membership_key())
-        except KeyNotFoundError:
+            keys = await checkpoints.keys()
+        except NoKeysError:
             return
-        if not entry.value:
-            return
-        wanted = json.loads(entry.value)
-        for machine_id in list(self.host.twins):
-            if machine_id not in wanted:
+        mine = f"{MEMBERSHIP_PREFIX}{self.host_id}."
+        for key in sorted(k for k in keys if k.startswith(mine)):
+            change, machine_id = key[len(mine) :].split(".", 1)
+            try:
+                entry = await checkpoints.get(key)
+            except KeyNotFoundError:
+                continue
+            if not entry.value:  # deleted
+                continue
+            if change == "removed" and machine_id in self.host.twins:
                 self.host.remove(machine_id)
                 self.ingest.sequence.pop(machine_id, None)
-        for machine_id, item in wanted.items():
-            if machine_id not in self.host.twins:
+            elif change == "added" and machine_id not in self.host.twins:
+                item = json.loads(entry.value)
                 self.host.add(MachineSpec.model_validate_json(item["spec"]))
                 self.ingest.sequence[machine_id] = int(item["joined"])
-            self.joined[machine_id] = int(item["joined"])
+                self.joined[machine_id] = int(item["joined"])
 
     async def set_model(self, machine_type: str, blob: bytes) -> int:
         """Load a new RUL model version for a machine type without a restart."""
