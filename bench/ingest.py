@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=2000)
     parser.add_argument("--sensors", type=int, default=100)
     parser.add_argument("--hosts", type=int, default=2, help="host actors (2 cores: 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed scans per machine")
+    parser.add_argument("--rounds", type=int, default=10, help="timed scans per machine")
     parser.add_argument("--rate", type=float, default=50_000, help="readings/s offered")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
     args = parser.parse_args()
