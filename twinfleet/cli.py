@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--plant", help="plant file (default: the bundled example, 52 machines)")
     up.add_argument("--days", type=_positive(float), default=14.0, help="simulated days (14)")
-    up.add_argument("--step-minutes", type=_positive(float), default=10.0, help="scan (10)")
+    up.add_argument(
+        "--step-minutes", type=_positive(float), default=10.0, help="minutes between scans (10)"
+    )
     up.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
     up.add_argument("--worn", type=int, default=6, help="machines that start worn (6)")
     up.add_argument(
@@ -219,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         help="machines per Ray host actor (1: every machine its own actor)",
     )
-    up.add_argument("--nats-port", type=_positive(int), default=4222, help="(4222)")
+    up.add_argument(
+        "--nats-port", type=_positive(int), default=4222, help="port of the nats-server (4222)"
+    )
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
     up.add_argument(
         "--lives", type=_positive(int), default=40, help="simulated lives per type to train on"
