@@ -49,6 +49,16 @@ FLUSH_BUDGET_S = 0.01
 """Longest a loop turn spends writing due states and checkpoints."""
 
 
+async def _keys(bucket: Any) -> set[str]:
+    """The keys in a key-value bucket (none when it is empty)."""
+    from nats.js.errors import NoKeysError
+
+    try:
+        return set(await bucket.keys())
+    except NoKeysError:
+        return set()
+
+
 def twin_event(machine_id: str, seq: int, result: ApplyResult) -> bytes:
     """The compact "twin changed" event."""
     return json.dumps(
@@ -144,8 +154,9 @@ class HostActor:
         self._checkpoints, self._twins_kv = checkpoints, twins_kv
         if not self._restored_once:
             self.phase = "restoring"
-            await self._load_membership(checkpoints)
-            await self._restore(checkpoints)
+            keys = await _keys(checkpoints)
+            await self._load_membership(checkpoints, keys)
+            await self._restore(checkpoints, keys)
             self._restored_once = True
         start = min(self.ingest.sequence.values(), default=0) + 1
         durable = f"host-{self.host_id}"
@@ -194,15 +205,11 @@ class HostActor:
         await nc.close()  # would wait for its drain timeout (30 s) instead
         self.phase = "stopped"
 
-    async def _restore(self, checkpoints: Any) -> None:
-        """Every held twin that has a checkpoint comes back from it (one listing, then one
-        read per checkpoint that exists)."""
-        from nats.js.errors import KeyNotFoundError, NoKeysError
+    async def _restore(self, checkpoints: Any, present: set[str]) -> None:
+        """Every held twin that has a checkpoint comes back from it (one read per
+        checkpoint that exists)."""
+        from nats.js.errors import KeyNotFoundError
 
-        try:
-            present = set(await checkpoints.keys())
-        except NoKeysError:
-            return
         for machine_id, twin in self.host.twins.items():
             if machine_id not in present:
                 continue
@@ -341,13 +348,9 @@ class HostActor:
         else:
             await self._checkpoints.put(self._member_key("removed", machine_id), b"1")
 
-    async def _load_membership(self, checkpoints: Any) -> None:
-        from nats.js.errors import KeyNotFoundError, NoKeysError
+    async def _load_membership(self, checkpoints: Any, keys: set[str]) -> None:
+        from nats.js.errors import KeyNotFoundError
 
-        try:
-            keys = await checkpoints.keys()
-        except NoKeysError:
-            return
         mine = f"{MEMBERSHIP_PREFIX}{self.host_id}."
         for key in sorted(k for k in keys if k.startswith(mine)):
             change, machine_id = key[len(mine) :].split(".", 1)

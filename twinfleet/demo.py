@@ -132,6 +132,24 @@ def report(host: MachineHost, now_ms: int, top: int) -> list[str]:
     return out
 
 
+def polled_plant(plant: Plant, step_minutes: float) -> tuple[list[MachineSpec], TwinConfig]:
+    """The plant's machines as a gateway polling every sensor each ``step_minutes`` (so
+    the stale rule expects one reading per scan), and twin settings whose learned
+    detectors fit on days of operation (shifts, weekends), not minutes."""
+    step_s = step_minutes * 60.0
+    polled = [
+        m.model_copy(
+            update={
+                "sensors": [s.model_copy(update={"sample_period_s": step_s}) for s in m.sensors]
+            }
+        )
+        for m in plant.machines
+    ]
+    per_day = int(24 * 60 / step_minutes)
+    config = TwinConfig(zscore_warmup=max(per_day, 30), pca_fit_scans=max(3 * per_day, 200))
+    return polled, config
+
+
 def run(
     plant: Plant,
     data_dir: Path,
@@ -168,17 +186,7 @@ def run(
     )
     sim = PlantSimulator(plant, seed=seed, start_ms=START_MS, initial_wear=initial)
     step_s = step_minutes * 60.0
-    polled = [
-        m.model_copy(
-            update={
-                "sensors": [s.model_copy(update={"sample_period_s": step_s}) for s in m.sensors]
-            }
-        )
-        for m in plant.machines
-    ]
-    # Learned detectors fit on days of operation (shifts, weekends), not minutes.
-    per_day = int(24 * 60 / step_minutes)
-    config = TwinConfig(zscore_warmup=max(per_day, 30), pca_fit_scans=max(3 * per_day, 200))
+    polled, config = polled_plant(plant, step_minutes)
     host = MachineHost(polled, models=models, config=config)
     watch = {m.id: Watch() for m in plant.machines}
     steps = int(days * 24 * 60 / step_minutes)

@@ -17,6 +17,7 @@ alerts and work-order issue's), so a repaired machine's twin keeps its old trend
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 from schemas import subjects
 from schemas.common import iso_utc
 from schemas.plant import Plant
-from twinfleet.demo import START_MS, worn_start
+from twinfleet.demo import START_MS, polled_plant, worn_start
 from twinfleet.models import load_or_train
 from twinfleet.services import NatsServer
 
@@ -128,22 +129,14 @@ def run_up(
         print("Ray: " + (f"connected to {address}" if address else "started a local head"))
         print("RUL models (one per machine type):")
         models = load_or_train(plant, data_dir, seed=seed, lives=lives)
-        per_day = int(24 * 60 / step_minutes)
         step_s = step_minutes * 60.0
-        machines = [
-            m.model_copy(
-                update={
-                    "sensors": [s.model_copy(update={"sample_period_s": step_s}) for s in m.sensors]
-                }
-            )
-            for m in plant.machines
-        ]
+        machines, config = polled_plant(plant, step_minutes)
         fleet = Fleet(
             machines,
             nats_url,
             machines_per_host=machines_per_host,
             models={t: m.to_bytes() for t, m in models.items()},
-            config={"zscore_warmup": max(per_day, 30), "pca_fit_scans": max(3 * per_day, 200)},
+            config=dataclasses.asdict(config),
             name="plant",
         ).start()
         fleet.wait_ready()

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.rul import FAILURE_HORIZONS_H
-from twins.survival import RulEstimate, _ages
+from twins.survival import RulEstimate, _ages, feature_vector
 
 ARTIFACT_FORMAT = "twinfleet.boosted-survival/1"
 _LN2 = math.log(2.0)
@@ -366,15 +366,7 @@ class BoostedRulModel:
     ) -> RulEstimate:
         """Remaining-life distribution of one machine (same call as the AFT model's)."""
         self._require_fitted()
-        if isinstance(features, Mapping):
-            try:
-                x = np.array([features[f] for f in self.features], dtype=np.float64)
-            except KeyError as exc:
-                raise ValueError(f"features is missing {exc.args[0]!r}") from None
-        else:
-            x = np.asarray(features, dtype=np.float64)
-        if x.shape != (len(self.features),):
-            raise ValueError(f"features must have {len(self.features)} values, got {x.shape}")
+        x = feature_vector(features, self.features)
         ages = _ages(age, list(self.modes_))
         g = self.index(x[None, :], max(ages.values()))
         rho = float(self._rho(g)[0])

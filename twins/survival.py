@@ -209,17 +209,7 @@ class SurvivalRulModel:
         modes not named take the largest age given.
         """
         self._require_fitted()
-        if isinstance(features, Mapping):
-            try:
-                x = np.array([features[f] for f in self.features], dtype=np.float64)
-            except KeyError as exc:
-                raise ValueError(f"features is missing {exc.args[0]!r}") from None
-        else:
-            x = np.asarray(features, dtype=np.float64)
-        if x.shape != (len(self.features),):
-            raise ValueError(f"features must have {len(self.features)} values, got {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("features must be finite")
+        x = feature_vector(features, self.features)
         ages = _ages(age, list(self.modes_))
         z = {m: self._z(x, ages[m]) for m in self.modes_}
         lam = {m: math.exp(mm.intercept + float(mm.coef @ z[m])) for m, mm in self.modes_.items()}
@@ -350,6 +340,24 @@ class SurvivalRulModel:
             f"SurvivalRulModel({self.version_}, {len(self.features)} features, "
             f"{self.n_failures_} failures in {self.n_rows_} rows; {modes})"
         )
+
+
+def feature_vector(
+    features: Sequence[float] | np.ndarray | Mapping[str, float], names: Sequence[str]
+) -> np.ndarray:
+    """The features a model reads, in its order, checked: given by name or in order."""
+    if isinstance(features, Mapping):
+        try:
+            x = np.array([features[f] for f in names], dtype=np.float64)
+        except KeyError as exc:
+            raise ValueError(f"features is missing {exc.args[0]!r}") from None
+    else:
+        x = np.asarray(features, dtype=np.float64)
+    if x.shape != (len(names),):
+        raise ValueError(f"features must have {len(names)} values, got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features must be finite")
+    return x
 
 
 def _ages(age: float | Mapping[str, float], modes: list[str]) -> dict[str, float]:
