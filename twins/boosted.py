@@ -45,7 +45,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -56,7 +55,13 @@ import numpy as np
 import pandas as pd
 
 from schemas.rul import FAILURE_HORIZONS_H
-from twins.survival import RulEstimate, _ages, feature_vector
+from twins.survival import (
+    RulEstimate,
+    _ages,
+    artifact_version,
+    check_model_arguments,
+    feature_vector,
+)
 
 ARTIFACT_FORMAT = "twinfleet.boosted-survival/1"
 _LN2 = math.log(2.0)
@@ -182,10 +187,7 @@ class BoostedRulModel:
         name: str = "boosted-weibull",
         seed: int = 0,
     ) -> None:
-        if not features:
-            raise ValueError("features must name at least one feature")
-        if len(set(features)) != len(features):
-            raise ValueError(f"features must be unique, got {list(features)}")
+        check_model_arguments(features, confidence, horizons)
         if cap is not None and not (cap > 0 and math.isfinite(cap)):
             raise ValueError(f"cap must be positive, got {cap}")
         if folds < 2:
@@ -198,10 +200,6 @@ class BoostedRulModel:
             raise ValueError(f"max_leaf_nodes must be at least 2, got {max_leaf_nodes}")
         if min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be at least 1, got {min_samples_leaf}")
-        if not 0 < confidence < 1:
-            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-        if not horizons or any(h <= 0 for h in horizons):
-            raise ValueError(f"horizons must be positive, got {list(horizons)}")
         self.features = list(features)
         self.cap = None if cap is None else float(cap)
         self.folds = int(folds)
@@ -327,8 +325,7 @@ class BoostedRulModel:
         }
 
     def _version(self) -> str:
-        payload = json.dumps(self._params(), sort_keys=True).encode()
-        return f"{self.name}-{hashlib.sha256(payload).hexdigest()[:10]}"
+        return artifact_version(self.name, self._params())
 
     @property
     def fitted(self) -> bool:

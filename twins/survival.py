@@ -105,16 +105,9 @@ class SurvivalRulModel:
         horizons: Sequence[int] = FAILURE_HORIZONS_H,
         name: str = "weibull-aft",
     ) -> None:
-        if not features:
-            raise ValueError("features must name at least one feature")
-        if len(set(features)) != len(features):
-            raise ValueError(f"features must be unique, got {list(features)}")
+        check_model_arguments(features, confidence, horizons)
         if penalizer < 0:
             raise ValueError(f"penalizer must be >= 0, got {penalizer}")
-        if not 0 < confidence < 1:
-            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-        if not horizons or any(h <= 0 for h in horizons):
-            raise ValueError(f"horizons must be positive, got {list(horizons)}")
         self.features = list(features)
         self.penalizer = float(penalizer)
         self.confidence = float(confidence)
@@ -186,8 +179,7 @@ class SurvivalRulModel:
         return self
 
     def _version(self) -> str:
-        payload = json.dumps(self._params(), sort_keys=True).encode()
-        return f"{self.name}-{hashlib.sha256(payload).hexdigest()[:10]}"
+        return artifact_version(self.name, self._params())
 
     @property
     def fitted(self) -> bool:
@@ -340,6 +332,26 @@ class SurvivalRulModel:
             f"SurvivalRulModel({self.version_}, {len(self.features)} features, "
             f"{self.n_failures_} failures in {self.n_rows_} rows; {modes})"
         )
+
+
+def check_model_arguments(
+    features: Sequence[str], confidence: float, horizons: Sequence[int]
+) -> None:
+    """The arguments every RUL model takes, checked (a bad one is named)."""
+    if not features:
+        raise ValueError("features must name at least one feature")
+    if len(set(features)) != len(features):
+        raise ValueError(f"features must be unique, got {list(features)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not horizons or any(h <= 0 for h in horizons):
+        raise ValueError(f"horizons must be positive, got {list(horizons)}")
+
+
+def artifact_version(name: str, params: Mapping[str, Any]) -> str:
+    """A model version: its name and a hash of its fitted parameters."""
+    payload = json.dumps(params, sort_keys=True).encode()
+    return f"{name}-{hashlib.sha256(payload).hexdigest()[:10]}"
 
 
 def feature_vector(

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -63,16 +64,21 @@ class Engine:
     sensors: np.ndarray  # (n, 21)
 
 
+def _numbers(path: Path, ndmin: Literal[1, 2], not_numeric: str) -> np.ndarray:
+    """A whitespace-separated text file of numbers, or an error naming the file."""
+    try:
+        return np.loadtxt(path, ndmin=ndmin)
+    except OSError as exc:
+        raise CmapssFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CmapssFormatError(f"{path}: {not_numeric}: {exc}") from None
+
+
 def load_engines(path: str | Path) -> list[Engine]:
     """Engines of a ``train_``/``test_`` file: 26 whitespace-separated numbers per row,
     rows by unit then cycle."""
     path = Path(path)
-    try:
-        data = np.loadtxt(path, ndmin=2)
-    except OSError as exc:
-        raise CmapssFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise CmapssFormatError(f"{path}: not numeric C-MAPSS rows: {exc}") from None
+    data = _numbers(path, 2, "not numeric C-MAPSS rows")
     if data.size == 0:
         raise CmapssFormatError(f"{path}: no rows")
     if data.shape[1] != N_COLUMNS:
@@ -101,12 +107,7 @@ def load_engines(path: str | Path) -> list[Engine]:
 def load_true_rul(path: str | Path, n_engines: int) -> np.ndarray:
     """The ``RUL_`` file: one true remaining life per test engine, in test-file order."""
     path = Path(path)
-    try:
-        rul = np.loadtxt(path, ndmin=1)
-    except OSError as exc:
-        raise CmapssFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise CmapssFormatError(f"{path}: not one number per line: {exc}") from None
+    rul = _numbers(path, 1, "not one number per line")
     if rul.ndim != 1 or len(rul) != n_engines:
         raise CmapssFormatError(
             f"{path}: expected {n_engines} values (one per test engine), found {rul.size}"
