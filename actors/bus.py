@@ -5,7 +5,11 @@
 * key-value bucket ``tf_checkpoints``: per machine, the stream sequence its twin covers
   (8 bytes, big-endian) followed by the twin's snapshot;
 * key-value bucket ``tf_twins``: per machine, its latest :class:`~schemas.twin.TwinState`
-  as JSON, readable without calling any actor.
+  as JSON, readable without calling any actor;
+* stream ``EVENTS`` on ``tf.event.>``: the anomaly, RUL and work-order events (published on
+  core NATS by the actors, kept by the server for ``EVENTS_MAX_AGE_S`` and at most
+  ``EVENTS_PER_SUBJECT`` per subject), so an API replica that starts later can replay them;
+* key-value bucket ``tf_acks``: acknowledgements of anomalies.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from schemas.subjects import TELEMETRY_ALL
+from schemas.subjects import EVENT_ALL, TELEMETRY_ALL
 
 STREAM = "TELEMETRY"
 CHECKPOINTS = "tf_checkpoints"
 TWINS = "tf_twins"
+ACKS = "tf_acks"
+EVENTS = "EVENTS"
+EVENTS_MAX_AGE_S = 7 * 86_400.0
+EVENTS_PER_SUBJECT = 5_000
 DUPLICATE_WINDOW_S = 600.0
 MAX_CHECKPOINT_BYTES = 8 * 1024 * 1024
 _SEQ = struct.Struct(">Q")
@@ -34,12 +42,20 @@ async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
     )
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        await js.add_stream(config)
+    events = StreamConfig(
+        name=EVENTS,
+        subjects=[EVENT_ALL],
+        storage=StorageType.FILE,
+        max_age=EVENTS_MAX_AGE_S,
+        max_msgs_per_subject=EVENTS_PER_SUBJECT,
+    )
+    for stream in (config, events):
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            await js.add_stream(stream)
     buckets = []
-    for name, size in ((CHECKPOINTS, MAX_CHECKPOINT_BYTES), (TWINS, 1024 * 1024)):
+    for name, size in ((CHECKPOINTS, MAX_CHECKPOINT_BYTES), (TWINS, 1024 * 1024), (ACKS, 4096)):
         try:
             buckets.append(await js.key_value(name))
         except (BucketNotFoundError, NotFoundError):

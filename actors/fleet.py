@@ -14,12 +14,9 @@ from typing import Any
 
 import ray
 
-from actors.clone import CloneActor
+from actors.access import HOST_PREFIX, NAMESPACE, REGISTRY, FleetAccess
 from actors.host_actor import HostActor
 from schemas.plant import MachineSpec
-
-NAMESPACE = "twinfleet"
-REGISTRY = "tf-registry"
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -28,6 +25,9 @@ class FleetRegistry:
 
     def __init__(self) -> None:
         self.placement: dict[str, str] = {}
+        # clone id -> {clone_id, machine_id, expires_at, actor: [handle]} (the handle is
+        # wrapped in a list so that Ray passes it on as a handle, not as a call target)
+        self.clones: dict[str, dict[str, Any]] = {}
 
     def place(self, machine_id: str, host: str) -> None:
         self.placement[machine_id] = host
@@ -40,6 +40,34 @@ class FleetRegistry:
 
     def all(self) -> dict[str, str]:
         return dict(self.placement)
+
+    def add_clone(
+        self, clone_id: str, machine_id: str, expires_at: float, actor: list[Any]
+    ) -> None:
+        self.clones[clone_id] = {
+            "clone_id": clone_id,
+            "machine_id": machine_id,
+            "expires_at": expires_at,
+            "actor": actor,
+        }
+
+    def clone_of(self, clone_id: str) -> dict[str, Any] | None:
+        return self.clones.get(clone_id)
+
+    def drop_clone(self, clone_id: str) -> dict[str, Any] | None:
+        return self.clones.pop(clone_id, None)
+
+    def expired_clones(self, now: float) -> list[dict[str, Any]]:
+        gone = [c for c, e in self.clones.items() if e["expires_at"] <= now]
+        return [self.clones.pop(c) for c in gone]
+
+    def all_clones(self) -> list[str]:
+        return list(self.clones)
+
+    def drop_all_clones(self) -> list[dict[str, Any]]:
+        entries = list(self.clones.values())
+        self.clones.clear()
+        return entries
 
 
 class Fleet:
@@ -71,9 +99,7 @@ class Fleet:
         self.hosts: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}
         self.registry: Any = None
-        self.clones: dict[str, Any] = {}
-        self._clone_count = 0
-        self._spare_clone: Any = None
+        self.access = FleetAccess(name)
 
     def start(self) -> Fleet:
         self.registry = FleetRegistry.options(  # type: ignore[attr-defined]
@@ -88,7 +114,7 @@ class Fleet:
         ] or [[]]
         for i, chunk in enumerate(chunks):
             self._start_host(f"{self.name}-{i}", chunk, handles_unknown=(i == 0))
-        self._spare_clone = CloneActor.remote()  # type: ignore[attr-defined]  # kept warm
+        self.access.keep_spare()  # a warm clone actor: a new Ray worker takes seconds
         return self
 
     def _start_host(self, host: str, machine_ids: list[str], handles_unknown: bool) -> None:
@@ -97,7 +123,7 @@ class Fleet:
         machines = ray.put([self.specs[m].model_dump_json() for m in machine_ids])
         self._arguments[host] = machines
         actor = HostActor.options(  # type: ignore[attr-defined]
-            name=f"tf-host-{host}", namespace=NAMESPACE
+            name=HOST_PREFIX + host, namespace=NAMESPACE
         ).remote(
             host,
             machines,
@@ -167,50 +193,31 @@ class Fleet:
             sum(ray.get([h.set_model.remote(machine_type, blob) for h in self.hosts.values()]))
         )
 
-    # -- clones and what-if --------------------------------------------------------------
+    # -- clones and what-if (the same code the API replicas use: actors.access) ----------
+    def _run(self, call: Any) -> Any:
+        import asyncio
+
+        return asyncio.run(call)
+
     def clone(self, machine_id: str, ttl_s: float = 900.0) -> str:
         """An independent copy of a machine's twin in its own Ray actor; returns its id."""
-        if not ttl_s > 0:
-            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-        self.expire_clones()
-        snapshot = self.snapshot(machine_id)
-        spec = self.specs[machine_id]
-        self._clone_count += 1
-        clone_id = f"{machine_id}-clone-{self._clone_count}"
-        actor = self._spare_clone or CloneActor.remote()  # type: ignore[attr-defined]
-        self._spare_clone = CloneActor.remote()  # type: ignore[attr-defined]  # the next one
-        ray.get(
-            actor.load.remote(
-                clone_id,
-                spec.model_dump_json(),
-                snapshot,
-                self.models.get(spec.type),
-                self.config,
-                ttl_s,
-            )
-        )
-        self.clones[clone_id] = actor
-        return clone_id
+        if machine_id not in self.specs:
+            raise KeyError(f"machine {machine_id!r} is not in the fleet")
+        return str(self._run(self.access.clone(machine_id, ttl_s))["clone_id"])
 
     def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
         """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` as JSON) on a clone."""
-        actor = self.clones.get(clone_id)
-        if actor is None:
-            raise KeyError(f"no clone {clone_id!r} (never made, retired or expired)")
-        return dict(ray.get(actor.what_if.remote(request_json)))
+        return dict(self._run(self.access.what_if(clone_id, request_json)))
 
     def retire_clone(self, clone_id: str) -> None:
-        actor = self.clones.pop(clone_id, None)
-        if actor is None:
-            raise KeyError(f"no clone {clone_id!r}")
-        ray.kill(actor, no_restart=True)
+        self._run(self.access.retire_clone(clone_id))
 
     def expire_clones(self) -> list[str]:
         """Remove the clones whose time to live is over; returns their ids."""
-        gone = [c for c, a in list(self.clones.items()) if ray.get(a.expired.remote())]
-        for clone_id in gone:
-            self.retire_clone(clone_id)
-        return gone
+        return list(self._run(self.access.expire_clones()))
+
+    def clone_ids(self) -> list[str]:
+        return sorted(ray.get(self.registry.all_clones.remote()))
 
     # -- queries -------------------------------------------------------------------------
     def snapshot(self, machine_id: str) -> bytes:
@@ -223,11 +230,9 @@ class Fleet:
         """Stop consuming, write final checkpoints; returns each host's statistics."""
         ray.get([h.stop.remote() for h in self.hosts.values()])
         results = ray.get(list(self.runs.values()))
-        spare = [self._spare_clone] if self._spare_clone is not None else []
-        for h in [*self.hosts.values(), *self.clones.values(), *spare]:
+        self._run(self.access.retire_all())
+        for h in self.hosts.values():
             ray.kill(h, no_restart=True)
-        self.clones.clear()
-        self._spare_clone = None
         if self.registry is not None:
             ray.kill(self.registry, no_restart=True)
         return list(results)

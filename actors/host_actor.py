@@ -38,7 +38,7 @@ from actors.host import MachineHost
 from actors.ingest import Delivery, Processed, StreamIngest, machine_of
 from schemas import subjects
 from schemas.plant import MachineSpec
-from twins.machine import ApplyResult, TwinConfig
+from twins.machine import ApplyResult, MachineTwin, TwinConfig
 from twins.rul import load_rul_model
 
 MEMBERSHIP_PREFIX = "_host."
@@ -59,8 +59,9 @@ async def _keys(bucket: Any) -> set[str]:
         return set()
 
 
-def twin_event(machine_id: str, seq: int, result: ApplyResult) -> bytes:
-    """The compact "twin changed" event."""
+def twin_event(machine_id: str, seq: int, result: ApplyResult, twin: MachineTwin) -> bytes:
+    """The compact "twin changed" event: with the new readings of the sensors that changed
+    (``sensors``: ``{id: [value, timestamp ms, quality]}``) and the twin's data time."""
     return json.dumps(
         {
             "machine_id": machine_id,
@@ -69,7 +70,9 @@ def twin_event(machine_id: str, seq: int, result: ApplyResult) -> bytes:
             "applied": result.applied,
             "health_score": round(result.health_score, 3),
             "status": result.status.value,
+            "last_update": twin.last_update_ms,
             "changed_sensors": result.changed_sensors,
+            "sensors": twin.readings(result.changed_index),
             "anomalies": len(result.anomalies),
             "rul_model": None if result.rul is None else result.rul.model_version,
         }
@@ -101,7 +104,9 @@ class HostActor:
         self.handles_unknown = handles_unknown
         self.fleet = set(fleet or [])
         specs = [MachineSpec.model_validate_json(m) for m in machines]
-        rul_models = {t: load_rul_model(b) for t, b in (models or {}).items()}
+        self.model_blobs = dict(models or {})
+        self.config = dict(config or {})
+        rul_models = {t: load_rul_model(b) for t, b in self.model_blobs.items()}
         self.host = MachineHost(specs, models=rul_models, config=TwinConfig(**(config or {})))
         self.ingest = StreamIngest(self.host)
         # machine -> when it first changed since its last write (insertion-ordered)
@@ -129,6 +134,7 @@ class HostActor:
 
         pause = 0.2
         while not self.stopping:
+            began = time.monotonic()
             try:
                 await self._consume()
             except Exception as exc:  # keep the machines alive whatever the bus does
@@ -137,13 +143,14 @@ class HostActor:
                 self.phase = "recovering"
                 with contextlib.suppress(Exception):
                     await self._nc.close()
+                if time.monotonic() - began > 30.0:
+                    pause = 0.2  # it had been working: this is a new outage
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
         return await self.stats()
 
     async def _consume(self) -> None:
         import nats
-        from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
@@ -178,7 +185,7 @@ class HostActor:
         while not self.stopping:
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=0.2)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises its own and, at times, asyncio's
                 msgs = []
             for msg in msgs:
                 meta = msg.metadata
@@ -231,7 +238,8 @@ class HostActor:
         result, machine = out.result, out.machine_id
         if result is None or machine is None:
             return
-        await nc.publish(subjects.twin(machine), twin_event(machine, delivery.seq, result))
+        twin = self.host.twins[machine]
+        await nc.publish(subjects.twin(machine), twin_event(machine, delivery.seq, result, twin))
         for record in result.anomalies:
             await nc.publish(subjects.anomaly(machine), record.model_dump_json().encode())
         if result.rul is not None:
@@ -304,6 +312,19 @@ class HostActor:
     async def snapshot(self, machine_id: str) -> bytes:
         return self.host.twins[machine_id].snapshot()
 
+    async def state(self, machine_id: str) -> tuple[str, int]:
+        """The twin's full state now (JSON) and the stream sequence it covers: the
+        consistent read, as of every message this host has applied."""
+        twin = self.host.twins[machine_id]
+        return twin.state().model_dump_json(), self.ingest.sequence.get(machine_id, 0)
+
+    async def clone_source(self, machine_id: str) -> tuple[str, bytes, bytes | None, dict]:
+        """What a clone of the machine starts from: its spec (JSON), a snapshot, its type's
+        RUL model (bytes, None if it has none) and the twin configuration."""
+        twin = self.host.twins[machine_id]
+        spec = twin.spec
+        return spec.model_dump_json(), twin.snapshot(), self.model_blobs.get(spec.type), self.config
+
     async def sequences(self) -> dict[str, int]:
         return dict(self.ingest.sequence)
 
@@ -371,6 +392,7 @@ class HostActor:
 
     async def set_model(self, machine_type: str, blob: bytes) -> int:
         """Load a new RUL model version for a machine type without a restart."""
+        self.model_blobs[machine_type] = blob
         return self.host.set_model(machine_type, load_rul_model(blob))
 
     async def set_fleet(self, fleet: list[str]) -> None:

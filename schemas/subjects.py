@@ -35,6 +35,7 @@ TWIN_ALL = f"{PREFIX}.twin.*"
 ANOMALY_ALL = f"{PREFIX}.event.anomaly.*"
 RUL_ALL = f"{PREFIX}.event.rul.*"
 WORKORDER_ALL = f"{PREFIX}.event.workorder.*"
+EVENT_ALL = f"{PREFIX}.event.>"
 
 _TOKEN = re.compile(ID_PATTERN)
 

@@ -695,6 +695,21 @@ class MachineTwin:
                         out[self.sensor_ids[i]][name] = float(vals[j])
         return out
 
+    def readings(self, index: np.ndarray) -> dict[str, list[float | int | None]]:
+        """``{sensor id: [value, timestamp ms, quality]}`` of the sensors at ``index`` (as
+        in :attr:`ApplyResult.changed_index`); a value never seen is None."""
+        ids = self.sensor_ids
+        return {
+            ids[i]: [None if v != v else v, None if t < 0 else t, q]  # v != v: NaN
+            for i, v, t, q in zip(
+                index.tolist(),
+                self._value[index].tolist(),
+                self._seen_ms[index].tolist(),
+                self._quality[index].tolist(),
+                strict=True,
+            )
+        }
+
     def state(self) -> TwinState:
         """The twin's state as an immutable, versioned record."""
         sensors = {

@@ -37,7 +37,7 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,6 +67,9 @@ class WhatIfResult:
     failure_probability_by: dict[int, float]
     failure_mode_share: dict[str, float]
     n_paths: int
+    rul_by_step: list[tuple[float | None, float | None, float | None]] = field(default_factory=list)
+    """Per reported step, remaining life (median, 5th, 95th percentile) of the paths still
+    running then; None where it lies beyond the horizon or no path is still running."""
 
 
 def estimate_state(
@@ -127,9 +130,12 @@ def what_if(
         health.append(round(100.0 * (1.0 - max(worn, risk)), 3))
     ttf = np.sort(projection.time_to_failure_hours)
 
-    def quantile(q: float) -> float | None:
-        value = float(ttf[min(int(q * len(ttf)), len(ttf) - 1)])
-        return value if math.isfinite(value) and value <= horizon_hours else None
+    def quantile(q: float, after: float = 0.0) -> float | None:
+        alive = ttf[ttf > after]
+        if len(alive) == 0:
+            return None
+        value = float(alive[min(int(q * len(alive)), len(alive) - 1)])
+        return value - after if math.isfinite(value) and value <= horizon_hours else None
 
     return WhatIfResult(
         machine_id=twin.machine_id,
@@ -152,6 +158,14 @@ def what_if(
             m.value: float(projection.failure_mode_share[j]) for j, m in enumerate(projection.modes)
         },
         n_paths=projection.n_paths,
+        rul_by_step=[
+            (
+                quantile(0.5, float(hours[k])),
+                quantile(0.05, float(hours[k])),
+                quantile(0.95, float(hours[k])),
+            )
+            for k in picks
+        ],
     )
 
 

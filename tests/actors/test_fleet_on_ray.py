@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from actors.fleet import Fleet
@@ -26,8 +25,6 @@ from schemas.whatif import WhatIfRequest
 from twinfleet.cli import _example_plant_path
 from twinfleet.services import NatsServer
 from twins.machine import TwinConfig
-from twins.survival import SurvivalRulModel
-from twins.training import rul_feature_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -331,24 +328,14 @@ def test_clone_and_what_if_leave_the_live_twin_alone(nats_server: NatsServer) ->
         # clones expire after their time to live
         short = fleet.clone(spec.id, ttl_s=0.5)
         wait_for(lambda: short in fleet.expire_clones(), timeout_s=10, what="the expiry")
-        assert short not in fleet.clones
+        assert short not in fleet.clone_ids()
     finally:
         fleet.stop()
 
 
-def toy_model(spec: MachineSpec, penalizer: float) -> bytes:
-    rng = np.random.default_rng(0)
-    names = rul_feature_names(spec)
-    x = rng.normal(size=(200, len(names)))
-    frame = pd.DataFrame(x, columns=names)
-    frame["entry"] = rng.uniform(0, 100, 200)
-    frame["duration"] = frame["entry"] + 1000 * np.exp(0.2 * x[:, 0]) * rng.weibull(2, 200)
-    frame["event"] = True
-    frame["mode"] = spec.failure_modes[0].value if spec.failure_modes else "bearing_wear"
-    return SurvivalRulModel(names, penalizer=penalizer).fit(frame).to_bytes()
-
-
-def test_machines_and_models_change_at_runtime(nats_server: NatsServer) -> None:
+def test_machines_and_models_change_at_runtime(
+    nats_server: NatsServer, toy_model: Callable[[MachineSpec, float], bytes]
+) -> None:
     import nats
 
     first, second = machines(2)

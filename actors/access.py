@@ -1,0 +1,118 @@
+"""The actor graph as seen from any Ray process (an API replica, the driver): find a
+machine's host through the fleet's named registry, read a twin consistently from its actor,
+and make, use and retire clones.
+
+Clones are listed in the registry (id -> actor, machine, expiry), so a clone made through
+one API replica can be used and retired through any other. A clone's actor belongs to the
+process that made it (a replica or the driver): if that process ends, its clones end too;
+they are sandboxes for what-if, and the registry then answers "gone".
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import ray
+
+NAMESPACE = "twinfleet"
+REGISTRY = "tf-registry"
+HOST_PREFIX = "tf-host-"
+
+
+class CloneGone(KeyError):
+    """No such clone: never made, retired, expired, or its process ended."""
+
+
+class FleetAccess:
+    """Async access to the fleet named ``name`` (see the module docstring)."""
+
+    def __init__(self, name: str = "fleet") -> None:
+        self.name = name
+        self._registry: Any = None
+        self._hosts: dict[str, Any] = {}
+        self._spare: Any = None
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = ray.get_actor(f"{REGISTRY}-{self.name}", namespace=NAMESPACE)
+        return self._registry
+
+    async def host_of(self, machine_id: str) -> Any:
+        host = await self.registry.host_of.remote(machine_id)
+        if host is None:
+            raise KeyError(f"machine {machine_id!r} is not in the fleet")
+        actor = self._hosts.get(host)
+        if actor is None:
+            actor = self._hosts[host] = ray.get_actor(HOST_PREFIX + host, namespace=NAMESPACE)
+        return actor
+
+    async def state(self, machine_id: str) -> tuple[str, int]:
+        """The twin's full state from its actor (JSON) and the stream sequence it covers."""
+        host = await self.host_of(machine_id)
+        state, seq = await host.state.remote(machine_id)
+        return str(state), int(seq)
+
+    def keep_spare(self) -> None:
+        """Start a clone actor now so that the next clone does not wait for a worker."""
+        from actors.clone import CloneActor
+
+        if self._spare is None:
+            self._spare = CloneActor.remote()  # type: ignore[attr-defined]
+
+    async def clone(self, machine_id: str, ttl_s: float = 900.0) -> dict[str, Any]:
+        """An independent copy of the machine's twin in its own actor."""
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        await self.expire_clones()
+        host = await self.host_of(machine_id)
+        spec_json, snapshot, model, config = await host.clone_source.remote(machine_id)
+        self.keep_spare()
+        actor, self._spare = self._spare, None
+        self.keep_spare()  # the next one
+        clone_id = f"{machine_id}-clone-{uuid.uuid4().hex[:8]}"
+        await actor.load.remote(clone_id, spec_json, snapshot, model, config, ttl_s)
+        expires_at = time.time() + ttl_s
+        await self.registry.add_clone.remote(clone_id, machine_id, expires_at, [actor])
+        return {"clone_id": clone_id, "machine_id": machine_id, "expires_at": expires_at}
+
+    async def _clone_actor(self, clone_id: str) -> Any:
+        entry = await self.registry.clone_of.remote(clone_id)
+        if entry is None:
+            raise CloneGone(f"no clone {clone_id!r} (never made, retired or expired)")
+        return entry["actor"][0]
+
+    async def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
+        """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` JSON) on a clone."""
+        from ray.exceptions import RayActorError
+
+        actor = await self._clone_actor(clone_id)
+        try:
+            return dict(await actor.what_if.remote(request_json))
+        except RayActorError:
+            await self.registry.drop_clone.remote(clone_id)
+            raise CloneGone(
+                f"clone {clone_id!r} is gone (the process that made it ended)"
+            ) from None
+
+    async def retire_clone(self, clone_id: str) -> None:
+        entry = await self.registry.drop_clone.remote(clone_id)
+        if entry is None:
+            raise CloneGone(f"no clone {clone_id!r}")
+        ray.kill(entry["actor"][0], no_restart=True)
+
+    async def expire_clones(self) -> list[str]:
+        """Retire the clones whose time to live is over; returns their ids."""
+        gone = await self.registry.expired_clones.remote(time.time())
+        for entry in gone:
+            ray.kill(entry["actor"][0], no_restart=True)
+        return [entry["clone_id"] for entry in gone]
+
+    async def retire_all(self) -> None:
+        for entry in await self.registry.drop_all_clones.remote():
+            ray.kill(entry["actor"][0], no_restart=True)
+        if self._spare is not None:
+            ray.kill(self._spare, no_restart=True)
+            self._spare = None

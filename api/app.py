@@ -1,0 +1,293 @@
+"""The ASGI application: REST under ``/api/v1``, GraphQL at ``/graphql`` (GraphiQL on a
+browser GET, subscriptions over websockets with graphql-transport-ws), OpenAPI at
+``/docs``. :mod:`serve_app` runs it in Ray Serve replicas; it runs under plain uvicorn too
+(the API benchmark compares the two).
+
+Every error is the JSON of :class:`api.errors.ApiError`, never a bare 500 for bad input:
+401 (no, bad or expired token), 403 (role or gateway boundary), 404, 413 (body over
+``max_body_bytes``), 422 (malformed request), 429 (over the per-token rate).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the dependencies of the
+# routes (``Annotated[Principal, Depends(caller)]``) from live annotations, and ``caller``
+# is local to :func:`create_app`.
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+
+from api import present
+from api.auth import Authority, Principal, Role
+from api.errors import ApiError, forbidden, not_found
+from api.graphql import schema
+from api.limits import BodySizeLimit, RateLimiter
+from api.telemetry import plan_batch
+from api.view import AssetView, FleetView
+from schemas import subjects
+from schemas.twin import TwinState
+
+log = logging.getLogger("twinfleet.api")
+
+
+@dataclass
+class Settings:
+    nats_url: str
+    secret: str
+    fleet_name: str = "plant"
+    max_body_bytes: int = 2 * 1024 * 1024
+    rate_per_s: float = 50.0
+    rate_burst: float = 100.0
+    next_sync_ms: int = 1_000
+    anomaly_replay_h: float = 24.0
+
+
+@dataclass
+class Services:
+    """What the routes and resolvers use; one per replica."""
+
+    settings: Settings
+    view: FleetView
+    authority: Authority
+    limiter: RateLimiter
+    access: Any = None  # actors.access.FleetAccess when running on Ray
+    counters: Counter[str] = field(default_factory=Counter)
+
+    async def asset(self, machine_id: str, consistent: bool = False) -> AssetView | None:
+        """From the view, or (``consistent``) from the machine's actor."""
+        if machine_id not in self.view.machines:
+            return None
+        if not consistent:
+            return self.view.asset(machine_id)
+        if self.access is None:
+            raise ApiError(503, "unavailable", "consistent reads need the actors (Ray)")
+        try:
+            state_json, _seq = await self.access.state(machine_id)
+        except KeyError as exc:
+            raise not_found(str(exc.args[0])) from None
+        state = TwinState.model_validate_json(state_json)
+        spec = self.view.machines[machine_id]
+        return AssetView(spec, state, state.rul, "actor", None)
+
+    def principal(self, header: str | None) -> Principal:
+        principal = self.authority.verify(header)
+        self.limiter.check(principal.token_id)
+        return principal
+
+
+def _json_error(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="twinfleet",
+        version="1",
+        description="Digital twins of industrial machines: state, anomalies, remaining "
+        "useful life, what-if. Bearer tokens: `twinfleet token --role viewer`.",
+    )
+
+    # -- errors ---------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        services.counters[f"http_{exc.status}"] += 1
+        return _json_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        services.counters["http_422"] += 1
+        return _json_error(ApiError(422, "invalid_request", f"{where}: {first['msg']}", where))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        services.counters[f"http_{exc.status_code}"] += 1
+        return _json_error(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, exc: Exception) -> JSONResponse:
+        services.counters["http_500"] += 1
+        log.exception("unexpected error on %s", request.url.path)
+        return _json_error(ApiError(500, "internal", f"internal error ({type(exc).__name__})"))
+
+    # -- who is asking --------------------------------------------------------------------
+    def caller(request: Request) -> Principal:
+        return services.principal(request.headers.get("authorization"))
+
+    def viewer(who: Annotated[Principal, Depends(caller)]) -> Principal:
+        who.require(Role.VIEWER, "reading assets")
+        return who
+
+    def gateway(who: Annotated[Principal, Depends(caller)]) -> Principal:
+        if who.role is not Role.GATEWAY:
+            raise forbidden(f"sending telemetry needs a gateway token; this token is {who.role}")
+        return who
+
+    # -- REST -----------------------------------------------------------------------------
+    @app.get("/api/v1/health", tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Liveness, and what the replica's view holds (no token needed)."""
+        view = services.view
+        return {
+            "status": "ok",
+            "nats_connected": bool(view.nc is not None and view.nc.is_connected),
+            "machines": len(view.machines),
+            "states": len(view.states),
+            "twin_events": view.counters["twin_events"],
+            "anomalies": view.counters["anomalies"],
+            "subscribers": view.broadcast.subscribers,
+            "dropped_updates": view.broadcast.dropped,
+            "refused": {k: v for k, v in services.counters.items() if k.startswith("http_")},
+            "rate_limited": services.limiter.refused,
+            "rejected_readings": services.counters["rejected_readings"],
+        }
+
+    @app.get("/api/v1/ready", tags=["service"])
+    async def ready() -> JSONResponse:
+        """200 once the view has read the twins' states and the recent anomalies."""
+        if services.view.ready:
+            return JSONResponse({"status": "ready"})
+        return _json_error(ApiError(503, "not_ready", "the view is still loading from NATS"))
+
+    @app.get("/api/v1/assets/{asset_id}", tags=["assets"])
+    async def get_asset(
+        asset_id: str, who: Annotated[Principal, Depends(viewer)], consistent: bool = False
+    ) -> dict[str, Any]:
+        """One machine and its twin; ``?consistent=true`` reads it from its actor."""
+        view = await services.asset(asset_id, consistent)
+        if view is None:
+            raise not_found(f"no asset {asset_id!r}")
+        records = list(reversed(services.view.anomalies.get(asset_id, ())))[:20]
+        rows = [present.anomaly_row(r, services.view.acks.get(r.anomaly_id)) for r in records]
+        return present.asset_answer(view, rows)
+
+    @app.get("/api/v1/assets/{asset_id}/rul", tags=["assets"])
+    async def get_rul(asset_id: str, who: Annotated[Principal, Depends(viewer)]) -> dict[str, Any]:
+        """Remaining useful life: distribution, factors and recommended actions."""
+        view = services.view.asset(asset_id)
+        if view is None:
+            raise not_found(f"no asset {asset_id!r}")
+        return present.rul_answer(view)
+
+    @app.post("/api/v1/telemetry/batch", status_code=202, tags=["telemetry"])
+    async def telemetry_batch(
+        request: Request, who: Annotated[Principal, Depends(gateway)]
+    ) -> dict[str, Any]:
+        """Readings from a gateway (its own sites only), published to JetStream."""
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+        plan = plan_batch(body, services.view.machines, sites=who.sites, gateway_id=who.gateway_id)
+        js = services.view.js
+        duplicates = 0
+        for batch in plan.batches:
+            ack = await js.publish(
+                subjects.telemetry(
+                    batch.site_id,
+                    batch.readings.machine_id[0] if len(batch) else batch.anomalies[0].machine_id,
+                ),
+                batch.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"{batch.gateway_id}-{batch.batch_id}"},
+            )
+            duplicates += bool(ack.duplicate)
+        rejected = len(plan.rejected) + len(plan.anomalies_rejected)
+        services.counters["rejected_readings"] += rejected
+        services.counters["accepted_readings"] += plan.readings_accepted
+        if rejected:
+            letter = {
+                "reason": "readings refused by the HTTP telemetry endpoint",
+                "gateway_id": plan.gateway_id,
+                "batch_id": plan.batch_id,
+                "readings": plan.rejected,
+                "anomalies": plan.anomalies_rejected,
+            }
+            await services.view.nc.publish(
+                subjects.dead_letter(plan.gateway_id), json.dumps(letter).encode()
+            )
+        return {
+            "status": "accepted",
+            "batch_id": plan.batch_id,
+            "readings_accepted": plan.readings_accepted,
+            "anomalies_accepted": plan.anomalies_accepted,
+            "readings_rejected": plan.rejected,
+            "anomalies_rejected": plan.anomalies_rejected,
+            "duplicate_messages": duplicates,
+            "next_sync": int(time.time() * 1000) + services.settings.next_sync_ms,
+        }
+
+    # -- GraphQL --------------------------------------------------------------------------
+    async def graphql_context(connection: HTTPConnection) -> dict[str, Any]:
+        principal = None
+        if connection.scope["type"] == "http":
+            header = connection.headers.get("authorization")
+            browsing = (
+                connection.scope.get("method") == "GET" and "query" not in connection.query_params
+            )
+            if header or not browsing:
+                principal = services.principal(header)
+        return {"services": services, "principal": principal}
+
+    class TransportWS(BaseGraphQLTransportWSHandler):
+        """Authenticates in ``connection_init``: payload ``{"Authorization": "Bearer
+        <jwt>"}`` (or ``{"token": "<jwt>"}``). A refused connection is closed with 4401
+        and the reason."""
+
+        async def handle_connection_init(self, message: Any) -> None:
+            payload = message.get("payload") or {}
+            header = None
+            if isinstance(payload, dict):
+                header = payload.get("Authorization") or payload.get("authorization")
+                if header is None and payload.get("token"):
+                    header = f"Bearer {payload['token']}"
+            try:
+                principal = services.principal(header)
+            except ApiError as exc:
+                services.counters[f"ws_{exc.status}"] += 1
+                if self.connection_init_timeout_task:
+                    self.connection_init_timeout_task.cancel()
+                await self.websocket.close(code=4000 + exc.status, reason=exc.message[:120])
+                return
+            cast(dict[str, Any], self.context)["principal"] = principal
+            await super().handle_connection_init(message)
+
+    class Router(GraphQLRouter):
+        graphql_transport_ws_handler_class = TransportWS  # type: ignore[assignment]
+
+    router = Router(
+        schema,
+        context_getter=graphql_context,
+        subscription_protocols=("graphql-transport-ws",),
+        graphql_ide="graphiql",
+        multipart_uploads_enabled=False,
+    )
+    app.include_router(router, prefix="/graphql")
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
+    return app
+
+
+async def start_services(settings: Settings, machines: Any, access: Any = None) -> Services:
+    view = await FleetView(
+        machines, settings.nats_url, anomaly_replay_h=settings.anomaly_replay_h
+    ).start()
+    return Services(
+        settings=settings,
+        view=view,
+        authority=Authority(settings.secret),
+        limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+        access=access,
+    )

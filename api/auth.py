@@ -1,0 +1,167 @@
+"""Bearer tokens (JWT, HS256) and roles.
+
+People get one of four roles, each including the ones before it: ``viewer`` (read and
+subscribe), ``operator`` (acknowledge anomalies), ``engineer`` (clones and what-if),
+``admin``. Gateways get a ``gateway`` token bound to their gateway id and sites; it may
+only send telemetry, and only for those sites.
+
+>>> authority = Authority("x" * 32)
+>>> token = authority.issue("alice", Role.OPERATOR, ttl_s=60)
+>>> p = authority.verify(f"Bearer {token}")
+>>> p.subject, p.role.value, p.allows(Role.VIEWER), p.allows(Role.ENGINEER)
+('alice', 'operator', True, False)
+>>> authority.verify("Bearer not-a-jwt")
+Traceback (most recent call last):
+...
+api.errors.ApiError: the bearer token is not a well-formed JWT
+>>> Authority("y" * 32).verify(f"Bearer {token}")
+Traceback (most recent call last):
+...
+api.errors.ApiError: the token's signature does not verify (not issued by this server)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+from api.errors import ApiError, forbidden, unauthorized
+
+ISSUER = "twinfleet"
+ALGORITHM = "HS256"
+MIN_SECRET_BYTES = 32
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ENGINEER = "engineer"
+    ADMIN = "admin"
+    GATEWAY = "gateway"
+
+
+_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ENGINEER: 3, Role.ADMIN: 4}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    subject: str
+    role: Role
+    token_id: str
+    expires_at: int
+    gateway_id: str | None = None
+    sites: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, needed: Role) -> bool:
+        """People's roles are ordered; a gateway token allows nothing but ingest."""
+        if self.role is Role.GATEWAY or needed is Role.GATEWAY:
+            return self.role is needed
+        return _RANK[self.role] >= _RANK[needed]
+
+    def require(self, needed: Role, doing: str) -> None:
+        if not self.allows(needed):
+            raise forbidden(f"{doing} needs the {needed.value} role; this token is {self.role}")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+class Authority:
+    """Issues and verifies tokens with one shared secret (every replica holds it)."""
+
+    def __init__(self, secret: str) -> None:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes")
+        self._secret = secret
+
+    def issue(
+        self,
+        subject: str,
+        role: Role | str,
+        *,
+        ttl_s: float = 12 * 3600,
+        gateway_id: str | None = None,
+        sites: list[str] | None = None,
+    ) -> str:
+        role = Role(role)
+        if not subject:
+            raise ValueError("a token needs a subject (who it is for)")
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        if (role is Role.GATEWAY) != (gateway_id is not None):
+            raise ValueError("a gateway token needs a gateway id, and only a gateway token has one")
+        if role is Role.GATEWAY and not sites:
+            raise ValueError("a gateway token needs the sites it may send telemetry for")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": subject,
+            "role": role.value,
+            "iat": now,
+            "exp": now + int(ttl_s),
+            "jti": secrets.token_hex(8),
+        }
+        if gateway_id is not None:
+            claims["gateway_id"] = gateway_id
+            claims["sites"] = sorted(sites or [])
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization`` header value (``Bearer <jwt>``); a 401
+        :class:`ApiError` saying what is wrong otherwise."""
+        if not authorization:
+            raise unauthorized("no bearer token: send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("the Authorization header must be 'Bearer <token>'")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("the token has expired; ask for a new one") from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized(
+                "the token's signature does not verify (not issued by this server)"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized(f"the token was not issued by {ISSUER}") from None
+        except jwt.DecodeError:
+            raise unauthorized("the bearer token is not a well-formed JWT") from None
+        except jwt.InvalidTokenError as exc:
+            raise unauthorized(f"the token is not valid: {exc}") from None
+        try:
+            role = Role(str(claims.get("role")))
+        except ValueError:
+            raise unauthorized(f"the token's role {claims.get('role')!r} is unknown") from None
+        gateway_id = claims.get("gateway_id")
+        sites = claims.get("sites") or []
+        if role is Role.GATEWAY and (not isinstance(gateway_id, str) or not sites):
+            raise unauthorized("a gateway token must name its gateway_id and sites")
+        token_id = str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest()[:16])
+        return Principal(
+            subject=str(claims["sub"]),
+            role=role,
+            token_id=token_id,
+            expires_at=int(claims["exp"]),
+            gateway_id=gateway_id,
+            sites=frozenset(str(s) for s in sites),
+        )
+
+
+__all__ = ["ApiError", "Authority", "Principal", "Role", "new_secret"]

@@ -1,0 +1,872 @@
+"""The GraphQL schema (strawberry): assets, anomalies, clones and what-if, and live
+subscriptions fed by the view (which NATS feeds).
+
+Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
+``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
+anomaly ``operator``; clones and what-if ``engineer``. Queries deeper than
+:data:`MAX_DEPTH` or costlier than :data:`MAX_COST` (see :class:`CostLimit`) are refused
+before they run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+)
+from pydantic import ValidationError
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from api import present
+from api.auth import Principal, Role
+from api.errors import ApiError
+from api.view import FLEET, AssetView
+from schemas.anomaly import AnomalyRecord, Severity
+from schemas.whatif import WhatIfRequest
+
+MAX_DEPTH = 8
+MAX_COST = 5_000
+MAX_ALIASES = 30
+MAX_LIST = 1_000
+DEFAULT_LIST = 20
+"""The size a list field counts for in the cost when it has no ``limit``."""
+
+
+# -- access ---------------------------------------------------------------------------------
+def _services(info: Info) -> Any:
+    return info.context["services"]
+
+
+def _need(info: Info, role: Role, doing: str) -> Principal:
+    principal: Principal | None = info.context.get("principal")
+    if principal is None:
+        raise GraphQLError(
+            "no bearer token: send 'Authorization: Bearer <token>'",
+            extensions={"code": "unauthorized"},
+        )
+    if not principal.allows(role):
+        raise GraphQLError(
+            f"{doing} needs the {role.value} role; this token is {principal.role}",
+            extensions={"code": "forbidden"},
+        )
+    return principal
+
+
+def _error(exc: ApiError) -> GraphQLError:
+    extensions: dict[str, Any] = {"code": exc.code}
+    if exc.field:
+        extensions["field"] = exc.field
+    return GraphQLError(exc.message, extensions=extensions)
+
+
+def _limit(limit: int) -> int:
+    if not 0 < limit <= MAX_LIST:
+        raise GraphQLError(
+            f"limit must be between 1 and {MAX_LIST}, got {limit}",
+            extensions={"code": "bad_request", "field": "limit"},
+        )
+    return limit
+
+
+# -- types ----------------------------------------------------------------------------------
+@strawberry.type
+class SensorReading:
+    sensor_id: strawberry.ID
+    name: str | None
+    kind: str | None
+    unit: str | None
+    value: float | None
+    timestamp: str | None
+    quality: str | None
+    stale: bool | None
+
+
+@strawberry.type
+class CurrentState:
+    last_update: str | None
+    sensors: list[SensorReading]
+
+
+@strawberry.type
+class Metric:
+    name: str
+    value: float | None
+
+
+@strawberry.type
+class SensorFeatures:
+    sensor_id: strawberry.ID
+    features: list[Metric]
+
+
+@strawberry.type
+class SurvivalPoint:
+    hours: float
+    survival_probability: float
+
+
+@strawberry.type
+class FailureProbability:
+    horizon_hours: int
+    probability: float
+
+
+@strawberry.type
+class ContributingFactor:
+    factor: str
+    importance: float
+    current_value: float | None
+    threshold: float | None
+
+
+@strawberry.type
+class ConfidenceInterval:
+    lower: float
+    upper: float
+    confidence: float
+
+
+@strawberry.type
+class Rul:
+    component: str
+    median_hours: float
+    confidence_interval: ConfidenceInterval
+    failure_mode: str | None
+    model_version: str
+    prediction_timestamp: str | None
+    age_hours: float
+    survival_curve: list[SurvivalPoint]
+    failure_probabilities: list[FailureProbability]
+    contributing_factors: list[ContributingFactor]
+
+
+@strawberry.type
+class PredictedFailure:
+    probability: float | None
+    horizon_hours: int
+    time_to_failure_hours: float
+    failure_mode: str | None
+    confidence: float
+
+
+@strawberry.type
+class Anomaly:
+    id: strawberry.ID
+    asset_id: strawberry.ID
+    sensor_id: strawberry.ID | None
+    timestamp: str
+    type: str
+    severity: str
+    anomaly_score: float
+    value: float | None
+    expected_value: float | None
+    reason: str
+    detector: str
+    contributing_sensors: list[str]
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, record: AnomalyRecord, ack: dict[str, Any] | None) -> Anomaly:
+        return cls(**present.anomaly_row(record, ack))
+
+
+def _anomalies(info: Info, records: list[AnomalyRecord]) -> list[Anomaly]:
+    acks = _services(info).view.acks
+    return [Anomaly.of(r, acks.get(r.anomaly_id)) for r in records]
+
+
+@strawberry.type
+class Asset:
+    """A machine and its twin. Answered from the replica's view (``source: "view"``,
+    current to the last twin event, ``lastUpdate``) unless read with ``consistent: true``
+    (``source: "actor"``)."""
+
+    _view: strawberry.Private[AssetView]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(self._view.spec.id)
+
+    @strawberry.field
+    def name(self) -> str:
+        return self._view.spec.name or self._view.spec.id
+
+    @strawberry.field
+    def type(self) -> str:
+        return self._view.spec.type
+
+    @strawberry.field
+    def kind(self) -> str:
+        return self._view.spec.kind.value
+
+    @strawberry.field
+    def site(self) -> str:
+        return self._view.spec.site
+
+    @strawberry.field
+    def line(self) -> str:
+        return self._view.spec.line
+
+    @strawberry.field
+    def critical(self) -> bool:
+        return self._view.spec.critical
+
+    @strawberry.field
+    def status(self) -> str:
+        return self._view.status
+
+    @strawberry.field
+    def health_score(self) -> float | None:
+        return self._view.health_score
+
+    @strawberry.field
+    def version(self) -> int | None:
+        return None if self._view.state is None else self._view.state.version
+
+    @strawberry.field
+    def source(self) -> str:
+        return self._view.source
+
+    @strawberry.field
+    def last_update(self) -> str | None:
+        state = self._view.state
+        return None if state is None else present.iso(state.last_update)
+
+    @strawberry.field
+    def current_state(self) -> CurrentState:
+        state = self._view.state
+        return CurrentState(
+            last_update=None if state is None else present.iso(state.last_update),
+            sensors=[SensorReading(**row) for row in present.sensor_rows(self._view)],
+        )
+
+    @strawberry.field
+    def derived_metrics(self) -> list[Metric]:
+        state = self._view.state
+        if state is None:
+            return []
+        return [Metric(name=k, value=v) for k, v in sorted(state.derived_metrics.items())]
+
+    @strawberry.field
+    def features(self) -> list[SensorFeatures]:
+        state = self._view.state
+        if state is None:
+            return []
+        return [
+            SensorFeatures(
+                sensor_id=strawberry.ID(sid),
+                features=[Metric(name=k, value=v) for k, v in sorted(feats.items())],
+            )
+            for sid, feats in sorted(state.features.items())
+        ]
+
+    @strawberry.field
+    def predicted_failure(self) -> PredictedFailure | None:
+        doc = present.predicted_failure(self._view.rul)
+        return None if doc is None else PredictedFailure(**doc)
+
+    @strawberry.field
+    def rul(self) -> Rul | None:
+        rul = self._view.rul
+        if rul is None:
+            return None
+        doc = present.rul_prediction(rul)
+        return Rul(
+            component=rul.component,
+            median_hours=doc["median_hours"],
+            confidence_interval=ConfidenceInterval(**doc["confidence_interval"]),
+            failure_mode=doc["failure_mode"],
+            model_version=doc["model_version"],
+            prediction_timestamp=doc["prediction_timestamp"],
+            age_hours=doc["age_hours"],
+            survival_curve=[SurvivalPoint(**p) for p in doc["survival_curve"]],
+            failure_probabilities=[FailureProbability(**p) for p in doc["failure_probabilities"]],
+            contributing_factors=[
+                ContributingFactor(**f.model_dump()) for f in rul.contributing_factors
+            ],
+        )
+
+    @strawberry.field
+    def anomalies(
+        self, info: Info, limit: int = DEFAULT_LIST, acknowledged: bool | None = None
+    ) -> list[Anomaly]:
+        """The machine's recent anomalies, newest first."""
+        acks = _services(info).view.acks
+        records = list(reversed(_services(info).view.anomalies.get(self._view.spec.id, ())))
+        if acknowledged is not None:
+            records = [r for r in records if (r.anomaly_id in acks) == acknowledged]
+        return _anomalies(info, records[: _limit(limit)])
+
+
+@strawberry.type
+class StatusCount:
+    status: str
+    count: int
+
+
+@strawberry.type
+class FleetHealth:
+    machines: int
+    reporting: int
+    mean_health: float | None
+    min_health: float | None
+    at_risk: int
+    by_status: list[StatusCount]
+    at: str
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> FleetHealth:
+        return cls(
+            machines=doc["machines"],
+            reporting=doc["reporting"],
+            mean_health=doc["mean_health"],
+            min_health=doc["min_health"],
+            at_risk=doc["at_risk"],
+            by_status=[StatusCount(status=s, count=n) for s, n in doc["by_status"].items()],
+            at=present.iso(doc["at"]) or "",
+        )
+
+
+@strawberry.type
+class AssetUpdate:
+    """What one telemetry message changed on a twin."""
+
+    asset_id: strawberry.ID
+    version: int
+    health_score: float
+    status: str
+    last_update: str | None
+    changed_sensors: list[SensorReading]
+    anomalies: int
+    received_at: str | None
+
+
+@strawberry.type
+class Clone:
+    id: strawberry.ID
+    asset_id: strawberry.ID
+    expires_at: float
+
+
+@strawberry.type
+class WhatIfStep:
+    hours: float
+    health_score: float
+    failure_probability: float
+    rul_median: float | None
+    rul_lower: float | None
+    rul_upper: float | None
+
+
+@strawberry.type
+class WhatIfResult:
+    clone_id: strawberry.ID
+    asset_id: strawberry.ID
+    steps: list[WhatIfStep]
+    rul_median_hours: float | None
+    rul_lower_hours: float | None
+    rul_upper_hours: float | None
+    failure_probabilities: list[FailureProbability]
+    failure_mode_share: JSON
+    start_wear: JSON
+    paths: int
+    seconds: float
+
+
+# -- inputs ---------------------------------------------------------------------------------
+@strawberry.input
+class AssetFilter:
+    type: str | None = None
+    site_id: str | None = None
+    line: str | None = None
+    status: str | None = None
+
+
+@strawberry.input
+class AnomalyFilter:
+    asset_id: strawberry.ID | None = None
+    min_severity: str | None = None
+    type: str | None = None
+    acknowledged: bool | None = None
+    since: str | None = None
+
+
+@strawberry.input
+class MaintenanceInput:
+    component: str | None = None
+    delay_days: float = 0.0
+    restore_to: float = 0.05
+
+
+@strawberry.input
+class SensorOverride:
+    sensor: str
+    value: float
+
+
+@strawberry.input
+class WhatIfScenario:
+    load_factor: float = 1.0
+    ambient_c: float = 25.0
+    maintenance: list[MaintenanceInput] = strawberry.field(default_factory=list)
+    replaced: list[str] = strawberry.field(default_factory=list)
+    sensor_overrides: list[SensorOverride] = strawberry.field(default_factory=list)
+    horizon_days: float = 30.0
+    paths: int = 500
+    seed: int = 0
+
+
+# -- root types -----------------------------------------------------------------------------
+def _matches(view: Any, machine_id: str, spec: Any, f: AssetFilter | None) -> bool:
+    if f is None:
+        return True
+    if f.type is not None and f.type not in (spec.type, spec.kind.value):
+        return False
+    if f.site_id is not None and spec.site != f.site_id:
+        return False
+    if f.line is not None and spec.line != f.line:
+        return False
+    return f.status is None or view.summary(machine_id)[0] == f.status
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def asset(self, info: Info, id: strawberry.ID, consistent: bool = False) -> Asset | None:
+        """One machine; ``consistent: true`` reads it from its actor (slower, exact)."""
+        _need(info, Role.VIEWER, "reading assets")
+        services = _services(info)
+        try:
+            view = await services.asset(str(id), consistent)
+        except ApiError as exc:
+            raise _error(exc) from None
+        return None if view is None else Asset(_view=view)
+
+    @strawberry.field
+    def assets(
+        self, info: Info, filter: AssetFilter | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Asset]:
+        _need(info, Role.VIEWER, "reading assets")
+        view = _services(info).view
+        ids = [m for m, spec in view.machines.items() if _matches(view, m, spec, filter)]
+        picked = ids[max(offset, 0) : max(offset, 0) + _limit(limit)]
+        return [Asset(_view=view.asset(m)) for m in picked]
+
+    @strawberry.field
+    def assets_by_health(
+        self, info: Info, min_score: float = 0.0, max_score: float = 100.0, limit: int = 100
+    ) -> list[Asset]:
+        """Machines whose health lies in [minScore, maxScore], least healthy first."""
+        _need(info, Role.VIEWER, "reading assets")
+        view = _services(info).view
+        scored = []
+        for m in view.machines:
+            health = view.summary(m)[1]
+            if health is not None and min_score <= health <= max_score:
+                scored.append((health, m))
+        scored.sort()
+        return [Asset(_view=view.asset(m)) for _, m in scored[: _limit(limit)]]
+
+    @strawberry.field
+    def anomalies(
+        self, info: Info, filter: AnomalyFilter | None = None, limit: int = 50
+    ) -> list[Anomaly]:
+        """Recent anomalies across the fleet (or one asset), newest first."""
+        _need(info, Role.VIEWER, "reading anomalies")
+        view = _services(info).view
+        f = filter or AnomalyFilter()
+        records = (
+            list(view.anomalies.get(str(f.asset_id), ()))
+            if f.asset_id is not None
+            else list(view.recent)
+        )
+        floor = _severity(f.min_severity)
+        since = _since(f.since)
+        out = []
+        for r in reversed(records):
+            if since is not None and r.timestamp < since:
+                break
+            if floor is not None and r.severity.rank < floor.rank:
+                continue
+            if f.type is not None and r.type.value != f.type:
+                continue
+            if f.acknowledged is not None and (r.anomaly_id in view.acks) != f.acknowledged:
+                continue
+            out.append(r)
+            if len(out) >= _limit(limit):
+                break
+        return _anomalies(info, out)
+
+    @strawberry.field
+    def fleet_health(self, info: Info) -> FleetHealth:
+        _need(info, Role.VIEWER, "reading fleet health")
+        return FleetHealth.of(_services(info).view.fleet_health())
+
+
+def _severity(value: str | None) -> Severity | None:
+    if value is None:
+        return None
+    try:
+        return Severity(value)
+    except ValueError:
+        raise GraphQLError(
+            f"minSeverity must be one of {[s.value for s in Severity]}, got {value!r}",
+            extensions={"code": "bad_request", "field": "minSeverity"},
+        ) from None
+
+
+def _since(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from schemas.common import datetime_to_ms
+
+    try:
+        from datetime import datetime
+
+        return datetime_to_ms(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise GraphQLError(
+            f"since must be an ISO 8601 time, got {value!r}",
+            extensions={"code": "bad_request", "field": "since"},
+        ) from None
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def acknowledge_anomaly(
+        self, info: Info, anomaly_id: strawberry.ID, note: str | None = None
+    ) -> Anomaly:
+        """Mark an anomaly as seen (once; acknowledging again returns the first record)."""
+        who = _need(info, Role.OPERATOR, "acknowledging an anomaly")
+        view = _services(info).view
+        if note is not None and len(note) > 2000:
+            raise GraphQLError(
+                "note is longer than 2000 characters",
+                extensions={"code": "bad_request", "field": "note"},
+            )
+        try:
+            ack = await view.acknowledge(str(anomaly_id), who.subject, note)
+        except KeyError:
+            raise GraphQLError(
+                f"no anomaly {anomaly_id!r} among the recent ones",
+                extensions={"code": "not_found", "field": "anomalyId"},
+            ) from None
+        record = view.find_anomaly(str(anomaly_id))
+        assert record is not None
+        return Anomaly.of(record, ack)
+
+    @strawberry.mutation
+    async def clone_twin(
+        self, info: Info, asset_id: strawberry.ID, ttl_seconds: int = 900
+    ) -> Clone:
+        """An independent copy of the twin for what-if (expires after ``ttlSeconds``)."""
+        _need(info, Role.ENGINEER, "cloning a twin")
+        if not 0 < ttl_seconds <= 86_400:
+            raise GraphQLError(
+                f"ttlSeconds must be between 1 and 86400, got {ttl_seconds}",
+                extensions={"code": "bad_request", "field": "ttlSeconds"},
+            )
+        services = _services(info)
+        if str(asset_id) not in services.view.machines:
+            raise GraphQLError(
+                f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
+            )
+        made = await services.access.clone(str(asset_id), float(ttl_seconds))
+        return Clone(
+            id=strawberry.ID(made["clone_id"]),
+            asset_id=strawberry.ID(made["machine_id"]),
+            expires_at=made["expires_at"],
+        )
+
+    @strawberry.mutation
+    async def run_what_if(
+        self, info: Info, clone_id: strawberry.ID, scenario: WhatIfScenario | None = None
+    ) -> WhatIfResult:
+        """Project the clone forward under the scenario; the live twin is not touched."""
+        from actors.access import CloneGone
+
+        _need(info, Role.ENGINEER, "running a what-if")
+        s = scenario or WhatIfScenario()
+        try:
+            request = WhatIfRequest.model_validate(
+                {
+                    "load_factor": s.load_factor,
+                    "ambient_c": s.ambient_c,
+                    "maintenance": [
+                        {
+                            "component": m.component,
+                            "delay_days": m.delay_days,
+                            "restore_to": m.restore_to,
+                        }
+                        for m in s.maintenance
+                    ],
+                    "replaced": s.replaced,
+                    "sensor_overrides": {o.sensor: o.value for o in s.sensor_overrides},
+                    "horizon_days": s.horizon_days,
+                    "paths": s.paths,
+                    "seed": s.seed,
+                }
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise GraphQLError(
+                f"scenario.{where}: {first['msg']}",
+                extensions={"code": "bad_request", "field": f"scenario.{where}"},
+            ) from None
+        try:
+            out = await _services(info).access.what_if(str(clone_id), request.model_dump_json())
+        except CloneGone as exc:
+            raise GraphQLError(
+                str(exc.args[0]), extensions={"code": "not_found", "field": "cloneId"}
+            ) from None
+        except Exception as exc:  # the clone refused (expired) or failed
+            raise GraphQLError(_cause(exc), extensions={"code": "conflict"}) from None
+        return WhatIfResult(
+            clone_id=clone_id,
+            asset_id=strawberry.ID(out["machine_id"]),
+            steps=[
+                WhatIfStep(
+                    hours=h,
+                    health_score=hs,
+                    failure_probability=p,
+                    rul_median=r[0],
+                    rul_lower=r[1],
+                    rul_upper=r[2],
+                )
+                for h, hs, p, r in zip(
+                    out["hours"],
+                    out["health"],
+                    out["failure_probability"],
+                    out["rul_by_step"],
+                    strict=True,
+                )
+            ],
+            rul_median_hours=out["rul_median_hours"],
+            rul_lower_hours=out["rul_lower_hours"],
+            rul_upper_hours=out["rul_upper_hours"],
+            failure_probabilities=[
+                FailureProbability(horizon_hours=int(h), probability=p)
+                for h, p in sorted(out["failure_probability_by"].items())
+            ],
+            failure_mode_share=out["failure_mode_share"],
+            start_wear=out["start_wear"],
+            paths=out["n_paths"],
+            seconds=out["seconds"],
+        )
+
+    @strawberry.mutation
+    async def retire_clone(self, info: Info, clone_id: strawberry.ID) -> bool:
+        from actors.access import CloneGone
+
+        _need(info, Role.ENGINEER, "retiring a clone")
+        try:
+            await _services(info).access.retire_clone(str(clone_id))
+        except CloneGone as exc:
+            raise GraphQLError(
+                str(exc.args[0]), extensions={"code": "not_found", "field": "cloneId"}
+            ) from None
+        return True
+
+
+def _cause(exc: BaseException) -> str:
+    """The message of the error an actor raised (Ray wraps it)."""
+    cause = getattr(exc, "cause", None) or exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def asset_state_changed(
+        self, info: Info, asset_id: strawberry.ID
+    ) -> AsyncGenerator[AssetUpdate, None]:
+        """Every change of one twin (one per telemetry message it applies)."""
+        _need(info, Role.VIEWER, "subscribing")
+        view = _services(info).view
+        spec = view.machines.get(str(asset_id))
+        if spec is None:
+            raise GraphQLError(
+                f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
+            )
+        units = {f"{spec.id}.{s.name}": s for s in spec.sensors}
+        async for event in view.broadcast.listen(f"state.{asset_id}"):
+            yield _update(event, units)
+
+    @strawberry.subscription
+    async def anomaly_detected(
+        self, info: Info, asset_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[Anomaly, None]:
+        """New anomalies on one asset, or on every asset when none is given."""
+        _need(info, Role.VIEWER, "subscribing")
+        view = _services(info).view
+        if asset_id is not None and str(asset_id) not in view.machines:
+            raise GraphQLError(
+                f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
+            )
+        topic = "anomaly.*" if asset_id is None else f"anomaly.{asset_id}"
+        async for record in view.broadcast.listen(topic):
+            yield Anomaly.of(record, view.acks.get(record.anomaly_id))
+
+    @strawberry.subscription
+    async def fleet_health_changed(self, info: Info) -> AsyncGenerator[FleetHealth, None]:
+        """The fleet's health after the twin events that changed it (at most every
+        half second)."""
+        _need(info, Role.VIEWER, "subscribing")
+        view = _services(info).view
+        yield FleetHealth.of(view.fleet_health())
+        async for doc in view.broadcast.listen(FLEET):
+            yield FleetHealth.of(doc)
+
+
+def _update(event: dict[str, Any], units: dict[str, Any]) -> AssetUpdate:
+    sensors = []
+    for sid, (value, ts, quality) in (event.get("sensors") or {}).items():
+        spec = units.get(sid)
+        sensors.append(
+            SensorReading(
+                sensor_id=strawberry.ID(sid),
+                name=None if spec is None else spec.name,
+                kind=None if spec is None else spec.kind.value,
+                unit=None if spec is None else spec.unit,
+                value=value,
+                timestamp=present.iso(ts),
+                quality=present.QUALITY[int(quality)],
+                stale=False,
+            )
+        )
+    return AssetUpdate(
+        asset_id=strawberry.ID(event["machine_id"]),
+        version=int(event["version"]),
+        health_score=float(event["health_score"]),
+        status=str(event["status"]),
+        last_update=present.iso(event.get("last_update")),
+        changed_sensors=sensors,
+        anomalies=int(event.get("anomalies", 0)),
+        received_at=present.iso(event.get("_received_ms")),
+    )
+
+
+# -- cost -----------------------------------------------------------------------------------
+class CostLimit(ValidationRule):
+    """Refuses an operation whose cost is over :data:`MAX_COST`. Each field costs 1 times
+    the number of parent items it is fetched for; a list field multiplies its children by
+    its literal ``limit`` argument (else its default, else :data:`DEFAULT_LIST`).
+    Fragments are counted where they are spread."""
+
+    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+        schema = self.context.schema
+        root = {
+            "query": schema.query_type,
+            "mutation": schema.mutation_type,
+            "subscription": schema.subscription_type,
+        }[node.operation.value]
+        fragments = {
+            f.name.value: f
+            for f in self.context.document.definitions
+            if hasattr(f, "type_condition") and hasattr(f, "name") and f.name is not None
+        }
+        cost = _cost(node.selection_set, root, fragments, 1, 0)
+        if cost > MAX_COST:
+            self.report_error(
+                GraphQLError(
+                    f"query cost {cost} is over the limit of {MAX_COST}; ask for fewer items "
+                    "(smaller limit) or fewer fields",
+                    node,
+                    extensions={"code": "query_too_costly", "cost": cost, "limit": MAX_COST},
+                )
+            )
+
+
+def _unwrap(t: Any) -> tuple[Any, bool]:
+    is_list = False
+    while isinstance(t, GraphQLNonNull | GraphQLList):
+        if isinstance(t, GraphQLList):
+            is_list = True
+        t = t.of_type
+    return t, is_list
+
+
+def _cost(
+    selections: SelectionSetNode | None,
+    parent: Any,
+    fragments: dict[str, Any],
+    multiplier: int,
+    depth: int,
+) -> int:
+    if selections is None or parent is None or depth > 32:
+        return 0
+    total = 0
+    for sel in selections.selections:
+        if isinstance(sel, FieldNode):
+            total += multiplier
+            fields = getattr(parent, "fields", None) or {}
+            definition = fields.get(sel.name.value)
+            if definition is None:
+                continue
+            child, is_list = _unwrap(definition.type)
+            n = 1
+            if is_list:
+                n = DEFAULT_LIST
+                default = definition.args.get("limit")
+                if default is not None and isinstance(default.default_value, int):
+                    n = default.default_value
+                for arg in sel.arguments or ():
+                    if arg.name.value == "limit" and isinstance(arg.value, IntValueNode):
+                        n = int(arg.value.value)
+            if isinstance(child, GraphQLObjectType):
+                total += _cost(
+                    sel.selection_set, child, fragments, multiplier * max(n, 1), depth + 1
+                )
+        elif isinstance(sel, InlineFragmentNode):
+            total += _cost(sel.selection_set, parent, fragments, multiplier, depth + 1)
+        elif isinstance(sel, FragmentSpreadNode):
+            fragment = fragments.get(sel.name.value)
+            if fragment is not None:
+                total += _cost(fragment.selection_set, parent, fragments, multiplier, depth + 1)
+    return total
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        """Refusals the API means to give (bad input, roles) are not logged as failures;
+        anything else is, with its traceback."""
+        for error in errors:
+            if error.original_error is not None and not isinstance(
+                error.original_error, GraphQLError
+            ):
+                super().process_errors([error], execution_context)
+
+
+schema = Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules([CostLimit]),
+    ],
+)
+
+__all__ = ["json", "schema"]

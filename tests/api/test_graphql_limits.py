@@ -1,0 +1,59 @@
+"""The GraphQL limits, checked on the schema itself (validation runs before any resolver,
+so no services are needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import api.graphql as gql
+
+
+def errors(query: str) -> list[str]:
+    """The errors of running ``query`` with no token (resolvers refuse; limits come first)."""
+    result = asyncio.run(gql.schema.execute(query, context_value={}))
+    return [e.message for e in result.errors or []]
+
+
+def test_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    query = '{ asset(id: "M-1") { rul { survivalCurve { hours } } } }'  # depth 3 (counted from 0)
+    monkeypatch.setattr(gql, "MAX_DEPTH", 2)
+    assert any("exceeds maximum operation depth of 2" in e for e in errors(query))
+    monkeypatch.setattr(gql, "MAX_DEPTH", 3)
+    assert errors(query) == ["no bearer token: send 'Authorization: Bearer <token>'"]
+
+
+@pytest.mark.parametrize(
+    ("query", "cost"),
+    [
+        ("{ fleetHealth { machines } }", 2),
+        ("{ assets(limit: 10) { id site } }", 1 + 10 * 2),
+        # a list field without a limit counts for its default (assets: 100)
+        ("{ assets { id } }", 1 + 100),
+        # nested lists multiply: 10 assets x (currentState + sensors + 20 values)
+        ("{ assets(limit: 10) { currentState { sensors { value } } } }", 1 + 10 * (1 + 1 + 20)),
+        # fragments count where they are spread
+        ("query { assets(limit: 10) { ...F } } fragment F on Asset { id name }", 1 + 10 * 2),
+    ],
+)
+def test_cost_is_counted_per_item(query: str, cost: int) -> None:
+    from graphql import parse
+
+    document = parse(query)
+    schema = gql.schema._schema
+    fragments = {
+        d.name.value: d
+        for d in document.definitions
+        if type(d).__name__ == "FragmentDefinitionNode"
+    }
+    operation = next(
+        d for d in document.definitions if type(d).__name__ == "OperationDefinitionNode"
+    )
+    assert gql._cost(operation.selection_set, schema.query_type, fragments, 1, 0) == cost
+
+
+def test_costly_queries_are_refused_before_they_run() -> None:
+    messages = errors("{ assets(limit: 1000) { currentState { sensors { value unit } } } }")
+    assert any(f"over the limit of {gql.MAX_COST}" in m for m in messages)
+    assert not any("over the limit" in m for m in errors("{ assets(limit: 5) { id } }"))
