@@ -74,12 +74,37 @@ def cmd_up(args: argparse.Namespace) -> int:
             worn=args.worn,
             machines_per_host=args.machines_per_host,
             nats_port=args.nats_port,
+            api_port=args.api_port,
             stay=args.stay,
             lives=args.lives,
         )
     except ServiceError as exc:
         print(f"twinfleet up: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import Authority, Role
+    from twinfleet.services import api_secret
+
+    role = Role(args.role)
+    if role is Role.GATEWAY and not (args.gateway_id and args.site):
+        print("twinfleet token: a gateway token needs --gateway-id and --site", file=sys.stderr)
+        return 2
+    if role is not Role.GATEWAY and (args.gateway_id or args.site):
+        print("twinfleet token: --gateway-id and --site are for --role gateway", file=sys.stderr)
+        return 2
+    authority = Authority(api_secret(_data_dir(args.data_dir)))
+    print(
+        authority.issue(
+            args.subject or (args.gateway_id if role is Role.GATEWAY else f"local-{role.value}"),
+            role,
+            ttl_s=args.ttl_hours * 3600.0,
+            gateway_id=args.gateway_id,
+            sites=args.site,
+        )
+    )
+    return 0
 
 
 def cmd_plant(args: argparse.Namespace) -> int:
@@ -224,12 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nats-port", type=_positive(int), default=4222, help="port of the nats-server (4222)"
     )
+    up.add_argument("--api-port", type=_positive(int), default=8000, help="port of the API (8000)")
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
     up.add_argument(
         "--lives", type=_positive(int), default=40, help="simulated lives per type to train on"
     )
     up.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     up.set_defaults(func=cmd_up)
+
+    token = sub.add_parser(
+        "token",
+        help="issue an API bearer token (signed with DATA_DIR/api-secret)",
+        description="Prints a JWT for the API: viewer (read, subscribe), operator (+ "
+        "acknowledge anomalies), engineer (+ clones and what-if), admin, or gateway (send "
+        "telemetry for its --site(s) only). Use it as 'Authorization: Bearer <token>'.",
+    )
+    token.add_argument(
+        "--role", required=True, choices=["viewer", "operator", "engineer", "admin", "gateway"]
+    )
+    token.add_argument("--subject", help="who the token is for (shown as who acknowledged)")
+    token.add_argument("--gateway-id", help="the gateway's id (gateway tokens)")
+    token.add_argument("--site", action="append", help="a site the gateway may send for")
+    token.add_argument("--ttl-hours", type=_positive(float), default=12.0, help="(12)")
+    token.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    token.set_defaults(func=cmd_token)
 
     plant = sub.add_parser("plant", help="validate a plant file and summarise it")
     plant.add_argument("file", nargs="?", help="plant file (default: the bundled example)")

@@ -9,6 +9,7 @@ port that is already taken is a clear error, not a hang.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -119,3 +120,23 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+SECRET_ENV = "TWINFLEET_API_SECRET"
+
+
+def api_secret(data_dir: Path) -> str:
+    """The key API tokens are signed with: ``$TWINFLEET_API_SECRET``, else the file
+    ``DATA_DIR/api-secret`` (made on first use, readable by its owner only)."""
+    from api.auth import new_secret
+
+    given = os.environ.get(SECRET_ENV)
+    if given:
+        return given
+    path = data_dir / "api-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_secret())
+    return path.read_text().strip()

@@ -7,8 +7,10 @@ plant simulator as a gateway that publishes every machine's telemetry to JetStre
 fast as it can, for ``--days`` of simulated time. While it runs it prints, from the NATS
 subjects the actors publish (not by asking the actors), what the twins report: anomalies
 by severity, the machines most at risk by their latest RUL prediction, failures in the
-simulated plant, and the hosts' counters. With ``--stay`` it keeps the services up
-afterwards until Ctrl-C. Ctrl-C stops everything it started: the fleet, Ray, nats-server.
+simulated plant, and the hosts' counters. It also starts the API (Ray Serve: GraphQL at
+``/graphql``, REST at ``/api/v1``, OpenAPI at ``/docs``) on ``--api-port`` and prints a
+viewer and an engineer token for it. With ``--stay`` it keeps the services up afterwards
+until Ctrl-C. Ctrl-C stops everything it started: the API, the fleet, Ray, nats-server.
 
 Maintenance done in the simulated plant is not yet sent to the twins (work orders are the
 alerts and work-order issue's), so a repaired machine's twin keeps its old trend.
@@ -31,7 +33,7 @@ from schemas.common import iso_utc
 from schemas.plant import Plant
 from twinfleet.demo import START_MS, polled_plant, worn_start
 from twinfleet.models import load_or_train
-from twinfleet.services import NatsServer
+from twinfleet.services import NatsServer, ServiceError, port_is_free
 
 
 class Watcher:
@@ -91,6 +93,7 @@ def run_up(
     worn: int = 6,
     machines_per_host: int = 1000,
     nats_port: int = 4222,
+    api_port: int = 8000,
     report_every_s: float = 5.0,
     top: int = 5,
     stay: bool = False,
@@ -111,6 +114,9 @@ def run_up(
     server = None
     fleet = None
     started_ray = False
+    api_up = False
+    if not port_is_free(api_port):
+        raise ServiceError(f"port {api_port} is already taken; choose another with --api-port")
     try:
         if nats_url is None:
             server = NatsServer(data_dir / "nats", port=nats_port).start()
@@ -140,10 +146,10 @@ def run_up(
             name="plant",
         ).start()
         fleet.wait_ready()
-        print(
-            f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s); "
-            f"simulating {days:g} days at {step_minutes:g}-minute scans"
-        )
+        print(f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s)")
+        api_up = True
+        _start_api(data_dir, nats_url, fleet.name, machines, api_port)
+        print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
         sim = PlantSimulator(
             plant, seed=seed, start_ms=START_MS, initial_wear=worn_start(plant, worn)
         )
@@ -154,13 +160,48 @@ def run_up(
                 time.sleep(1.0)
         return 0
     finally:
+        if api_up:
+            from ray import serve
+
+            serve.shutdown()
         if fleet is not None:
             fleet.stop()
         if started_ray:
             ray.shutdown()
         if server is not None:
             server.stop()
-        print("stopped: fleet, Ray and nats-server (those this command started)")
+        print("stopped: API, fleet, Ray and nats-server (those this command started)")
+
+
+def _start_api(
+    data_dir: Path, nats_url: str, fleet_name: str, machines: list[Any], port: int
+) -> None:
+    """Deploy the Serve app, check that it answers, and print how to use it."""
+    import urllib.request
+
+    import serve_app
+    from api.auth import Authority, Role
+    from twinfleet.services import api_secret
+
+    secret = api_secret(data_dir)
+    settings = {"nats_url": nats_url, "secret": secret, "fleet_name": fleet_name}
+    url = serve_app.deploy(settings, machines, port=port)
+    authority = Authority(secret)
+    viewer = authority.issue("up-viewer", Role.VIEWER)
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": "{ fleetHealth { machines } }"}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {viewer}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        machines_seen = json.loads(answer.read())["data"]["fleetHealth"]["machines"]
+    print(f"API: {url} (GraphQL and GraphiQL at /graphql, REST at /api/v1, OpenAPI at /docs)")
+    print(
+        f"   it answers for {machines_seen} machines; tokens valid 12 h "
+        "(more: twinfleet token --role ...):"
+    )
+    print(f"   viewer:   {viewer}")
+    print(f"   engineer: {authority.issue('up-engineer', Role.ENGINEER)}")
 
 
 async def _simulate(

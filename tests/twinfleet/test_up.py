@@ -29,7 +29,7 @@ def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
+    port, api_port = free_port(), free_port()
     done = twinfleet(
         "up",
         "--days",
@@ -38,6 +38,8 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
         "6",
         "--nats-port",
         str(port),
+        "--api-port",
+        str(api_port),
         "--data-dir",
         str(tmp_path),
     )
@@ -45,15 +47,18 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     out = done.stdout
     assert f"nats-server with JetStream on nats://127.0.0.1:{port}" in out
     assert "fleet: 52 machines on 1 host actor(s)" in out
+    assert f"API: http://127.0.0.1:{api_port}" in out
+    assert "it answers for 52 machines" in out
     assert "== summary:" in out
     # every message published was applied by the actors (counted by the host)
     summary = out.split("== summary:")[1]
     sent = int(summary.split(" messages through NATS")[0].split(" in ")[-1].replace(",", ""))
     applied = int(summary.split("machines, ")[1].split(" messages applied")[0].replace(",", ""))
     assert applied == sent > 0
-    assert "stopped: fleet, Ray and nats-server" in out
+    assert "stopped: API, fleet, Ray and nats-server" in out
     assert (tmp_path / "nats" / "jetstream").is_dir()  # JetStream files in the data directory
     assert port_is_free(port)  # nats-server is gone
+    assert port_is_free(api_port)  # and the API
 
 
 def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
@@ -69,10 +74,12 @@ def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
+    import json
     import signal
     import time
+    import urllib.request
 
-    port = free_port()
+    port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
     proc = subprocess.Popen(
         [
@@ -86,6 +93,8 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             "6",
             "--nats-port",
             str(port),
+            "--api-port",
+            str(api_port),
             "--data-dir",
             str(tmp_path),
             "--stay",
@@ -105,6 +114,14 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, "".join(lines)
         assert not port_is_free(port)  # nats-server is up
+        # the API stays up too, and a token from `twinfleet token` works on it
+        token = twinfleet("token", "--role", "viewer", "--data-dir", str(tmp_path)).stdout.strip()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/api/v1/assets/M-101",
+            headers={"authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert json.loads(answer.read())["version"] > 0
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -112,5 +129,6 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             proc.kill()
     out = "".join(lines) + rest
     assert proc.returncode == 130, out
-    assert "stopped: fleet, Ray and nats-server" in out
+    assert "stopped: API, fleet, Ray and nats-server" in out
     assert port_is_free(port)
+    assert port_is_free(api_port)
