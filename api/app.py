@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -31,6 +32,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from api import present
 from api.auth import Authority, Principal, Role
 from api.errors import ApiError, forbidden, not_found
+from api.feeds import Feeds, key_of
 from api.graphql import schema
 from api.limits import BodySizeLimit, RateLimiter
 from api.telemetry import plan_batch
@@ -63,6 +65,7 @@ class Services:
     limiter: RateLimiter
     access: Any = None  # actors.access.FleetAccess when running on Ray
     counters: Counter[str] = field(default_factory=Counter)
+    feeds: Feeds = field(default_factory=Feeds)
 
     async def asset(self, machine_id: str, consistent: bool = False) -> AssetView | None:
         """From the view, or (``consistent``) from the machine's actor."""
@@ -149,8 +152,9 @@ def create_app(services: Services) -> FastAPI:
             "states": len(view.states),
             "twin_events": view.counters["twin_events"],
             "anomalies": view.counters["anomalies"],
-            "subscribers": view.broadcast.subscribers,
-            "dropped_updates": view.broadcast.dropped,
+            "subscribers": services.feeds.subscribers,
+            "shared_feeds": len(services.feeds.running),
+            "dropped_updates": view.broadcast.dropped + services.feeds.dropped,
             "refused": {k: v for k, v in services.counters.items() if k.startswith("http_")},
             "rate_limited": services.limiter.refused,
             "rejected_readings": services.counters["rejected_readings"],
@@ -264,6 +268,32 @@ def create_app(services: Services) -> FastAPI:
                 return
             cast(dict[str, Any], self.context)["principal"] = principal
             await super().handle_connection_init(message)
+
+        async def run_operation(self, operation: Any) -> None:
+            """Subscriptions of people with at least the viewer role share one feed per
+            query (:mod:`api.feeds`); anything else runs on its own."""
+            principal = cast(dict[str, Any], self.context).get("principal")
+            if (
+                principal is None
+                or not principal.allows(Role.VIEWER)
+                or not operation.query.lstrip().startswith("subscription")
+            ):
+                await super().run_operation(operation)
+                return
+            key = key_of(operation.query, operation.variables, operation.operation_name)
+            head = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
+            try:
+                async for kind, body in services.feeds.join(self.schema, self.context, key):
+                    if kind == "error":
+                        await self.send_message(
+                            {"id": operation.id, "type": "error", "payload": body}
+                        )
+                        self.operations.pop(operation.id, None)
+                        return
+                    await self.websocket.ws.send_text(head + body + "}")  # type: ignore[attr-defined]
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            except (WebSocketDisconnect, RuntimeError):  # the client went away
+                self.operations.pop(operation.id, None)
 
     class Router(GraphQLRouter):
         graphql_transport_ws_handler_class = TransportWS  # type: ignore[assignment]

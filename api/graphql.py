@@ -10,13 +10,14 @@ before they run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
 from graphql import (
+    ASTValidationRule,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLList,
@@ -29,7 +30,9 @@ from graphql import (
     ValidationRule,
 )
 from pydantic import ValidationError
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
+from strawberry.extensions.max_aliases import create_validator as alias_validator
+from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -45,6 +48,8 @@ MAX_COST = 5_000
 MAX_ALIASES = 30
 MAX_LIST = 1_000
 DEFAULT_LIST = 20
+QUERY_CACHE = 1024
+"""Distinct query texts whose parse and validation are kept."""
 """The size a list field counts for in the cost when it has no ``limit``."""
 
 
@@ -768,34 +773,37 @@ def _update(event: dict[str, Any], units: dict[str, Any]) -> AssetUpdate:
 
 
 # -- cost -----------------------------------------------------------------------------------
-class CostLimit(ValidationRule):
-    """Refuses an operation whose cost is over :data:`MAX_COST`. Each field costs 1 times
-    the number of parent items it is fetched for; a list field multiplies its children by
-    its literal ``limit`` argument (else its default, else :data:`DEFAULT_LIST`).
-    Fragments are counted where they are spread."""
+def cost_limit(max_cost: int) -> type[ValidationRule]:
+    """A validation rule refusing an operation whose cost is over ``max_cost``. Each field
+    costs 1 times the number of parent items it is fetched for; a list field multiplies
+    its children by its literal ``limit`` argument (else that argument's default, else
+    :data:`DEFAULT_LIST`). Fragments are counted where they are spread."""
 
-    def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-        schema = self.context.schema
-        root = {
-            "query": schema.query_type,
-            "mutation": schema.mutation_type,
-            "subscription": schema.subscription_type,
-        }[node.operation.value]
-        fragments = {
-            f.name.value: f
-            for f in self.context.document.definitions
-            if hasattr(f, "type_condition") and hasattr(f, "name") and f.name is not None
-        }
-        cost = _cost(node.selection_set, root, fragments, 1, 0)
-        if cost > MAX_COST:
-            self.report_error(
-                GraphQLError(
-                    f"query cost {cost} is over the limit of {MAX_COST}; ask for fewer items "
-                    "(smaller limit) or fewer fields",
-                    node,
-                    extensions={"code": "query_too_costly", "cost": cost, "limit": MAX_COST},
+    class CostLimit(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            schema = self.context.schema
+            root = {
+                "query": schema.query_type,
+                "mutation": schema.mutation_type,
+                "subscription": schema.subscription_type,
+            }[node.operation.value]
+            fragments = {
+                d.name.value: d
+                for d in self.context.document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            cost = _cost(node.selection_set, root, fragments, 1, 0)
+            if cost > max_cost:
+                self.report_error(
+                    GraphQLError(
+                        f"query cost {cost} is over the limit of {max_cost}; ask for fewer "
+                        "items (smaller limit) or fewer fields",
+                        node,
+                        extensions={"code": "query_too_costly", "cost": cost, "limit": max_cost},
+                    )
                 )
-            )
+
+    return CostLimit
 
 
 def _unwrap(t: Any) -> tuple[Any, bool]:
@@ -858,15 +866,29 @@ class Schema(strawberry.Schema):
                 super().process_errors([error], execution_context)
 
 
-schema = Schema(
-    query=Query,
-    mutation=Mutation,
-    subscription=Subscription,
-    extensions=[
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: AddValidationRules([CostLimit]),
-    ],
-)
+def make_schema(
+    max_depth: int = MAX_DEPTH, max_cost: int = MAX_COST, max_aliases: int = MAX_ALIASES
+) -> Schema:
+    """The schema with its limits. The validation rules are made once here, so that the
+    validation of a query text seen before comes from the cache (validating is most of
+    the cost of a small query)."""
+    rules: list[type[ASTValidationRule]] = [
+        depth_validator(max_depth, None),
+        alias_validator(max_aliases),
+        cost_limit(max_cost),
+    ]
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=[
+            lambda: AddValidationRules(rules),
+            lambda: ParserCache(maxsize=QUERY_CACHE),
+            lambda: ValidationCache(maxsize=QUERY_CACHE),
+        ],
+    )
 
-__all__ = ["json", "schema"]
+
+schema = make_schema()
+
+__all__ = ["make_schema", "schema"]

@@ -35,6 +35,15 @@ from twinfleet.demo import START_MS, polled_plant, worn_start
 from twinfleet.models import load_or_train
 from twinfleet.services import NatsServer, ServiceError, port_is_free
 
+SERVE_INGRESS = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+}
+"""How the API is reached: HAProxy straight to the replicas (Serve's direct ingress)
+rather than Serve's Python proxy, and the app on the replica's own event loop; see
+``bench/api.py`` and the README for what each option measured. HAProxy listens on all
+interfaces (Serve forces it); every route but health and readiness needs a token."""
+
 
 class Watcher:
     """Listens to the actors' event subjects and keeps what the reports print."""
@@ -125,6 +134,8 @@ def run_up(
         else:
             print(f"using NATS at {nats_url}")
         address = os.environ.get("RAY_ADDRESS")
+        if address is None:
+            os.environ.update(SERVE_INGRESS)  # read by the Serve processes Ray starts
         ray.init(
             address=address,
             include_dashboard=False,

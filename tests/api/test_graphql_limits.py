@@ -10,18 +10,20 @@ import pytest
 import api.graphql as gql
 
 
-def errors(query: str) -> list[str]:
+def errors(query: str, schema: gql.Schema = gql.schema) -> list[str]:
     """The errors of running ``query`` with no token (resolvers refuse; limits come first)."""
-    result = asyncio.run(gql.schema.execute(query, context_value={}))
+    result = asyncio.run(schema.execute(query, context_value={}))
     return [e.message for e in result.errors or []]
 
 
-def test_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_depth_limit() -> None:
     query = '{ asset(id: "M-1") { rul { survivalCurve { hours } } } }'  # depth 3 (counted from 0)
-    monkeypatch.setattr(gql, "MAX_DEPTH", 2)
-    assert any("exceeds maximum operation depth of 2" in e for e in errors(query))
-    monkeypatch.setattr(gql, "MAX_DEPTH", 3)
-    assert errors(query) == ["no bearer token: send 'Authorization: Bearer <token>'"]
+    assert any(
+        "exceeds maximum operation depth of 2" in e for e in errors(query, gql.make_schema(2))
+    )
+    assert errors(query, gql.make_schema(3)) == [
+        "no bearer token: send 'Authorization: Bearer <token>'"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,10 @@ def test_cost_is_counted_per_item(query: str, cost: int) -> None:
 
 
 def test_costly_queries_are_refused_before_they_run() -> None:
+    assert any(
+        "over the limit of 50" in m
+        for m in errors("{ assets(limit: 50) { id } }", gql.make_schema(max_cost=50))
+    )
     messages = errors("{ assets(limit: 1000) { currentState { sensors { value unit } } } }")
     assert any(f"over the limit of {gql.MAX_COST}" in m for m in messages)
     assert not any("over the limit" in m for m in errors("{ assets(limit: 5) { id } }"))
