@@ -21,7 +21,7 @@ from schemas.plant import MachineSpec
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class FleetRegistry:
-    """machine id -> host name, and host name -> machine ids."""
+    """machine id -> host name, and the clones: id -> actor, machine, expiry."""
 
     def __init__(self) -> None:
         self.placement: dict[str, str] = {}

@@ -5,8 +5,8 @@ checkpoint, then read the telemetry stream from the oldest sequence any of its t
 needs, and apply each message once (:class:`~actors.ingest.StreamIngest`). For every
 message it publishes, on core NATS:
 
-* ``tf.twin.<machine>``: a compact "twin changed" event (version, health, status, changed
-  sensors, the stream sequence);
+* ``tf.twin.<machine>``: a compact "twin changed" event (version, health, status, the new
+  readings of the sensors that changed, the stream sequence);
 * ``tf.event.anomaly.<machine>`` and ``tf.event.rul.<machine>``: the records;
 * ``tf.dlq.<gateway>``: every refused message or reading, with the reason;
 
@@ -60,8 +60,8 @@ async def _keys(bucket: Any) -> set[str]:
 
 
 def twin_event(machine_id: str, seq: int, result: ApplyResult, twin: MachineTwin) -> bytes:
-    """The compact "twin changed" event: with the new readings of the sensors that changed
-    (``sensors``: ``{id: [value, timestamp ms, quality]}``) and the twin's data time."""
+    """The compact "twin changed" event: the new readings of the sensors the message
+    changed (``sensors``: ``{id: [value, timestamp ms, quality]}``) and the twin's data time."""
     return json.dumps(
         {
             "machine_id": machine_id,
@@ -71,7 +71,6 @@ def twin_event(machine_id: str, seq: int, result: ApplyResult, twin: MachineTwin
             "health_score": round(result.health_score, 3),
             "status": result.status.value,
             "last_update": twin.last_update_ms,
-            "changed_sensors": result.changed_sensors,
             "sensors": twin.readings(result.changed_index),
             "anomalies": len(result.anomalies),
             "rul_model": None if result.rul is None else result.rul.model_version,

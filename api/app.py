@@ -200,14 +200,21 @@ def create_app(services: Services) -> FastAPI:
         js = services.view.js
         duplicates = 0
         for batch in plan.batches:
-            ack = await js.publish(
-                subjects.telemetry(
-                    batch.site_id,
-                    batch.readings.machine_id[0] if len(batch) else batch.anomalies[0].machine_id,
-                ),
-                batch.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": f"{batch.gateway_id}-{batch.batch_id}"},
-            )
+            machine = batch.readings.machine_id[0] if len(batch) else batch.anomalies[0].machine_id
+            try:
+                ack = await js.publish(
+                    subjects.telemetry(batch.site_id, machine),
+                    batch.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": f"{batch.gateway_id}-{batch.batch_id}"},
+                )
+            except Exception as exc:  # NATS down or JetStream not answering
+                services.counters["publish_failures"] += 1
+                raise ApiError(
+                    503,
+                    "unavailable",
+                    f"the batch could not be stored ({type(exc).__name__}); send it again "
+                    "unchanged: what was stored already is recognised and applied once",
+                ) from None
             duplicates += bool(ack.duplicate)
         rejected = len(plan.rejected) + len(plan.anomalies_rejected)
         services.counters["rejected_readings"] += rejected

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from graphql import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 CURRENT_VALUE_FIRST = ("fleetHealthChanged",)
 END = object()
@@ -65,6 +66,9 @@ class Feed:
                 return
             async with contextlib.aclosing(source):
                 async for result in source:
+                    if isinstance(result, PreExecutionError):  # refused before it ran
+                        self._put(("error", [e.formatted for e in result.errors or []]))
+                        return
                     payload: dict[str, Any] = {"data": result.data}
                     if result.errors:
                         payload["errors"] = [e.formatted for e in result.errors]

@@ -48,6 +48,7 @@ MAX_COST = 5_000
 MAX_ALIASES = 30
 MAX_LIST = 1_000
 DEFAULT_LIST = 20
+MAX_NOTE = 500
 QUERY_CACHE = 1024
 """Distinct query texts whose parse and validation are kept."""
 """The size a list field counts for in the cost when it has no ``limit``."""
@@ -564,9 +565,9 @@ class Mutation:
         """Mark an anomaly as seen (once; acknowledging again returns the first record)."""
         who = _need(info, Role.OPERATOR, "acknowledging an anomaly")
         view = _services(info).view
-        if note is not None and len(note) > 2000:
+        if note is not None and len(note) > MAX_NOTE:
             raise GraphQLError(
-                "note is longer than 2000 characters",
+                f"note is longer than {MAX_NOTE} characters",
                 extensions={"code": "bad_request", "field": "note"},
             )
         try:

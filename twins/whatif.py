@@ -131,7 +131,7 @@ def what_if(
     ttf = np.sort(projection.time_to_failure_hours)
 
     def quantile(q: float, after: float = 0.0) -> float | None:
-        alive = ttf[ttf > after]
+        alive = ttf[ttf > after] if after > 0 else ttf
         if len(alive) == 0:
             return None
         value = float(alive[min(int(q * len(alive)), len(alive) - 1)])

@@ -118,7 +118,12 @@ def test_publish_updates_the_twin_and_announces_it(nats_server: NatsServer) -> N
         event, state = asyncio.run(scenario())
         assert event["machine_id"] == spec.id
         assert event["applied"] == 5 * len(spec.sensors)
-        assert sorted(event["changed_sensors"]) == sorted(spec.sensor_ids())
+        assert sorted(event["sensors"]) == sorted(spec.sensor_ids())  # the changed ones
+        # each with its latest reading: [value, timestamp, quality], as the state has it
+        assert event["last_update"] == T0 + 4 * 60_000
+        for sensor, (value, stamp, quality) in event["sensors"].items():
+            assert state["sensors"][sensor]["value"] == value
+            assert stamp == T0 + 4 * 60_000 and quality == 0
         # the latest state is readable without calling the actor
         assert state["machine_id"] == spec.id
         assert state["version"] == event["version"]
@@ -345,6 +350,7 @@ def test_machines_and_models_change_at_runtime(
         [first], nats_server.url, config=config, models={first.type: model_a}, name="t6"
     ).start()
     try:
+        fleet.wait_ready()  # the host consumes before the events are awaited (3 s each)
 
         async def rul_versions(messages: list[tuple[str, bytes, str]]) -> set[str]:
             nc = await nats.connect(nats_server.url)

@@ -233,7 +233,11 @@ def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
         assert time.perf_counter() - sent_at < 1.0
         assert found["assetId"] == spec.id and found["sensorId"] == f"{spec.id}.vibration"
         assert (await _next(everything, 5))["anomalyDetected"]["id"] == found["id"]
-        for ws in (state, anomalies, everything, fleet):
+        # a subscription that does not validate is refused with an error message
+        wrong = await _ws(stack, viewer, "subscription { nope }")
+        refusal = json.loads(await asyncio.wait_for(wrong.recv(), 5))
+        assert refusal["type"] == "error" and "nope" in refusal["payload"][0]["message"]
+        for ws in (state, anomalies, everything, fleet, wrong):
             await ws.close()
         return found["id"]
 
@@ -384,6 +388,8 @@ def test_bad_requests_get_clear_errors_never_a_500(stack: Stack) -> None:
     viewer = stack.token(Role.VIEWER)
     status, answer = stack.graphql("{ asset(id: ", viewer)
     assert status in (200, 400) and "Syntax Error" in answer["errors"][0]["message"]
+    status, answer = stack.call("POST", "/graphql", raw=b"{not json", token=viewer)
+    assert status == 400, answer
     status, answer = stack.graphql("{ assets { nope } }", viewer)
     assert "Cannot query field 'nope'" in answer["errors"][0]["message"]
     costly = "{ assets(limit: 1000) { id currentState { sensors { value } } } }"

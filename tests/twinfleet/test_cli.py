@@ -45,3 +45,27 @@ def test_bad_numbers_are_refused_by_the_parser(capsys: pytest.CaptureFixture[str
         main(["demo", "--days", "-1"])
     assert exc.value.code == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_token_issues_verifiable_tokens_with_one_secret_per_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.auth import Authority, Role
+
+    monkeypatch.delenv("TWINFLEET_API_SECRET", raising=False)
+    assert (
+        main(["token", "--role", "operator", "--subject", "olga", "--data-dir", str(tmp_path)]) == 0
+    )
+    token = capsys.readouterr().out.strip()
+    secret = (tmp_path / "api-secret").read_text().strip()
+    assert (tmp_path / "api-secret").stat().st_mode & 0o777 == 0o600
+    who = Authority(secret).verify(f"Bearer {token}")
+    assert (who.subject, who.role) == ("olga", Role.OPERATOR)
+    args = ["token", "--role", "gateway", "--gateway-id", "gw-7", "--site", "plant-north"]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 0
+    gateway = Authority(secret).verify("Bearer " + capsys.readouterr().out.strip())
+    assert gateway.gateway_id == "gw-7" and gateway.sites == {"plant-north"}
+    # a gateway token needs its gateway and sites; people's tokens have none
+    assert main(["token", "--role", "gateway", "--data-dir", str(tmp_path)]) == 2
+    assert "--gateway-id and --site" in capsys.readouterr().err
+    assert main(["token", "--role", "viewer", "--site", "x", "--data-dir", str(tmp_path)]) == 2
