@@ -2,7 +2,7 @@
 machine's host through the fleet's named registry, read a twin consistently from its actor,
 and make, use and retire clones.
 
-Clones are listed in the registry (id -> actor, machine, expiry), so a clone made through
+Clones are listed in the registry (id -> actor name, machine, expiry), so a clone made through
 one API replica can be used and retired through any other. A clone's actor belongs to the
 process that made it (a replica or the driver): if that process ends, its clones end too;
 they are sandboxes for what-if, and the registry then answers "gone".
@@ -19,6 +19,7 @@ import ray
 NAMESPACE = "twinfleet"
 REGISTRY = "tf-registry"
 HOST_PREFIX = "tf-host-"
+CLONE_PREFIX = "tf-clone-"
 
 
 class CloneGone(KeyError):
@@ -33,6 +34,8 @@ class FleetAccess:
         self._registry: Any = None
         self._hosts: dict[str, Any] = {}
         self._spare: Any = None
+        # The clones this process made: a clone actor lives while its maker holds it.
+        self._made: dict[str, Any] = {}
 
     @property
     def registry(self) -> Any:
@@ -56,11 +59,17 @@ class FleetAccess:
         return str(state), int(seq)
 
     def keep_spare(self) -> None:
-        """Start a clone actor now so that the next clone does not wait for a worker."""
+        """Start a clone actor now so that the next clone does not wait for a worker.
+        It is named (``tf-clone-<hex>``): the registry lists clones by actor name, since
+        passing it a handle would make it import the clone's code (1.5 s the first time)."""
         from actors.clone import CloneActor
 
         if self._spare is None:
-            self._spare = CloneActor.remote()  # type: ignore[attr-defined]
+            token = uuid.uuid4().hex[:12]
+            actor = CloneActor.options(  # type: ignore[attr-defined]
+                name=CLONE_PREFIX + token, namespace=NAMESPACE
+            ).remote()
+            self._spare = (token, actor)
 
     async def clone(self, machine_id: str, ttl_s: float = 900.0) -> dict[str, Any]:
         """An independent copy of the machine's twin in its own actor."""
@@ -70,19 +79,24 @@ class FleetAccess:
         host = await self.host_of(machine_id)
         spec_json, snapshot, model, config = await host.clone_source.remote(machine_id)
         self.keep_spare()
-        actor, self._spare = self._spare, None
+        (token, actor), self._spare = self._spare, None
         self.keep_spare()  # the next one
-        clone_id = f"{machine_id}-clone-{uuid.uuid4().hex[:8]}"
+        clone_id = f"{machine_id}-clone-{token}"
         await actor.load.remote(clone_id, spec_json, snapshot, model, config, ttl_s)
+        self._made[clone_id] = actor
         expires_at = time.time() + ttl_s
-        await self.registry.add_clone.remote(clone_id, machine_id, expires_at, [actor])
+        await self.registry.add_clone.remote(clone_id, machine_id, expires_at, CLONE_PREFIX + token)
         return {"clone_id": clone_id, "machine_id": machine_id, "expires_at": expires_at}
 
     async def _clone_actor(self, clone_id: str) -> Any:
         entry = await self.registry.clone_of.remote(clone_id)
         if entry is None:
             raise CloneGone(f"no clone {clone_id!r} (never made, retired or expired)")
-        return entry["actor"][0]
+        actor = _named(entry["actor"])
+        if actor is None:
+            await self.registry.drop_clone.remote(clone_id)
+            raise CloneGone(f"clone {clone_id!r} is gone (the process that made it ended)")
+        return actor
 
     async def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
         """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` JSON) on a clone."""
@@ -101,18 +115,37 @@ class FleetAccess:
         entry = await self.registry.drop_clone.remote(clone_id)
         if entry is None:
             raise CloneGone(f"no clone {clone_id!r}")
-        ray.kill(entry["actor"][0], no_restart=True)
+        _kill(entry["actor"])
+        self._made.pop(clone_id, None)
 
     async def expire_clones(self) -> list[str]:
         """Retire the clones whose time to live is over; returns their ids."""
         gone = await self.registry.expired_clones.remote(time.time())
         for entry in gone:
-            ray.kill(entry["actor"][0], no_restart=True)
+            _kill(entry["actor"])
+        if self._made:  # let go of ours that any process retired
+            listed = set(await self.registry.all_clones.remote())
+            self._made = {c: a for c, a in self._made.items() if c in listed}
         return [entry["clone_id"] for entry in gone]
 
     async def retire_all(self) -> None:
         for entry in await self.registry.drop_all_clones.remote():
-            ray.kill(entry["actor"][0], no_restart=True)
+            _kill(entry["actor"])
+        self._made.clear()
         if self._spare is not None:
-            ray.kill(self._spare, no_restart=True)
+            ray.kill(self._spare[1], no_restart=True)
             self._spare = None
+
+
+def _named(name: str) -> Any:
+    """The clone actor of that name, or None when it is gone."""
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def _kill(name: str) -> None:
+    actor = _named(name)
+    if actor is not None:
+        ray.kill(actor, no_restart=True)

@@ -21,12 +21,11 @@ from schemas.plant import MachineSpec
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class FleetRegistry:
-    """machine id -> host name, and the clones: id -> actor, machine, expiry."""
+    """machine id -> host name, and the clones: id -> actor name, machine, expiry."""
 
     def __init__(self) -> None:
         self.placement: dict[str, str] = {}
-        # clone id -> {clone_id, machine_id, expires_at, actor: [handle]} (the handle is
-        # wrapped in a list so that Ray passes it on as a handle, not as a call target)
+        # clone id -> {clone_id, machine_id, expires_at, actor: the clone actor's name}
         self.clones: dict[str, dict[str, Any]] = {}
 
     def place(self, machine_id: str, host: str) -> None:
@@ -41,9 +40,7 @@ class FleetRegistry:
     def all(self) -> dict[str, str]:
         return dict(self.placement)
 
-    def add_clone(
-        self, clone_id: str, machine_id: str, expires_at: float, actor: list[Any]
-    ) -> None:
+    def add_clone(self, clone_id: str, machine_id: str, expires_at: float, actor: str) -> None:
         self.clones[clone_id] = {
             "clone_id": clone_id,
             "machine_id": machine_id,

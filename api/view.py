@@ -132,7 +132,6 @@ class FleetView:
         self.recent_per_machine = recent_per_machine
         self.fleet_every_s = fleet_every_s
         self.states: dict[str, TwinState] = {}
-        self._raw_states: dict[str, bytes] = {}
         self.live: dict[str, Live] = {}
         self.rul: dict[str, RulPrediction] = {}
         self.anomalies: dict[str, deque[AnomalyRecord]] = {}
@@ -204,8 +203,6 @@ class FleetView:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         since = now_ms() - int(self.anomaly_replay_h * 3_600_000)
-        info = await self.js.stream_info(EVENTS)
-        self._anomaly_backlog = info.state.last_seq
         self._anomaly_sub = await self.js.subscribe(
             subjects.ANOMALY_ALL,
             stream=EVENTS,
