@@ -81,7 +81,7 @@ class Services:
             raise not_found(str(exc.args[0])) from None
         state = TwinState.model_validate_json(state_json)
         spec = self.view.machines[machine_id]
-        return AssetView(spec, state, state.rul, "actor", None)
+        return AssetView(spec, state, state.rul, "actor")
 
     def principal(self, header: str | None) -> Principal:
         principal = self.authority.verify(header)
@@ -196,7 +196,7 @@ def create_app(services: Services) -> FastAPI:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
-        plan = plan_batch(body, services.view.machines, sites=who.sites, gateway_id=who.gateway_id)
+        plan = plan_batch(body, services.view.sensors, sites=who.sites, gateway_id=who.gateway_id)
         js = services.view.js
         duplicates = 0
         for batch in plan.batches:

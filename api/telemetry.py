@@ -16,7 +16,7 @@ once.
 ...     {"sensor_id": "P-1.flow", "timestamp": 1_700_000_000_000, "value": 41.5},
 ...     {"sensor_id": "P-1.flow", "timestamp": 1_700_000_000_000, "value": "x"},
 ...     {"sensor_id": "Q-9.flow", "timestamp": 1_700_000_000_000, "value": 1.0}]},
-...     {"P-1": m}, sites={"a"}, now_ms=1_700_000_000_000)
+...     {"P-1.flow": m}, sites={"a"}, now_ms=1_700_000_000_000)
 >>> [len(b) for b in plan.batches], [r["index"] for r in plan.rejected]
 ([1], [1, 2])
 >>> plan.rejected[1]["reason"]
@@ -27,15 +27,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
-from schemas.common import EpochMs, Identifier
+from schemas.common import Identifier
 from schemas.plant import MachineSpec
-from schemas.telemetry import MAX_BATCH_READINGS, EdgeAnomaly, SensorReading, TelemetryBatch
+from schemas.telemetry import (
+    MAX_BATCH_READINGS,
+    EdgeAnomaly,
+    RecentTimestampMs,
+    SensorReading,
+    TelemetryBatch,
+)
 
 
 class HttpBatch(BaseModel):
@@ -43,7 +50,7 @@ class HttpBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     gateway_id: Identifier
-    timestamp: EpochMs
+    timestamp: RecentTimestampMs
     batch_id: (
         Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None
     ) = None
@@ -74,28 +81,20 @@ def _reason(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def _machine(sensor_id: Any, sensors: dict[str, MachineSpec]) -> MachineSpec | None:
-    if not isinstance(sensor_id, str) or "." not in sensor_id:
-        return None
-    machine = sensors.get(sensor_id.split(".", 1)[0])
-    if machine is None or sensor_id not in machine.sensor_ids():
-        return None
-    return machine
-
-
 def plan_batch(
     body: Any,
-    machines: dict[str, MachineSpec],
+    sensors: Mapping[str, MachineSpec],
     *,
     sites: set[str] | frozenset[str],
     now_ms: int | None = None,
     gateway_id: str | None = None,
 ) -> Plan:
-    """Check a request body; the per-machine messages to publish and what was refused.
-    Raises :class:`ApiError` (422) when the envelope itself is wrong, 403 when it names
-    another gateway than the token's."""
+    """Check a request body against the known sensors (sensor id -> its machine); the
+    per-machine messages to publish and what was refused. Raises :class:`ApiError` (422)
+    when the envelope itself is wrong, 403 when it names another gateway than the token's."""
+    context = {"now_ms": now_ms} if now_ms is not None else None
     try:
-        envelope = HttpBatch.model_validate(body)
+        envelope = HttpBatch.model_validate(body, context=context)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -114,15 +113,16 @@ def plan_batch(
         ).hexdigest()[:32]
     )
     plan = Plan(envelope.gateway_id, batch_id)
-    context = {"now_ms": now_ms} if now_ms is not None else None
     rows: dict[str, list[SensorReading]] = {}
     edge: dict[str, list[EdgeAnomaly]] = {}
+    site_of: dict[str, str] = {}
 
     def admit(i: int, item: Any, out: list[dict[str, Any]]) -> MachineSpec | None:
         if not isinstance(item, dict):
             out.append({"index": i, "sensor_id": None, "reason": "not an object"})
             return None
-        machine = _machine(item.get("sensor_id"), machines)
+        sensor_id = item.get("sensor_id")
+        machine = sensors.get(sensor_id) if isinstance(sensor_id, str) else None
         if machine is None:
             out.append(
                 {
@@ -143,6 +143,7 @@ def plan_batch(
                 }
             )
             return None
+        site_of[machine.id] = machine.site
         return machine
 
     for i, item in enumerate(envelope.readings):
@@ -172,26 +173,14 @@ def plan_batch(
             continue
         edge.setdefault(machine.id, []).append(found)
     for machine_id in dict.fromkeys([*rows, *edge]):
-        readings = rows.get(machine_id, [])
-        try:
-            batch = TelemetryBatch.model_validate(
-                {
-                    "gateway_id": envelope.gateway_id,
-                    "site_id": machines[machine_id].site,
-                    "batch_id": f"{batch_id}-{machine_id}",
-                    "sent_at": envelope.timestamp,
-                    "readings": {
-                        "machine_id": [r.machine_id for r in readings],
-                        "sensor_id": [r.sensor_id for r in readings],
-                        "timestamp": [r.timestamp for r in readings],
-                        "value": [r.value for r in readings],
-                        "quality": [int(r.quality) for r in readings],
-                    },
-                    "anomalies": [a.model_dump() for a in edge.get(machine_id, [])],
-                },
-                context=context,
+        plan.batches.append(
+            TelemetryBatch.from_readings(
+                rows.get(machine_id, []),
+                gateway_id=envelope.gateway_id,
+                site_id=site_of[machine_id],
+                batch_id=f"{batch_id}-{machine_id}",
+                sent_at=envelope.timestamp,
+                anomalies=edge.get(machine_id, []),
             )
-        except ValidationError as exc:  # the envelope's own fields (sent_at in the future)
-            raise ApiError(422, "invalid_batch", _reason(exc), field="timestamp") from None
-        plan.batches.append(batch)
+        )
     return plan

@@ -60,7 +60,6 @@ class AssetView:
     state: TwinState | None
     rul: RulPrediction | None
     source: str  # "view" or "actor"
-    received_ms: int | None
 
     @property
     def status(self) -> str:
@@ -106,10 +105,6 @@ class Broadcaster:
                 if not listeners:
                     del self.topics[topic]
 
-    @property
-    def subscribers(self) -> int:
-        return sum(len(q) for q in self.topics.values())
-
 
 class FleetView:
     """See the module docstring. ``start()`` connects; ``ready`` once the full states
@@ -126,7 +121,8 @@ class FleetView:
         fleet_every_s: float = 0.5,
     ) -> None:
         self.machines = {m.id: m for m in machines}
-        self.sensor_machine = {s: m.id for m in self.machines.values() for s in m.sensor_ids()}
+        self.sensors = {s: m for m in self.machines.values() for s in m.sensor_ids()}
+        """sensor id -> its machine"""
         self.nats_url = nats_url
         self.anomaly_replay_h = anomaly_replay_h
         self.recent_per_machine = recent_per_machine
@@ -254,7 +250,6 @@ class FleetView:
             live = self.live.setdefault(machine, Live())
             if event["version"] < live.version:
                 return  # older than what is known
-            old_status = live.status
             live.version = int(event["version"])
             live.seq = int(event.get("seq", 0))
             live.health_score = float(event["health_score"])
@@ -269,9 +264,7 @@ class FleetView:
         self.counters["twin_events"] += 1
         event["_received_ms"] = live.received_ms
         self.broadcast.publish(f"state.{machine}", event)
-        if self.broadcast.topics.get(FLEET) and (
-            old_status != live.status or self._fleet_due is None
-        ):
+        if self.broadcast.topics.get(FLEET):
             self._fleet_soon()
 
     def _fleet_soon(self) -> None:
@@ -339,7 +332,7 @@ class FleetView:
             and (rul is None or state.rul.predicted_at > rul.predicted_at)
         ):
             rul = state.rul
-        return AssetView(spec, state, rul, "view", None if live is None else live.received_ms)
+        return AssetView(spec, state, rul, "view")
 
     def summary(self, machine_id: str) -> tuple[str, float | None]:
         """(status, health) from the compact events alone: cheap, for filters."""

@@ -124,7 +124,6 @@ async def subscriber_load(
     evented: dict[int, float] = {}
     from_publish: list[float] = []
     from_event: list[float] = []
-    missing = 0
 
     async def subscriber() -> Any:
         ws = await connect(
@@ -277,7 +276,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             authority = Authority(SECRET)
             ids = [s.id for s in specs]
             while True:  # every twin has its scan
-                if all(_version(url, authority, m) for m in (ids[0], ids[-1])):
+                if all(_has_data(url, authority, m) for m in (ids[0], ids[-1])):
                     break
                 time.sleep(0.2)
             tokens = [authority.issue(f"client-{i}", Role.VIEWER) for i in range(200)]
@@ -333,7 +332,8 @@ def _wait_ready(url: str, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def _version(url: str, authority: Any, machine_id: str) -> int | None:
+def _has_data(url: str, authority: Any, machine_id: str) -> bool:
+    """Whether the API already shows a reading of the machine."""
     import urllib.request
 
     from api.auth import Role
@@ -348,7 +348,7 @@ def _version(url: str, authority: Any, machine_id: str) -> int | None:
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         asset = json.loads(r.read())["data"]["asset"]
-    return asset and asset["lastUpdate"] and 1
+    return bool(asset and asset["lastUpdate"])
 
 
 def main() -> int:

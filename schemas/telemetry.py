@@ -355,8 +355,12 @@ class TelemetryBatch(BaseModel):
         site_id: str,
         batch_id: str,
         sent_at: int,
+        anomalies: Iterable[EdgeAnomaly] = (),
     ) -> TelemetryBatch:
+        """A batch of readings (and edge anomalies) that were checked one by one already;
+        their own times are taken as the receiver's clock."""
         rows = list(readings)
+        found = list(anomalies)
         return cls.model_validate(
             {
                 "gateway_id": gateway_id,
@@ -370,6 +374,11 @@ class TelemetryBatch(BaseModel):
                     "value": [r.value for r in rows],
                     "quality": [int(r.quality) for r in rows],
                 },
+                "anomalies": [a.model_dump() for a in found],
             },
-            context={"now_ms": max([sent_at, *(r.timestamp for r in rows)])},
+            context={
+                "now_ms": max(
+                    [sent_at, *(r.timestamp for r in rows), *(a.timestamp for a in found)]
+                )
+            },
         )
