@@ -78,3 +78,38 @@ def unpack_checkpoint(value: bytes) -> tuple[int, bytes]:
     if len(value) < _SEQ.size:
         raise ValueError("checkpoint is too short to hold a stream sequence")
     return _SEQ.unpack_from(value)[0], value[_SEQ.size :]
+
+
+async def source_gateways(js: Any, gateways: list[Any]) -> None:
+    """Make ``TELEMETRY`` source each gateway's edge stream (store-and-forward).
+
+    One source per gateway and site (its stream ``TF_EDGE_<site>``), filtered to that
+    site's telemetry (the filter is the hub's: it decides what it takes), read through the
+    gateway's JetStream domain across its leaf connection (``gateways``:
+    :class:`twinfleet.natsconf.GatewayCredentials`). The hub's source consumer resumes
+    from the last sequence it stored after any outage. Idempotent: sources already
+    configured are kept, and an unchanged list is not written again.
+    """
+    from nats.js.api import ExternalStream, StreamSource
+
+    from schemas.subjects import edge_stream, telemetry_site
+
+    info = await js.stream_info(STREAM)
+    config = info.config
+    have = {(s.external.api if s.external else "", s.name) for s in config.sources or []}
+    sources = list(config.sources or [])
+    for gw in gateways:
+        api = f"$JS.{gw.edge_domain}.API"
+        for site in gw.sites:
+            subject = telemetry_site(site).removesuffix("*") + ">"
+            if (api, edge_stream(site)) not in have:
+                sources.append(
+                    StreamSource(
+                        name=edge_stream(site),
+                        filter_subject=subject,
+                        external=ExternalStream(api=api, deliver=""),
+                    )
+                )
+    if len(sources) != len(config.sources or []):
+        config.sources = sources
+        await js.update_stream(config)

@@ -10,6 +10,9 @@ subject                                 what travels on it
 ``tf.event.rul.<machine>``              RulPrediction
 ``tf.event.workorder.<id>``             WorkOrder
 ``tf.dlq.<source>``                     rejected input with the reason
+``tf.edge.<gateway>.alert.<machine>``   EdgeAnomaly raised locally by a gateway (core
+                                        NATS on the gateway's own leaf node; it
+                                        keeps firing while the hub is unreachable)
 =====================================  ==========================================
 
 Tokens are validated identifiers (no dots, spaces or wildcards), so a machine id can
@@ -69,6 +72,22 @@ def rul(machine_id: str) -> str:
 
 def workorder(workorder_id: str) -> str:
     return f"{PREFIX}.event.workorder.{_token('work order', workorder_id)}"
+
+
+def edge_alert(gateway_id: str, machine_id: str) -> str:
+    gateway = _token("gateway", gateway_id)
+    return f"{PREFIX}.edge.{gateway}.alert.{_token('machine', machine_id)}"
+
+
+def edge_alert_all(gateway_id: str) -> str:
+    return f"{PREFIX}.edge.{_token('gateway', gateway_id)}.alert.*"
+
+
+def edge_stream(site_id: str) -> str:
+    """The JetStream stream on a gateway's leaf node that holds one site's telemetry
+    (store-and-forward; the hub sources it). One per site because nats-server 2.9 tells
+    a stream's sources apart by stream name and domain only, not by filter."""
+    return f"TF_EDGE_{_token('site', site_id)}"
 
 
 def dead_letter(source: str) -> str:

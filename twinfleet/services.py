@@ -51,16 +51,37 @@ def free_port() -> int:
 class NatsServer:
     """A nats-server child process with JetStream (file storage in ``data_dir``)."""
 
-    def __init__(self, data_dir: Path, port: int = 4222, binary: str = "nats-server") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 4222,
+        binary: str = "nats-server",
+        config: str | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """``config`` (nats-server configuration text, see :mod:`twinfleet.natsconf`)
+        replaces the command-line settings; it must listen on ``port``. ``credentials``
+        (user, password) go into :attr:`url` for clients of a server that needs them."""
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, got {port}")
         self.data_dir = Path(data_dir)
         self.port = int(port)
         self.binary = binary
+        self.config = config
+        self.credentials = credentials
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The client URL (with the user and password when the server needs them)."""
+        if self.credentials is None:
+            return f"nats://127.0.0.1:{self.port}"
+        user, password = self.credentials
+        return f"nats://{user}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """The URL without the password (safe to print)."""
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> NatsServer:
@@ -77,9 +98,15 @@ class NatsServer:
             )
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
+        args = [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)]
+        if self.config is not None:
+            conf = self.data_dir / "nats-server.conf"
+            conf.touch(mode=0o600)  # it holds passwords
+            conf.write_text(self.config)
+            args = [exe, "-c", str(conf)]
         with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps it
             self.process = subprocess.Popen(
-                [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)],
+                args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,  # only prctl: safe before exec
