@@ -74,6 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             worn=args.worn,
             machines_per_host=args.machines_per_host,
             nats_port=args.nats_port,
+            leaf_port=args.leaf_port,
             api_port=args.api_port,
             stay=args.stay,
             lives=args.lives,
@@ -105,6 +106,27 @@ def cmd_token(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from twinfleet.edge_run import run_edge
+
+    return run_edge(Path(args.config))
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from twinfleet.edge_run import run_sim
+
+    port = args.port or (4840 if args.protocol == "opcua" else 5020)
+    return run_sim(
+        args.protocol, _plant(args.plant), args.host, port, args.seed, args.speed, args.tick
+    )
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from twinfleet.edge_run import add_gateway
+
+    return add_gateway(_data_dir(args.data_dir), args.gateway_id, args.site, _plant(args.plant))
 
 
 def cmd_plant(args: argparse.Namespace) -> int:
@@ -249,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nats-port", type=_positive(int), default=4222, help="port of the nats-server (4222)"
     )
+    up.add_argument(
+        "--leaf-port",
+        type=_positive(int),
+        default=7422,
+        help="port for edge gateways' leaf nodes (7422)",
+    )
     up.add_argument("--api-port", type=_positive(int), default=8000, help="port of the API (8000)")
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
     up.add_argument(
@@ -273,6 +301,41 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl-hours", type=_positive(float), default=12.0, help="(12)")
     token.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     token.set_defaults(func=cmd_token)
+
+    edge = sub.add_parser(
+        "edge",
+        help="run an edge gateway: OPC UA / Modbus -> validate -> detect -> NATS",
+        description="Reads the machines of its configuration file over OPC UA and Modbus, "
+        "validates and checks every value at the edge, and forwards aggregates (and full "
+        "resolution around anomalies) through its own leaf node, which keeps everything on "
+        "disk while the hub is unreachable. The file format is in edge/config.py.",
+    )
+    edge.add_argument("--config", required=True, help="gateway configuration (YAML)")
+    edge.set_defaults(func=cmd_edge)
+
+    sim = sub.add_parser("sim", help="serve the simulated plant over OPC UA or Modbus TCP")
+    sim.add_argument("protocol", choices=["opcua", "modbus"])
+    sim.add_argument("--plant", help="plant file (default: the bundled example)")
+    sim.add_argument("--host", default="127.0.0.1", help="(127.0.0.1)")
+    sim.add_argument("--port", type=_positive(int), help="(opcua 4840, modbus 5020)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--speed", type=_positive(float), default=1.0, help="simulated s per s (1)")
+    sim.add_argument(
+        "--tick", type=_positive(float), default=1.0, help="seconds between value updates (1)"
+    )
+    sim.set_defaults(func=cmd_sim)
+
+    gateway = sub.add_parser("gateway", help="register an edge gateway with the hub")
+    gateway_sub = gateway.add_subparsers(dest="action", required=True)
+    gateway_add = gateway_sub.add_parser(
+        "add",
+        help="issue a gateway's NATS users (it may publish only for its --site(s))",
+    )
+    gateway_add.add_argument("gateway_id")
+    gateway_add.add_argument("--site", action="append", required=True, help="repeatable")
+    gateway_add.add_argument("--plant", help="plant file (default: the bundled example)")
+    gateway_add.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    gateway_add.set_defaults(func=cmd_gateway)
 
     plant = sub.add_parser("plant", help="validate a plant file and summarise it")
     plant.add_argument("file", nargs="?", help="plant file (default: the bundled example)")

@@ -33,7 +33,8 @@ from schemas.common import iso_utc
 from schemas.plant import Plant
 from twinfleet.demo import START_MS, polled_plant, worn_start
 from twinfleet.models import load_or_train
-from twinfleet.services import NatsServer, ServiceError, port_is_free
+from twinfleet.natsconf import hub_server
+from twinfleet.services import ServiceError, port_is_free
 
 SERVE_INGRESS = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -102,6 +103,7 @@ def run_up(
     worn: int = 6,
     machines_per_host: int = 1000,
     nats_port: int = 4222,
+    leaf_port: int = 7422,
     api_port: int = 8000,
     report_every_s: float = 5.0,
     top: int = 5,
@@ -128,9 +130,18 @@ def run_up(
         raise ServiceError(f"port {api_port} is already taken; choose another with --api-port")
     try:
         if nats_url is None:
-            server = NatsServer(data_dir / "nats", port=nats_port).start()
+            if not port_is_free(leaf_port):
+                raise ServiceError(
+                    f"port {leaf_port} is already taken; choose another with --leaf-port"
+                )
+            server = hub_server(data_dir, port=nats_port, leaf_port=leaf_port).start()
             nats_url = server.url
-            print(f"nats-server with JetStream on {nats_url} (data in {data_dir / 'nats'})")
+            gateways = asyncio.run(_prepare_hub(nats_url, data_dir))
+            print(
+                f"nats-server with JetStream on {server.public_url} (data in "
+                f"{data_dir / 'nats'}; user and password in its config), leaf nodes on port "
+                f"{leaf_port} for {gateways} registered gateway(s)"
+            )
         else:
             print(f"using NATS at {nats_url}")
         address = os.environ.get("RAY_ADDRESS")
@@ -182,6 +193,24 @@ def run_up(
         if server is not None:
             server.stop()
         print("stopped: API, fleet, Ray and nats-server (those this command started)")
+
+
+async def _prepare_hub(nats_url: str, data_dir: Path) -> int:
+    """Create the streams and let the hub source every registered gateway's edge store."""
+    import nats
+
+    from actors.bus import ensure_jetstream, source_gateways
+    from twinfleet.natsconf import gateways_dir, load_gateways
+
+    gateways = load_gateways(gateways_dir(data_dir))
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_jetstream(js)
+        await source_gateways(js, gateways)
+    finally:
+        await nc.close()
+    return len(gateways)
 
 
 def _start_api(

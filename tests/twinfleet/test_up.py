@@ -40,6 +40,8 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
         str(port),
         "--api-port",
         str(api_port),
+        "--leaf-port",
+        str(free_port()),
         "--data-dir",
         str(tmp_path),
     )
@@ -95,6 +97,8 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             str(port),
             "--api-port",
             str(api_port),
+            "--leaf-port",
+            str(free_port()),
             "--data-dir",
             str(tmp_path),
             "--stay",
