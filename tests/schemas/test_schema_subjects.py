@@ -25,6 +25,7 @@ BUILDERS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
     "rul": (subjects.rul, ("machine",)),
     "workorder": (subjects.workorder, ("id",)),
     "dead_letter": (subjects.dead_letter, ("source",)),
+    "edge_alert": (subjects.edge_alert, ("gateway", "machine")),
 }
 
 
