@@ -233,7 +233,11 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 self._wake.clear()
-                await self.step()
+                try:
+                    await self.step()
+                except Exception:  # a bug must not stop the collection; say so loudly
+                    self.counts["failed_steps"] += 1
+                    log.exception("gateway %s: a step failed; its values are lost", cfg.gateway_id)
                 if time.monotonic() - last_status > 5.0:
                     last_status = time.monotonic()
                     await self.write_status()
@@ -488,6 +492,8 @@ class Gateway:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
             pending = failed
+            if self.store is not None and await asyncio.to_thread(self.store.revive):
+                self.counts["store_restarts"] += 1
 
     # -- status ------------------------------------------------------------------------
 

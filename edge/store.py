@@ -81,6 +81,18 @@ class EdgeStore:
         self.server = NatsServer(self.data_dir, port=self.port, config=config).start()
         return self
 
+    def revive(self) -> bool:
+        """Start the leaf node again if its process died (its files are intact: JetStream
+        recovers the streams). True when it had to."""
+        server = self.server
+        if server is None or server.process is None or server.process.poll() is None:
+            return False
+        log.error(
+            "edge store: nats-server exited (code %s); starting it again", server.process.returncode
+        )
+        server.start()
+        return True
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()

@@ -75,7 +75,6 @@ def test_a_gateway_is_refused_outside_its_sites_at_the_hub(hub: Hub) -> None:
 def test_a_wrong_password_is_refused(hub: Hub) -> None:
     import nats
     import nats.errors
-
     from nats.aio.client import Client
 
     async def connect() -> None:

@@ -268,3 +268,34 @@ def test_values_read_over_opcua_reach_the_hub_with_their_quality_and_source_time
     # the Bad one: asyncua sends no value with a Bad status; counted, not forwarded
     assert ("M-102.current", t + 30) not in readings
     assert gw.counts["bad_quality_without_value"] >= 1
+
+
+def test_the_gateway_restarts_its_leaf_node_if_it_dies_and_loses_nothing_stored(
+    tmp_path: Path, hub: Hub
+) -> None:
+    """kill -9 of the gateway's nats-server: the gateway starts it again from its files,
+    the batches it could not store meanwhile are retried, and the hub gets every batch."""
+    plant = load_plant(_example_plant_path())
+
+    async def main() -> tuple[Gateway, list[Any]]:
+        server = ModbusPlantServer(plant, unit_ids={m: i + 1 for i, m in enumerate(CONVEYORS)})
+        await server.start()
+        cfg = GatewayConfig.model_validate(gateway_config(tmp_path, hub, modbus=_modbus(server)))
+
+        async def during(gw: Gateway) -> None:
+            await asyncio.sleep(2.0)
+            assert gw.store is not None and gw.store.server is not None
+            assert gw.store.server.process is not None
+            gw.store.server.process.kill()
+            await asyncio.sleep(8.0)  # publishes fail; the gateway starts its store again
+
+        gw, batches = await _run_gateway(cfg, hub.url, 2.0, during)
+        await server.stop()
+        return gw, batches
+
+    gw, batches = asyncio.run(main())
+    assert gw.counts["store_restarts"] == 1
+    assert gw.counts["publish_retries"] >= 1  # batches refused while it was down...
+    assert len(batches) == gw.counts["batches"]  # ...were stored later, each once
+    assert len({b.batch_id for b in batches}) == len(batches)
+    assert sum(len(b) for b in batches) == gw.counts["readings_forwarded"]
