@@ -92,7 +92,7 @@ async def source_gateways(js: Any, gateways: list[Any]) -> None:
     """
     from nats.js.api import ExternalStream, StreamSource
 
-    from schemas.subjects import edge_stream, telemetry_site
+    from schemas.subjects import edge_stream
 
     info = await js.stream_info(STREAM)
     config = info.config
@@ -101,12 +101,11 @@ async def source_gateways(js: Any, gateways: list[Any]) -> None:
     for gw in gateways:
         api = f"$JS.{gw.edge_domain}.API"
         for site in gw.sites:
-            subject = telemetry_site(site).removesuffix("*") + ">"
             if (api, edge_stream(site)) not in have:
                 sources.append(
                     StreamSource(
                         name=edge_stream(site),
-                        filter_subject=subject,
+                        filter_subject=gw.telemetry_subject(site),
                         external=ExternalStream(api=api, deliver=""),
                     )
                 )

@@ -24,6 +24,7 @@ could not measure), but they do update nothing either.
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import numpy as np
@@ -81,8 +82,8 @@ class EdgeDetection:
         # 10 readings a second of a temperature made for one per 10 s looks like spikes to
         # the rate-of-change rule. So a sensor is scored at most once per 0.9 periods;
         # everything read is still forwarded and aggregated.
-        self._period_ms = np.array([s.sample_period_s * 900.0 for _, s in self._where])
-        self._next_ms = np.full(n, -np.inf)
+        self._period_ms = [s.sample_period_s * 900.0 for _, s in self._where]
+        self._next_ms = [-math.inf] * n
         self.scans = 0
         self.skipped = 0
 
@@ -112,13 +113,14 @@ class EdgeDetection:
             (values[j].timestamp_ms for j in keep), dtype=np.float64, count=len(keep)
         )
         due = np.ones(len(keep), dtype=bool)
-        next_ms = self._next_ms
-        for j in range(len(keep)):  # in arrival order: each sensor's values are in time order
-            i = sensor[j]
-            if when[j] < next_ms[i]:
+        next_ms, period_ms = self._next_ms, self._period_ms
+        # in arrival order (each sensor's values are in time order); plain lists, because
+        # indexing numpy arrays one element at a time costs more than the loop itself
+        for j, (i, t) in enumerate(zip(sensor.tolist(), when.tolist(), strict=True)):
+            if t < next_ms[i]:
                 due[j] = False
             else:
-                next_ms[i] = when[j] + self._period_ms[i]
+                next_ms[i] = t + period_ms[i]
         self.skipped += int((~due).sum())
         sensor, value, when = sensor[due], value[due], when[due]
         if not len(sensor):

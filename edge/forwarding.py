@@ -88,8 +88,6 @@ class Forwarder:
         self._windows: dict[tuple[str, str], _Window] = {}
         self._recent: dict[str, deque[FieldValue]] = {}
         self._raw_until: dict[str, int] = {}
-        self.raw_forwarded = 0
-        self.aggregated = 0
 
     def add(self, values: list[FieldValue], anomalies: list[EdgeAnomaly]) -> Forwarded:
         """Take validated values (in arrival order) and the anomalies found in them."""
@@ -99,7 +97,6 @@ class Forwarder:
             out.readings = list(values)
         else:
             self._around_anomalies(values, anomalies, out.readings)
-        self.raw_forwarded += len(out.readings)
         return out
 
     def flush(self, now_ms: int) -> Forwarded:
@@ -137,7 +134,6 @@ class Forwarder:
                 if w is None:
                     w = self._windows[key] = _Window(start)
             w.add(v.value)
-            self.aggregated += 1
 
     def _close(self, key: tuple[str, str], w: _Window) -> Aggregate:
         machine_id, sensor = key
@@ -166,12 +162,10 @@ class Forwarder:
             self._raw_until[machine] = max(already, t + keep)
         for v in values:
             until = self._raw_until.get(v.machine_id)
-            if until is not None and v.timestamp_ms <= until and v.machine_id in first_alarm:
-                if v.timestamp_ms >= first_alarm[v.machine_id] - keep:
-                    raw.append(v)
-                continue
             if until is not None and v.timestamp_ms <= until:
-                raw.append(v)
+                alarm = first_alarm.get(v.machine_id)  # this batch's, if any
+                if alarm is None or v.timestamp_ms >= alarm - keep:
+                    raw.append(v)
                 continue
             recent = self._recent.get(v.machine_id)
             if recent is None:

@@ -51,6 +51,9 @@ from twinfleet.natsconf import GatewayCredentials
 
 log = logging.getLogger(__name__)
 
+STORED_BYTES_PER_READING = 115
+"""Edge-store bytes per forwarded raw reading (113 measured by bench/edge.py)."""
+
 MAX_PENDING = 1_000_000
 """Values held in memory while nothing can take them (direct mode during an outage)."""
 
@@ -107,7 +110,7 @@ class Gateway:
         self.forwarder = Forwarder(mode=fw.mode, window_s=fw.window_s, context_s=fw.context_s)
         self.drivers: list[Any] = []
         self.store: EdgeStore | None = None
-        self._pending: deque[FieldValue] = deque()
+        self._pending: deque[FieldValue] = deque(maxlen=MAX_PENDING)  # drops the oldest
         self._wake = asyncio.Event()
         self._nc: Any = None
         self._js: Any = None
@@ -163,12 +166,11 @@ class Gateway:
 
     def receive(self, values: list[FieldValue]) -> None:
         """The drivers' sink: queue values for the next batch."""
+        before = len(self._pending)
         self._pending.extend(values)
         self.counts["received"] += len(values)
-        overflow = len(self._pending) - MAX_PENDING
+        overflow = before + len(values) - len(self._pending)
         if overflow > 0:
-            for _ in range(overflow):
-                self._pending.popleft()
             self.counts["dropped_pending"] += overflow
             log.error("gateway: %d values dropped: nothing took them in time", overflow)
         if len(self._pending) >= self.config.forward.batch_max_readings:
@@ -202,8 +204,7 @@ class Gateway:
         else:
             host = cfg.hub.url.partition("://")[2]
             url = f"nats://{self.creds.direct_user}:{self.creds.direct_password}@{host}"
-        tasks: list[asyncio.Task[None]] = []
-        self._tasks = tasks
+        self._tasks = []
         try:
             self._nc = await nats.connect(
                 url,
@@ -217,7 +218,7 @@ class Gateway:
                 await self.store.ensure_stream(self._js)
             self._check_budget()
             self.drivers = self.build_drivers() if drivers is None else drivers
-            tasks = self._tasks = [asyncio.create_task(d.run(self.receive)) for d in self.drivers]
+            self._tasks = [asyncio.create_task(d.run(self.receive)) for d in self.drivers]
             log.info(
                 "gateway %s: %d machines, %d drivers, store %s, forwarding %s",
                 cfg.gateway_id,
@@ -242,15 +243,10 @@ class Gateway:
                     last_status = time.monotonic()
                     await self.write_status()
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await self._stop_drivers()
             if self._nc is not None and self._nc.is_connected:
                 with contextlib.suppress(Exception):
-                    await self.step()
-                    await self._publish(self.forwarder.close_all(), [])
+                    await self.stop_reading()
                     await self.write_status()
                 with contextlib.suppress(Exception):
                     await self._nc.drain()
@@ -260,28 +256,32 @@ class Gateway:
     async def stop_reading(self) -> None:
         """Stop the drivers and store everything read so far, including the open
         aggregate windows (the gateway keeps running; used before a planned stop)."""
+        await self._stop_drivers()
+        await self.step()
+        await self._publish(self.forwarder.close_all(), [])
+
+    async def _stop_drivers(self) -> None:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self.step()
-        await self._publish(self.forwarder.close_all(), [])
 
     def _check_budget(self) -> None:
-        """Say at start whether the disk budget holds 24 h at the expected rate (about 40
-        bytes per forwarded raw reading in a batch message, measured by bench/edge.py)."""
+        """Say at start whether the disk budget holds 24 h at the expected rate."""
         cfg = self.config.store
         if cfg.mode != "leaf":
             return
-        need = 24 * 3600 * cfg.expected_rate * 40
+        need = 24 * 3600 * cfg.expected_rate * STORED_BYTES_PER_READING
         if self.config.forward.mode == "aggregates":
-            need /= 20  # aggregates: one row per sensor-minute, raw only around anomalies
+            # one row per sensor-minute and raw data only around anomalies: an assumed
+            # twentieth of forwarding everything, not a measured one
+            need /= 20
         hours = 24 * cfg.max_bytes / need
         if hours < 24:
             log.warning(
                 "gateway %s: disk budget %d bytes holds about %.1f h at %g readings/s; "
-                "beyond that the oldest data is dropped (counted as dropped_by_budget)",
+                "beyond that the oldest data is dropped (counted as discarded_by_budget)",
                 self.config.gateway_id,
                 cfg.max_bytes,
                 hours,
@@ -316,25 +316,24 @@ class Gateway:
     def validate(self, values: list[FieldValue], now: int) -> list[FieldValue]:
         limit = now + MAX_FUTURE_SKEW_MS
         good: list[FieldValue] = []
-        refused: list[tuple[FieldValue, str]] = []
+        refused: list[tuple[FieldValue, str, str]] = []  # value, counter key, message
         for v in values:
             if (v.machine_id, v.sensor) not in self._sensors:
-                refused.append((v, f"unknown sensor {v.machine_id}.{v.sensor} for this gateway"))
+                message = f"unknown sensor {v.machine_id}.{v.sensor} for this gateway"
+                refused.append((v, "unknown sensor", message))
             elif not isinstance(v.value, (int, float)) or not math.isfinite(v.value):
                 if v.quality is Quality.BAD:
                     # A device saying "no measurement" (OPC UA Bad status, null value):
                     # not bad input, nothing to forward; counted.
                     self.counts["bad_quality_without_value"] += 1
                     continue
-                refused.append((v, f"value {v.value!r} is not a finite number"))
+                refused.append((v, "value", f"value {v.value!r} is not a finite number"))
             elif not EARLIEST_TIMESTAMP_MS <= v.timestamp_ms <= limit:
-                refused.append(
-                    (
-                        v,
-                        f"timestamp {v.timestamp_ms} is before 2000 or more than "
-                        f"{MAX_FUTURE_SKEW_MS // 1000} s ahead of the gateway clock",
-                    )
+                message = (
+                    f"timestamp {v.timestamp_ms} is before 2000 or more than "
+                    f"{MAX_FUTURE_SKEW_MS // 1000} s ahead of the gateway clock"
                 )
+                refused.append((v, "timestamp", message))
             else:
                 good.append(v)
         if refused:
@@ -342,9 +341,8 @@ class Gateway:
         self.counts["accepted"] += len(good)
         return good
 
-    def _refuse(self, refused: list[tuple[FieldValue, str]]) -> None:
-        for v, reason in refused:
-            key = reason.split(" ")[0] if not reason.startswith("unknown") else "unknown sensor"
+    def _refuse(self, refused: list[tuple[FieldValue, str, str]]) -> None:
+        for v, key, reason in refused:
             self.rejected[key] += 1
             log.warning(
                 "gateway %s refused %s.%s: %s",
@@ -367,7 +365,7 @@ class Gateway:
                         "timestamp": v.timestamp_ms,
                         "reason": reason,
                     }
-                    for v, reason in refused
+                    for v, _, reason in refused
                 ],
             }
         ).encode()

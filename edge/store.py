@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.subjects import edge_stream, telemetry_site
+from schemas.subjects import edge_stream
 from twinfleet.natsconf import GatewayCredentials, edge_config
 from twinfleet.services import NatsServer, free_port
 
@@ -106,7 +106,7 @@ class EdgeStore:
         for site in self.creds.sites:
             config = StreamConfig(
                 name=edge_stream(site),
-                subjects=[telemetry_site(site).removesuffix("*") + ">"],
+                subjects=[self.creds.telemetry_subject(site)],
                 storage=StorageType.FILE,
                 max_bytes=share,
                 discard=DiscardPolicy.OLD,

@@ -85,9 +85,14 @@ class GatewayCredentials:
     def edge_domain(self) -> str:
         return edge_domain(self.gateway_id)
 
+    @staticmethod
+    def telemetry_subject(site_id: str) -> str:
+        """Every telemetry subject of one site (the permission, stream and source filter)."""
+        return telemetry_site(site_id).removesuffix("*") + ">"
+
     def publish_subjects(self) -> list[str]:
         """What the gateway process may publish (at the hub, or at its own leaf node)."""
-        telemetry = [telemetry_site(s).removesuffix("*") + ">" for s in self.sites]
+        telemetry = [self.telemetry_subject(s) for s in self.sites]
         return [*telemetry, dead_letter(self.gateway_id)]
 
     def save(self, directory: Path) -> Path:
