@@ -29,6 +29,13 @@ if [ -z "${NATS_URL:-}" ] && ! command -v nats-server >/dev/null 2>&1 \
   apt_install nats-server
 fi
 
+# History and operational records (unless DATABASE_URL points at a PostgreSQL server).
+# Native declarative partitioning is used, so pg_partman is not needed.
+if [ -z "${DATABASE_URL:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+  echo "Installing PostgreSQL 15 from the OS packages..." >&2
+  apt_install postgresql-15
+fi
+
 if [ ! -x .venv/bin/python ]; then
   if ! "$python" -m venv .venv >/dev/null 2>&1; then
     # Debian/Ubuntu ship venv separately.

@@ -1,5 +1,6 @@
 """Shared fixtures: a real nats-server (JetStream) per test, one local Ray per session,
-and a small fitted RUL model for a machine."""
+one real PostgreSQL 15 per session with a fresh, migrated database per test, and a small
+fitted RUL model for a machine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from schemas.plant import MachineSpec
+from twinfleet.postgres import PostgresServer
 from twinfleet.services import NatsServer, free_port
 from twins.survival import SurvivalRulModel
 from twins.training import rul_feature_names
@@ -20,6 +22,33 @@ from twins.training import rul_feature_names
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     with NatsServer(tmp_path / "nats", port=free_port()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    with PostgresServer(tmp_path_factory.mktemp("pg"), port=free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a new database with the schema migrated; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    from store.migrations import migrate
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = postgres.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres.url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: on Linux, get SIGTERM when the parent dies, so a
     parent killed with SIGKILL leaves no server behind."""
     if sys.platform.startswith("linux"):
@@ -109,7 +109,7 @@ class NatsServer:
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # only prctl: safe before exec
+                preexec_fn=die_with_parent,  # only prctl: safe before exec
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
