@@ -7,7 +7,9 @@ read, clones and what-if go to the actors (:class:`actors.access.FleetAccess`). 
 share nothing but NATS and Ray, so they can be added freely.
 
 Started by ``twinfleet up`` (see :func:`deploy`), by the tests and by the API benchmark;
-``serve run serve_app:app nats_url=... plant=... secret=...`` works as well.
+``serve run serve_app:app nats_url=... plant=... secret=... [database_url=...]`` works as
+well. The settings are those of :class:`api.app.Settings` (``database_url`` turns on the
+history routes).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ class TwinApi:
             with contextlib.suppress(Exception):  # the fleet may be stopping
                 await self.services.access.expire_clones()
 
+    async def __del__(self) -> None:
+        """Serve awaits this when the replica stops: close the history pool and NATS."""
+        if hasattr(self, "_sweeper"):
+            self._sweeper.cancel()
+        if hasattr(self, "services"):
+            await self.services.stop()
+
     def __serve_build_asgi_app__(self) -> Any:
         from api.app import create_app
 
@@ -93,5 +102,6 @@ def app(args: dict[str, str]) -> Any:
         "nats_url": args["nats_url"],
         "secret": args["secret"],
         "fleet_name": args.get("fleet", "plant"),
+        "database_url": args.get("database_url"),
     }
     return build(settings, list(plant.machines), int(args.get("replicas", 1)))

@@ -3,9 +3,14 @@ browser GET, subscriptions over websockets with graphql-transport-ws), OpenAPI a
 ``/docs``. :mod:`serve_app` runs it in Ray Serve replicas; it runs under plain uvicorn too
 (the API benchmark compares the two).
 
+The history (a sensor's time series, a machine's states, RUL predictions and anomalies
+over a time range) is read from PostgreSQL when ``database_url`` is set
+(:mod:`api.history`); without it those routes answer 503.
+
 Every error is the JSON of :class:`api.errors.ApiError`, never a bare 500 for bad input:
 401 (no, bad or expired token), 403 (role or gateway boundary), 404, 413 (body over
-``max_body_bytes``), 422 (malformed request), 429 (over the per-token rate).
+``max_body_bytes``, or a raw range with too many readings), 422 (malformed request), 429
+(over the per-token rate), 503 (NATS, the actors or the history database unavailable).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the dependencies of the
@@ -34,6 +39,7 @@ from api.auth import Authority, Principal, Role
 from api.errors import ApiError, forbidden, not_found
 from api.feeds import Feeds, key_of
 from api.graphql import schema
+from api.history import NO_DATABASE, History, parse_time, time_range
 from api.limits import BodySizeLimit, RateLimiter
 from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
@@ -53,6 +59,8 @@ class Settings:
     rate_burst: float = 100.0
     next_sync_ms: int = 1_000
     anomaly_replay_h: float = 24.0
+    database_url: str | None = None
+    """The history database (PostgreSQL); ``None``: no history routes (503)."""
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Services:
     access: Any = None  # actors.access.FleetAccess when running on Ray
     counters: Counter[str] = field(default_factory=Counter)
     feeds: Feeds = field(default_factory=Feeds)
+    history: History | None = None  # when settings.database_url is set
 
     async def asset(self, machine_id: str, consistent: bool = False) -> AssetView | None:
         """From the view, or (``consistent``) from the machine's actor."""
@@ -87,6 +96,17 @@ class Services:
         principal = self.authority.verify(header)
         self.limiter.check(principal.token_id)
         return principal
+
+    def require_history(self) -> History:
+        if self.history is None:
+            raise ApiError(503, "unavailable", NO_DATABASE)
+        return self.history
+
+    async def stop(self) -> None:
+        """Close the history pool and the view's NATS connection."""
+        if self.history is not None:
+            await self.history.close()
+        await self.view.stop()
 
 
 def _json_error(exc: ApiError) -> JSONResponse:
@@ -158,6 +178,7 @@ def create_app(services: Services) -> FastAPI:
             "refused": {k: v for k, v in services.counters.items() if k.startswith("http_")},
             "rate_limited": services.limiter.refused,
             "rejected_readings": services.counters["rejected_readings"],
+            "history_database": services.history is not None,
         }
 
     @app.get("/api/v1/ready", tags=["service"])
@@ -186,6 +207,35 @@ def create_app(services: Services) -> FastAPI:
         if view is None:
             raise not_found(f"no asset {asset_id!r}")
         return present.rul_answer(view)
+
+    @app.get("/api/v1/assets/{asset_id}/history", tags=["history"])
+    async def get_asset_history(
+        asset_id: str,
+        who: Annotated[Principal, Depends(viewer)],
+        start: str | None = None,
+        end: str | None = None,
+    ) -> dict[str, Any]:
+        """A machine's states (status, health), RUL predictions and anomalies in
+        ``[start, end)``, from the history database. ``start`` and ``end`` are ISO 8601
+        with a zone; they default to the 24 hours before now."""
+        lo, hi = time_range(parse_time(start, "start"), parse_time(end, "end"))
+        return await services.require_history().asset_history(asset_id, lo, hi)
+
+    @app.get("/api/v1/sensors/{sensor_id}/timeseries", tags=["history"])
+    async def get_timeseries(
+        sensor_id: str,
+        who: Annotated[Principal, Depends(viewer)],
+        start: str | None = None,
+        end: str | None = None,
+        aggregation: str = "auto",
+    ) -> dict[str, Any]:
+        """A sensor's values in ``[start, end)`` (ISO 8601 with a zone; the 24 hours
+        before now by default) with their statistics and the anomalies on it.
+        ``aggregation``: ``raw`` (the readings, with their quality), ``1m`` or ``1h``
+        (buckets: avg, min, max, stddev, count), or ``auto``: raw up to 2 hours, 1m up
+        to 3 days, else 1h. A raw range over 200,000 readings is refused (413)."""
+        lo, hi = time_range(parse_time(start, "start"), parse_time(end, "end"))
+        return await services.require_history().timeseries(sensor_id, lo, hi, aggregation)
 
     @app.post("/api/v1/telemetry/batch", status_code=202, tags=["telemetry"])
     async def telemetry_batch(
@@ -318,13 +368,23 @@ def create_app(services: Services) -> FastAPI:
 
 
 async def start_services(settings: Settings, machines: Any, access: Any = None) -> Services:
+    """The view (connected to NATS) and, with ``settings.database_url``, the history
+    pool; :meth:`Services.stop` closes both."""
     view = await FleetView(
         machines, settings.nats_url, anomaly_replay_h=settings.anomaly_replay_h
     ).start()
+    history = None
+    if settings.database_url:
+        try:
+            history = await History.open(settings.database_url)
+        except BaseException:
+            await view.stop()
+            raise
     return Services(
         settings=settings,
         view=view,
         authority=Authority(settings.secret),
         limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
         access=access,
+        history=history,
     )

@@ -1,6 +1,11 @@
 """The GraphQL schema (strawberry): assets, anomalies, clones and what-if, and live
 subscriptions fed by the view (which NATS feeds).
 
+A machine's sensors (``Asset.sensors``, ``Asset.sensor(name)``) have their time series
+(``Sensor.timeseries(start, end, aggregation)``), and a machine its history
+(``Asset.history(start, end)``), read from PostgreSQL (:mod:`api.history`); times are
+``DateTime`` with a zone, the range defaults to the 24 hours before now.
+
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
 ``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
 anomaly ``operator``; clones and what-if ``engineer``. Queries deeper than
@@ -11,6 +16,7 @@ before they run.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -39,8 +45,10 @@ from strawberry.types import Info
 from api import present
 from api.auth import Principal, Role
 from api.errors import ApiError
+from api.history import aware, time_range
 from api.view import FLEET, AssetView
 from schemas.anomaly import AnomalyRecord, Severity
+from schemas.plant import SensorSpec
 from schemas.whatif import WhatIfRequest
 
 MAX_DEPTH = 8
@@ -200,6 +208,191 @@ def _anomalies(info: Info, records: list[AnomalyRecord]) -> list[Anomaly]:
     return [Anomaly.of(r, acks.get(r.anomaly_id)) for r in records]
 
 
+# -- history ------------------------------------------------------------------------------
+@strawberry.type
+class TimeseriesPoint:
+    """One reading (``aggregation`` raw: ``value``, ``quality``) or one bucket (1m, 1h:
+    ``avg``, ``min``, ``max``, ``stddev`` (population), ``count`` of good and uncertain
+    values, ``uncertain``, ``bad``); the fields of the other kind are null."""
+
+    timestamp: str
+    value: float | None = None
+    quality: str | None = None
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    stddev: float | None = None
+    count: int | None = None
+    uncertain: int | None = None
+    bad: int | None = None
+
+
+@strawberry.type
+class TimeseriesStatistics:
+    """Over the same values as the points (bad-quality values left out)."""
+
+    overall_avg: float | None
+    overall_min: float | None
+    overall_max: float | None
+    overall_stddev: float | None
+    count: int
+
+
+@strawberry.type
+class SensorAnomaly:
+    timestamp: str
+    value: float | None
+    anomaly_score: float
+    severity: str
+    type: str
+    reason: str
+
+
+@strawberry.type
+class Timeseries:
+    sensor_id: strawberry.ID
+    unit: str
+    aggregation: str
+    start: str
+    end: str
+    data_points: int
+    data: list[TimeseriesPoint]
+    anomalies: list[SensorAnomaly]
+    statistics: TimeseriesStatistics
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Timeseries:
+        return cls(
+            sensor_id=strawberry.ID(doc["sensor_id"]),
+            unit=doc["unit"],
+            aggregation=doc["aggregation"],
+            start=doc["start"],
+            end=doc["end"],
+            data_points=doc["data_points"],
+            data=[TimeseriesPoint(**p) for p in doc["data"]],
+            anomalies=[SensorAnomaly(**a) for a in doc["anomalies"]],
+            statistics=TimeseriesStatistics(**doc["statistics"]),
+        )
+
+
+@strawberry.type
+class StateRecord:
+    """The twin's state as snapshotted at ``timestamp``."""
+
+    timestamp: str
+    status: str
+    health_score: float
+    active_anomalies: int
+
+
+@strawberry.type
+class RulRecord:
+    """A remaining-useful-life prediction as made at ``timestamp``."""
+
+    timestamp: str
+    component: str
+    failure_mode: str | None
+    median_hours: float
+    lower_hours: float
+    upper_hours: float
+    failure_probability_7d: float | None
+    model_version: str
+
+
+@strawberry.type
+class RecordedAnomaly:
+    anomaly_id: strawberry.ID
+    timestamp: str
+    sensor_id: strawberry.ID | None
+    type: str
+    severity: str
+    anomaly_score: float
+    value: float | None
+    reason: str
+    source: str
+
+
+@strawberry.type
+class AssetHistory:
+    asset_id: strawberry.ID
+    start: str
+    end: str
+    states: list[StateRecord]
+    rul: list[RulRecord]
+    anomalies: list[RecordedAnomaly]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> AssetHistory:
+        return cls(
+            asset_id=strawberry.ID(doc["asset_id"]),
+            start=doc["start"],
+            end=doc["end"],
+            states=[StateRecord(**r) for r in doc["states"]],
+            rul=[RulRecord(**r) for r in doc["rul"]],
+            anomalies=[RecordedAnomaly(**r) for r in doc["anomalies"]],
+        )
+
+
+def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    return time_range(
+        None if start is None else aware(start, "start"),
+        None if end is None else aware(end, "end"),
+    )
+
+
+@strawberry.type
+class Sensor:
+    """One sensor of a machine (from the plant file) and its recorded values."""
+
+    _machine_id: strawberry.Private[str]
+    _spec: strawberry.Private[SensorSpec]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(f"{self._machine_id}.{self._spec.name}")
+
+    @strawberry.field
+    def name(self) -> str:
+        return self._spec.name
+
+    @strawberry.field(description="What it measures (the same as kind).")
+    def type(self) -> str:
+        return self._spec.kind.value
+
+    @strawberry.field
+    def kind(self) -> str:
+        return self._spec.kind.value
+
+    @strawberry.field
+    def unit(self) -> str:
+        return self._spec.unit
+
+    @strawberry.field
+    def sample_period_s(self) -> float:
+        return self._spec.sample_period_s
+
+    @strawberry.field
+    async def timeseries(
+        self,
+        info: Info,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        aggregation: str = "auto",
+    ) -> Timeseries:
+        """Values in [start, end) (the 24 hours before now by default) with their
+        statistics and anomalies. aggregation: raw, 1m, 1h or auto (raw up to 2 hours,
+        1m up to 3 days, else 1h)."""
+        _need(info, Role.VIEWER, "reading the history")
+        sensor_id = f"{self._machine_id}.{self._spec.name}"
+        try:
+            lo, hi = _range(start, end)
+            history = _services(info).require_history()
+            doc = await history.timeseries(sensor_id, lo, hi, aggregation)
+        except ApiError as exc:
+            raise _error(exc) from None
+        return Timeseries.of(doc)
+
+
 @strawberry.type
 class Asset:
     """A machine and its twin. Answered from the replica's view (``source: "view"``,
@@ -310,6 +503,34 @@ class Asset:
                 ContributingFactor(**f.model_dump()) for f in rul.contributing_factors
             ],
         )
+
+    @strawberry.field
+    def sensors(self) -> list[Sensor]:
+        """The machine's sensors, in the order of the plant file."""
+        spec = self._view.spec
+        return [Sensor(_machine_id=spec.id, _spec=s) for s in spec.sensors]
+
+    @strawberry.field
+    def sensor(self, name: str) -> Sensor | None:
+        """One sensor by its name on the machine (``vibration``), or null."""
+        spec = self._view.spec
+        found = next((s for s in spec.sensors if s.name == name), None)
+        return None if found is None else Sensor(_machine_id=spec.id, _spec=found)
+
+    @strawberry.field
+    async def history(
+        self, info: Info, start: datetime | None = None, end: datetime | None = None
+    ) -> AssetHistory:
+        """States, RUL predictions and anomalies recorded in [start, end) (the 24 hours
+        before now by default), each in time order."""
+        _need(info, Role.VIEWER, "reading the history")
+        try:
+            lo, hi = _range(start, end)
+            history = _services(info).require_history()
+            doc = await history.asset_history(self._view.spec.id, lo, hi)
+        except ApiError as exc:
+            raise _error(exc) from None
+        return AssetHistory.of(doc)
 
     @strawberry.field
     def anomalies(

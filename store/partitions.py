@@ -69,84 +69,99 @@ def bounds(name: str) -> tuple[datetime, datetime]:
 
 
 class Partitions:
-    """Knows which partitions exist (asks the catalog once) and makes missing ones."""
+    """Knows which partitions exist (asks the catalog once) and makes missing ones.
+
+    ``ensure_async`` (psycopg ``AsyncConnection``) and ``ensure`` (a synchronous one) run
+    in the caller's transaction."""
+
+    _CATALOG = (
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY(%s)"
+    )
 
     def __init__(self) -> None:
         self._known: set[str] = set()
         self._loaded = False
 
-    def _load(self, conn: Any) -> None:
-        rows = conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ANY(%s)",
-            (list(GRAIN),),
-        ).fetchall()
-        self._known = {r[0] for r in rows}
-        self._loaded = True
-
     def forget(self) -> None:
         """Ask the catalog again next time (after a reconnect, or partitions dropped)."""
         self._loaded = False
 
-    def ensure(self, conn: Any, table: str, times: Iterable[datetime]) -> list[str]:
-        """Make the partitions of ``table`` that hold ``times``; returns those created.
-        Runs in the caller's transaction."""
-        if not self._loaded:
-            self._load(conn)
+    def _missing(self, table: str, times: Iterable[datetime]) -> dict[str, datetime]:
         wanted = {partition_name(table, t): period_start(table, t) for t in times}
-        missing = {n: s for n, s in wanted.items() if n not in self._known}
-        if not missing:
-            return []
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-        created = []
-        for name, start in sorted(missing.items()):
-            end = _next(GRAIN[table], start)
-            exists = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0]
-            if exists is None:
-                conn.execute(
-                    sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-                        sql.Identifier(name),
-                        sql.Identifier(table),
-                        sql.Literal(start),
-                        sql.Literal(end),
-                    )
+        return {n: s for n, s in sorted(wanted.items()) if n not in self._known}
+
+    def _create(self, table: str, name: str, start: datetime) -> list[sql.Composed]:
+        statements = [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+            ).format(
+                sql.Identifier(name),
+                sql.Identifier(table),
+                sql.Literal(start),
+                sql.Literal(_next(GRAIN[table], start)),
+            )
+        ]
+        if table == "reading_blocks":  # already compressed: no TOAST compression
+            statements.append(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(
+                    sql.Identifier(name)
                 )
-                if table == "reading_blocks":  # already compressed: no TOAST compression
-                    conn.execute(
-                        sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(
-                            sql.Identifier(name)
-                        )
-                    )
-                created.append(name)
-            self._known.add(name)
-        return created
+            )
+        return statements
 
-    def existing(self, conn: Any, table: str) -> list[str]:
-        self._load(conn)
-        return sorted(n for n in self._known if n.rpartition("_p")[0] == table)
+    async def ensure_async(self, conn: Any, table: str, times: Iterable[datetime]) -> list[str]:
+        if not self._loaded:
+            cur = await conn.execute(self._CATALOG, (list(GRAIN),))
+            self._known = {r[0] for r in await cur.fetchall()}
+            self._loaded = True
+        missing = self._missing(table, times)
+        if missing:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            for name, start in missing.items():
+                for statement in self._create(table, name, start):
+                    await conn.execute(statement)
+                self._known.add(name)
+        return list(missing)
+
+    def ensure(self, conn: Any, table: str, times: Iterable[datetime]) -> list[str]:
+        if not self._loaded:
+            self._known = {r[0] for r in conn.execute(self._CATALOG, (list(GRAIN),))}
+            self._loaded = True
+        missing = self._missing(table, times)
+        if missing:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+            for name, start in missing.items():
+                for statement in self._create(table, name, start):
+                    conn.execute(statement)
+                self._known.add(name)
+        return list(missing)
 
 
-def retention(conn: Any) -> dict[str, timedelta]:
-    return {tier: keep for tier, keep in conn.execute("SELECT tier, keep FROM retention")}
+async def existing(conn: Any, table: str) -> list[str]:
+    """The partitions of ``table``, oldest first."""
+    cur = await conn.execute(Partitions._CATALOG, ([table],))
+    return sorted(r[0] for r in await cur.fetchall())
 
 
-def apply_retention(conn: Any, now: datetime, partitions: Partitions) -> dict[str, int]:
-    """Drop expired partitions and delete expired rows; returns what went, per table
-    (partitions dropped + rows deleted). One transaction."""
+async def apply_retention(conn: Any, now: datetime) -> dict[str, int]:
+    """Drop expired partitions and delete expired rows; returns, per table, partitions
+    dropped plus rows deleted. One transaction."""
     gone: dict[str, int] = {}
-    with conn.transaction():
-        for tier, keep in retention(conn).items():
+    async with conn.transaction():
+        cur = await conn.execute("SELECT tier, keep FROM retention")
+        for tier, keep in await cur.fetchall():
             cut = now - keep
             for table in TIERS[tier]:
                 dropped = 0
-                for name in partitions.existing(conn, table):
+                for name in await existing(conn, table):
                     start, end = bounds(name)
                     if end <= cut:
-                        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                        await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
                         dropped += 1
                     elif start < cut:
                         column = sql.Identifier(_TIME_COLUMN[table])
-                        cur = conn.execute(
+                        cur = await conn.execute(
                             sql.SQL("DELETE FROM {} WHERE {} < %s").format(
                                 sql.Identifier(name), column
                             ),
@@ -154,5 +169,4 @@ def apply_retention(conn: Any, now: datetime, partitions: Partitions) -> dict[st
                         )
                         dropped += cur.rowcount
                 gone[table] = dropped
-    partitions.forget()
     return gone

@@ -15,7 +15,7 @@ A raw range with more than :data:`MAX_RAW_POINTS` readings is refused
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -66,10 +66,9 @@ def check_range(start: datetime, end: datetime, aggregation: str) -> str:
             f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}",
             "aggregation",
         )
-    if start.tzinfo is None or end.tzinfo is None:
-        raise QueryError(
-            "start and end need a time zone (for example 2026-11-29T00:00:00Z)", "start"
-        )
+    for name, t in (("start", start), ("end", end)):
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise QueryError(f"{name} needs a time zone (for example 2026-11-29T00:00:00Z)", name)
     if end <= start:
         raise QueryError(
             f"end ({end.isoformat()}) must be after start ({start.isoformat()})", "end"
@@ -93,7 +92,11 @@ class Stats:
     vmax: float | None
 
     def as_json(self) -> dict[str, Any]:
-        std = None if self.m2 is None or not self.count else float(np.sqrt(self.m2 / self.count))
+        std = (
+            None
+            if self.m2 is None or not self.count
+            else float(np.sqrt(max(self.m2, 0.0) / self.count))
+        )
         return {
             "overall_avg": self.mean,
             "overall_min": self.vmin,
@@ -141,7 +144,8 @@ async def raw_readings(
     parts_t = [np.array([r[0] for r in hot], dtype=np.int64)]
     parts_v = [np.array([r[1] for r in hot], dtype=np.float32)]
     parts_q = [np.array([r[2] for r in hot], dtype=np.int8)]
-    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    # blocks are keyed by the UTC hour (a zone offset need not be whole hours: +05:30)
+    first_hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     cur = await conn.execute(
         "SELECT data FROM reading_blocks WHERE sensor_key = %s AND hour >= %s AND hour < %s "
         "AND last_ts >= %s AND first_ts < %s ORDER BY hour",

@@ -1,0 +1,133 @@
+"""The history in PostgreSQL as the API answers it: a sensor's time series and a machine's
+history (:mod:`store.queries`), over a small pool of connections per replica.
+
+Times in a request are ISO 8601 with a zone (``2026-11-29T00:00:00Z``,
+``2026-11-29T01:00:00+01:00``); a time without one is refused, not guessed. The range
+defaults to the 24 hours before now. A :class:`store.queries.QueryError` becomes an
+:class:`~api.errors.ApiError` with its status (404 unknown sensor or machine, 413 too many
+raw readings, 422 a bad parameter); no database configured, or the database not
+answering, is 503.
+
+>>> parse_time("2026-11-29T01:00:00+01:00", "start").isoformat()
+'2026-11-29T00:00:00+00:00'
+>>> parse_time("2026-11-29T01:00:00", "end")
+Traceback (most recent call last):
+...
+api.errors.ApiError: end: 2026-11-29T01:00:00 has no time zone; add one (Z for UTC, or +01:00)
+>>> [t.isoformat() for t in time_range(None, parse_time("2026-11-29T00:00:00Z", "end"))]
+['2026-11-28T00:00:00+00:00', '2026-11-29T00:00:00+00:00']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from api.errors import ApiError
+from store import queries
+
+DEFAULT_SPAN = timedelta(hours=24)
+POOL_MIN = 1
+POOL_MAX = 4
+WAIT_S = 10.0
+"""How long a request waits for a pooled connection before it is answered 503."""
+
+_CODES = {404: "not_found", 413: "range_too_large", 422: "invalid_request"}
+
+NO_DATABASE = (
+    "the history is not available: this API runs without a database "
+    "(start it with database_url)"
+)
+
+
+def aware(t: datetime, field: str) -> datetime:
+    """``t`` in UTC; a 422 naming ``field`` when it has no time zone."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{field}: {t.isoformat()} has no time zone; add one (Z for UTC, or +01:00)",
+            field,
+        )
+    return t.astimezone(UTC)
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 time with a zone, in UTC (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{field}: {value!r} is not an ISO 8601 time with a zone, for example "
+            "2026-11-29T00:00:00Z (in a URL, write '+' as %2B)",
+            field,
+        ) from None
+    return aware(t, field)
+
+
+def time_range(
+    start: datetime | None, end: datetime | None, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """``end`` defaults to now, ``start`` to :data:`DEFAULT_SPAN` before ``end``."""
+    end = end if end is not None else (now or datetime.now(UTC))
+    return (start if start is not None else end - DEFAULT_SPAN), end
+
+
+class History:
+    """The history database of one replica: a pool of ``POOL_MIN`` to ``POOL_MAX``
+    connections, each request in one (read) transaction."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, min_size: int = POOL_MIN, max_size: int = POOL_MAX) -> History:
+        """Opens the pool; connections are made in the background, so a database that
+        is down when the API starts makes its requests 503 until it is up, not the API
+        fail to start."""
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=WAIT_S,
+            check=AsyncConnectionPool.check_connection,
+            name="history",
+            open=False,
+        )
+        await pool.open()
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def timeseries(
+        self, sensor_id: str, start: datetime, end: datetime, aggregation: str
+    ) -> dict[str, Any]:
+        return await self._run(queries.timeseries, sensor_id, start, end, aggregation)
+
+    async def asset_history(self, asset_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+        return await self._run(queries.history, asset_id, start, end)
+
+    async def _run(
+        self, query: Callable[..., Awaitable[dict[str, Any]]], *args: Any
+    ) -> dict[str, Any]:
+        try:
+            async with self.pool.connection() as conn:
+                return await query(conn, *args)
+        except queries.QueryError as exc:
+            code = _CODES.get(exc.status, "invalid_request")
+            raise ApiError(exc.status, code, str(exc), exc.field) from None
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise ApiError(
+                503,
+                "unavailable",
+                f"the history database is not answering ({type(exc).__name__}); try again",
+            ) from None

@@ -1,0 +1,1016 @@
+"""The history writer: JetStream telemetry and events into PostgreSQL.
+
+Three loops, each with its own connection, each retrying with backoff when PostgreSQL goes
+away (a restart, a crash) and carrying on with what it held:
+
+* **telemetry**: a durable pull consumer on ``TELEMETRY``. Messages are decoded and
+  validated as they arrive; every ``flush_rows`` readings or ``flush_interval_s`` they are
+  written in **one transaction**: the readings by binary COPY (sorted by sensor and time,
+  so the BRIN summaries stay narrow), their 1-minute rollup partials merged into
+  ``rollup_1m``, gateways' own 1-minute aggregates, edge anomalies, the refused rows with
+  their reasons, and the stream sequence of every message in ``stored_messages``. Only
+  after the commit are the messages acknowledged. A message redelivered after a crash is
+  found in ``stored_messages`` and acknowledged without writing anything again. While one
+  flush is with PostgreSQL the next is being decoded. Between flushes the 1-hour rollups
+  of the hours whose 1-minute rollups changed are recomputed from them.
+* **events**: a durable pull consumer on ``EVENTS`` (anomalies, RUL predictions, work
+  orders; each stored under its natural key, so a redelivery changes nothing), plus the
+  twins' change events on core NATS, sampled to one snapshot per machine per
+  ``snapshot_every_s`` (not durable: a snapshot missed while the writer is down is simply
+  not taken).
+* **maintenance**: compaction of closed days (:mod:`store.compaction`), retention
+  (:mod:`store.partitions`), pruning of ``stored_messages`` below the consumer's
+  acknowledgement floor, and a status report (lag) on ``tf.store.status``.
+
+Refused input never stops the writer: a message that does not decode is refused whole; a
+row whose sensor is not registered, or that is older than the raw retention, is refused
+alone. Each refusal is counted by reason, recorded in ``rejected`` in the same transaction,
+and published on ``tf.dlq.store`` with its reason. Nothing is ever half stored: a
+message's accepted rows and its sequence commit together.
+
+Run it with ``python -m store.writer --nats URL --database URL`` (``twinfleet up`` runs it
+as a child process and restarts it if it dies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from schemas import subjects
+from schemas.anomaly import AnomalyRecord
+from schemas.maintenance import WorkOrder
+from schemas.rul import RulPrediction
+from schemas.telemetry import TelemetryBatch
+from store import compaction
+from store.copy import copy_buffer, ms_to_pg
+from store.partitions import Partitions, apply_retention
+from store.rollups import partials
+
+log = logging.getLogger("twinfleet.store")
+
+STATUS_SUBJECT = f"{subjects.PREFIX}.store.status"
+DLQ_SUBJECT = subjects.dead_letter("store")
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    import psycopg
+
+    return (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass
+class WriterConfig:
+    telemetry_stream: str = "TELEMETRY"
+    events_stream: str = "EVENTS"
+    durable: str = "store-writer"
+    events_durable: str = "store-events"
+    flush_rows: int = 200_000
+    flush_interval_s: float = 1.0
+    fetch_batch: int = 500
+    max_ack_pending: int = 20_000
+    ack_wait_s: float = 300.0
+    hour_rollup_every_s: float = 30.0
+    snapshot_every_s: float = 60.0
+    maintenance_every_s: float = 300.0
+    status_every_s: float = 5.0
+    compact_grace: timedelta = timedelta(hours=2)
+    max_backoff_s: float = 10.0
+
+
+@dataclass
+class Decoded:
+    """One telemetry message, decoded and validated, ready to be written."""
+
+    seq: int
+    msg: Any
+    stream_time: float
+    sensor_id: np.ndarray | None = None  # object
+    ts_ms: np.ndarray | None = None
+    value: np.ndarray | None = None
+    quality: np.ndarray | None = None
+    aggregates: Any = None
+    anomalies: list[Any] = field(default_factory=list)
+    refused: str | None = None  # the whole message, with the reason
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.ts_ms is None else len(self.ts_ms)
+
+
+def decode_telemetry(msg: Any) -> Decoded:
+    meta = msg.metadata
+    out = Decoded(seq=meta.sequence.stream, msg=msg, stream_time=meta.timestamp.timestamp())
+    try:
+        batch = TelemetryBatch.model_validate_json(msg.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        out.refused = f"invalid telemetry batch: {where}: {first['msg']}"
+        return out
+    if len(batch.readings):
+        arrays = batch.readings.arrays()
+        out.sensor_id = arrays.sensor_id
+        out.ts_ms = arrays.timestamp
+        with np.errstate(over="ignore"):  # beyond float32: refused when written
+            out.value = arrays.value.astype(np.float32)
+        out.quality = arrays.quality.astype(np.int8)
+    out.aggregates = batch.aggregates
+    out.anomalies = list(batch.anomalies)
+    return out
+
+
+@dataclass
+class Refusal:
+    seq: int
+    reason: str
+    rows: int
+    sample: str
+
+
+RAW_MERGE = """
+INSERT INTO rollup_1m AS r (sensor_key, bucket, count, mean, m2, vmin, vmax, n_uncertain,
+    n_bad, source)
+SELECT sensor_key, bucket, count, NULLIF(mean, 'NaN'), NULLIF(m2, 'NaN'), NULLIF(vmin, 'NaN'),
+    NULLIF(vmax, 'NaN'), n_uncertain, n_bad, 0 FROM stage_1m
+ON CONFLICT (sensor_key, bucket) DO UPDATE SET
+    mean = CASE WHEN EXCLUDED.count = 0 THEN r.mean WHEN r.count = 0 THEN EXCLUDED.mean
+        ELSE r.mean + (EXCLUDED.mean - r.mean) * EXCLUDED.count / (r.count + EXCLUDED.count)
+        END,
+    m2 = CASE WHEN EXCLUDED.count = 0 THEN r.m2 WHEN r.count = 0 THEN EXCLUDED.m2
+        ELSE r.m2 + EXCLUDED.m2 + (EXCLUDED.mean - r.mean) ^ 2 * r.count::float8
+            * EXCLUDED.count / (r.count + EXCLUDED.count) END,
+    count = r.count + EXCLUDED.count,
+    vmin = LEAST(r.vmin, EXCLUDED.vmin),
+    vmax = GREATEST(r.vmax, EXCLUDED.vmax),
+    n_uncertain = r.n_uncertain + EXCLUDED.n_uncertain,
+    n_bad = r.n_bad + EXCLUDED.n_bad
+WHERE r.source = 0
+"""
+"""Merge partials computed from raw readings into the 1-minute rollups (Chan et al.); a
+bucket that holds a gateway's own aggregate (source 1) already covers every value."""
+
+EDGE_REPLACE = """
+INSERT INTO rollup_1m AS r (sensor_key, bucket, count, mean, m2, vmin, vmax, n_uncertain,
+    n_bad, source)
+SELECT sensor_key, bucket, count, mean, m2, vmin, vmax, 0, 0, 1 FROM stage_1m
+ON CONFLICT (sensor_key, bucket) DO UPDATE SET count = EXCLUDED.count, mean = EXCLUDED.mean,
+    m2 = EXCLUDED.m2, vmin = EXCLUDED.vmin, vmax = EXCLUDED.vmax, n_uncertain = 0, n_bad = 0,
+    source = 1
+"""
+
+HOUR_FROM_MINUTES = """
+WITH m AS (
+    SELECT r.sensor_key, d.hour, r.count, r.mean, r.m2, r.vmin, r.vmax, r.n_uncertain, r.n_bad
+    FROM unnest(%s::timestamptz[]) AS d(hour)
+    JOIN rollup_1m r ON r.bucket >= d.hour AND r.bucket < d.hour + interval '1 hour'
+), t AS (
+    SELECT sensor_key, hour, sum(count) AS n,
+        sum(mean * count) FILTER (WHERE count > 0) / NULLIF(sum(count), 0) AS mu
+    FROM m GROUP BY sensor_key, hour
+)
+INSERT INTO rollup_1h AS h (sensor_key, bucket, count, mean, m2, vmin, vmax, n_uncertain,
+    n_bad)
+SELECT m.sensor_key, m.hour, t.n, t.mu,
+    sum(m.m2 + m.count * (m.mean - t.mu) ^ 2) FILTER (WHERE m.count > 0),
+    min(m.vmin), max(m.vmax), sum(m.n_uncertain), sum(m.n_bad)
+FROM m JOIN t USING (sensor_key, hour)
+GROUP BY m.sensor_key, m.hour, t.n, t.mu
+ON CONFLICT (sensor_key, bucket) DO UPDATE SET count = EXCLUDED.count, mean = EXCLUDED.mean,
+    m2 = EXCLUDED.m2, vmin = EXCLUDED.vmin, vmax = EXCLUDED.vmax,
+    n_uncertain = EXCLUDED.n_uncertain, n_bad = EXCLUDED.n_bad
+"""
+"""Recompute the 1-hour rollups of some hours from their 1-minute rollups (exactly: the
+combined mean, and the within- plus between-bucket squared deviations)."""
+
+_STAGE_COLUMNS = (
+    "sensor_key int, bucket timestamptz, count int, mean float8, m2 float8, vmin real, "
+    "vmax real, n_uncertain int, n_bad int"
+)
+
+
+class Writer:
+    """Writes the telemetry and events of a hub's JetStream into PostgreSQL."""
+
+    def __init__(
+        self, nats_url: str, database_url: str, config: WriterConfig | None = None
+    ) -> None:
+        self.nats_url = nats_url
+        self.database_url = database_url
+        self.config = config or WriterConfig()
+        self.stats: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self._keys: dict[str, int] = {}
+        self._partitions = Partitions()
+        self._raw_keep = timedelta(days=90)
+        self._nc: Any = None
+        self._js: Any = None
+        self._stop = asyncio.Event()
+        self._last_commit_stream_time = 0.0
+        self._pending_hours: set[datetime] = set()
+        self._started = time.monotonic()
+
+    # -- connections ------------------------------------------------------------------
+
+    async def _connect(self, what: str) -> Any:
+        """A PostgreSQL connection, retried with backoff until it works or we stop."""
+        import psycopg
+
+        delay = 0.2
+        while True:
+            try:
+                return await psycopg.AsyncConnection.connect(self.database_url)
+            except psycopg.OperationalError as exc:
+                self.stats["db_reconnects"] += 1
+                log.warning("%s: PostgreSQL unreachable (%s); retrying in %.1f s", what, exc, delay)
+                if await self._sleep(delay):
+                    raise asyncio.CancelledError from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- main -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        import nats
+
+        from actors.bus import ensure_jetstream
+
+        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._js = self._nc.jetstream()
+        await ensure_jetstream(self._js)
+        try:
+            tasks = [
+                asyncio.create_task(self._telemetry_loop(), name="telemetry"),
+                asyncio.create_task(self._events_loop(), name="events"),
+                asyncio.create_task(self._maintenance_loop(), name="maintenance"),
+            ]
+            stop = asyncio.create_task(self._stop.wait())
+            await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            self._stop.set()
+            for task in [*tasks, stop]:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(stop, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    raise RuntimeError(f"writer loop {task.get_name()} failed") from result
+        finally:
+            await self._nc.close()
+
+    async def _subscribe(self, stream: str, durable: str) -> Any:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        return await self._js.pull_subscribe(
+            "",
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.config.ack_wait_s,
+                max_ack_pending=self.config.max_ack_pending,
+            ),
+        )
+
+    async def _fetch(self, sub: Any, n: int, timeout: float) -> list[Any]:
+        import nats.errors
+
+        try:
+            return list(await sub.fetch(n, timeout=timeout))
+        except nats.errors.TimeoutError:
+            return []
+
+    # -- telemetry --------------------------------------------------------------------
+
+    async def _telemetry_loop(self) -> None:
+        cfg = self.config
+        sub = await self._subscribe(cfg.telemetry_stream, cfg.durable)
+        conn = await self._connect("telemetry")
+        await self._prepare(conn)
+        pending: dict[int, Decoded] = {}
+        rows = 0
+        flushing: asyncio.Task[Any] | None = None
+        deadline = time.monotonic() + cfg.flush_interval_s
+        last_hours = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                wait = max(0.01, min(0.25, deadline - time.monotonic()))
+                for msg in await self._fetch(sub, cfg.fetch_batch, wait):
+                    decoded = decode_telemetry(msg)
+                    if decoded.seq not in pending:  # a redelivery of one we still hold
+                        pending[decoded.seq] = decoded
+                        rows += decoded.rows
+                due = time.monotonic() >= deadline
+                if pending and (rows >= cfg.flush_rows or due):
+                    if flushing is not None:
+                        conn = await flushing
+                    batch, pending, rows = list(pending.values()), {}, 0
+                    flushing = asyncio.create_task(self._flush_until_stored(conn, batch))
+                    deadline = time.monotonic() + cfg.flush_interval_s
+                elif due:
+                    deadline = time.monotonic() + cfg.flush_interval_s
+                if time.monotonic() - last_hours >= cfg.hour_rollup_every_s:
+                    if flushing is not None:
+                        conn = await flushing
+                        flushing = None
+                    conn = await self._hour_rollups_until_done(conn)
+                    last_hours = time.monotonic()
+            if flushing is not None:
+                conn = await flushing
+        finally:
+            if flushing is not None and not flushing.done():
+                flushing.cancel()
+            await conn.close()
+
+    async def _prepare(self, conn: Any) -> None:
+        cur = await conn.execute("SELECT keep FROM retention WHERE tier = 'raw'")
+        row = await cur.fetchone()
+        if row is not None:
+            self._raw_keep = row[0]
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS stage_1m ({_STAGE_COLUMNS}) ON COMMIT DELETE ROWS"
+        )
+        await conn.commit()
+
+    async def _flush_until_stored(self, conn: Any, batch: list[Decoded]) -> Any:
+        """Write ``batch`` (retrying through PostgreSQL outages), then acknowledge it.
+        Returns the connection to use next (a new one after an outage).
+
+        Should PostgreSQL refuse the data itself (not an outage), the messages are written
+        one by one and the one it refuses is recorded as refused with PostgreSQL's reason,
+        so one bad message can neither stop the writer nor hold back the others."""
+        import psycopg
+
+        delay = 0.2
+        refusals: list[Refusal] = []
+        todo = [batch]
+        while todo:
+            part = todo[0]
+            try:
+                refusals += await self._flush(conn, part)
+                todo.pop(0)
+                delay = 0.2
+            except _retryable() as exc:
+                self.stats["flush_retries"] += 1
+                log.warning("flush of %d messages failed (%s); retrying", len(part), exc)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                if await self._sleep(delay):
+                    raise asyncio.CancelledError from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+                conn = await self._connect("telemetry")
+                await self._prepare(conn)
+                self._partitions.forget()
+            except psycopg.errors.CheckViolation as exc:
+                self._partitions.forget()  # a partition dropped under us: make it again
+                if "no partition" not in str(exc) or self.stats["partition_retries"] > 100:
+                    self._split(todo, part, exc)
+                self.stats["partition_retries"] += 1
+            except psycopg.DatabaseError as exc:
+                self._split(todo, part, exc)
+        for decoded in batch:
+            await decoded.msg.ack()
+        self._last_commit_stream_time = max(d.stream_time for d in batch)
+        for refusal in refusals:
+            await self._dead_letter("TELEMETRY", refusal)
+        return conn
+
+    def _split(self, todo: list[list[Decoded]], part: list[Decoded], exc: Exception) -> None:
+        """Replace ``todo[0]`` by its messages one by one; a single message that
+        PostgreSQL refuses is marked refused with the reason."""
+        todo.pop(0)
+        if len(part) > 1:
+            todo[:0] = [[d] for d in part]
+            return
+        only = part[0]
+        log.warning("message %d refused by PostgreSQL: %s", only.seq, exc)
+        only.refused = f"refused by PostgreSQL: {str(exc).splitlines()[0]}"
+        only.sensor_id = only.ts_ms = only.value = only.quality = None
+        only.aggregates, only.anomalies = None, []
+        todo.insert(0, [only])
+
+    async def _dead_letter(self, stream: str, refusal: Refusal) -> None:
+        self.refusals[refusal.reason.split(":")[0]] += refusal.rows
+        with contextlib.suppress(Exception):  # the record in PostgreSQL is what counts
+            await self._nc.publish(
+                DLQ_SUBJECT,
+                json.dumps(
+                    {
+                        "stream": stream,
+                        "seq": refusal.seq,
+                        "reason": refusal.reason,
+                        "rows": refusal.rows,
+                        "sample": refusal.sample,
+                    }
+                ).encode(),
+            )
+
+    async def _sensor_keys(self, conn: Any, ids: list[str]) -> None:
+        missing = [s for s in ids if s not in self._keys]
+        if missing:
+            cur = await conn.execute(
+                "SELECT sensor_id, sensor_key FROM sensors WHERE sensor_id = ANY(%s)", (missing,)
+            )
+            self._keys.update(dict(await cur.fetchall()))
+
+    async def _flush(self, conn: Any, batch: list[Decoded]) -> list[Refusal]:
+        stream = self.config.telemetry_stream
+        refusals: list[Refusal] = []
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT seq FROM stored_messages WHERE stream = %s AND seq = ANY(%s)",
+                (stream, [d.seq for d in batch]),
+            )
+            done = {r[0] for r in await cur.fetchall()}
+            fresh = [d for d in batch if d.seq not in done]
+            self.stats["redelivered_skipped"] += len(batch) - len(fresh)
+            if not fresh:
+                return []
+            ids = {s for d in fresh if d.sensor_id is not None for s in d.sensor_id.tolist()}
+            ids |= {s for d in fresh if d.aggregates is not None for s in d.aggregates.sensor_id}
+            await self._sensor_keys(conn, sorted(ids))
+            now_ms = time.time() * 1000
+            oldest_ms = now_ms - self._raw_keep.total_seconds() * 1000
+            keys, ts, values, quality = [], [], [], []
+            for d in fresh:
+                if d.refused is not None:
+                    refusals.append(
+                        Refusal(d.seq, d.refused, 0, d.msg.data[:200].decode("utf-8", "replace"))
+                    )
+                    continue
+                if d.sensor_id is None:
+                    continue
+                k = np.array([self._keys.get(s, -1) for s in d.sensor_id.tolist()], dtype=np.int32)
+                unknown = k < 0
+                old = d.ts_ms < oldest_ms
+                if unknown.any():
+                    first = str(d.sensor_id[np.argmax(unknown)])
+                    refusals.append(
+                        Refusal(
+                            d.seq,
+                            f"unknown sensor: {first} is not registered",
+                            int(unknown.sum()),
+                            first,
+                        )
+                    )
+                if (old & ~unknown).any():
+                    refusals.append(
+                        Refusal(
+                            d.seq,
+                            f"older than the raw retention ({self._raw_keep.days} days)",
+                            int((old & ~unknown).sum()),
+                            str(int(d.ts_ms[np.argmax(old)])),
+                        )
+                    )
+                too_big = ~np.isfinite(d.value) & ~unknown & ~old
+                if too_big.any():
+                    refusals.append(
+                        Refusal(
+                            d.seq,
+                            "value out of range: beyond a 4-byte float",
+                            int(too_big.sum()),
+                            str(d.sensor_id[np.argmax(too_big)]),
+                        )
+                    )
+                keep = ~(unknown | old | too_big)
+                keys.append(k[keep])
+                ts.append(d.ts_ms[keep])
+                values.append(d.value[keep])
+                quality.append(d.quality[keep])
+            written = 0
+            if keys:
+                k = np.concatenate(keys)
+                t = np.concatenate(ts)
+                if len(k):
+                    order = np.lexsort((t, k))
+                    k, t = k[order], t[order]
+                    v = np.concatenate(values)[order]
+                    q = np.concatenate(quality)[order]
+                    await self._copy_readings(conn, k, t, v, q)
+                    await self._merge_partials(conn, k, t, v, q)
+                    written = len(k)
+            await self._edge_aggregates(conn, fresh, refusals)
+            await self._edge_anomalies(conn, fresh)
+            if refusals:
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        "INSERT INTO rejected (stream, seq, reason, rows, sample) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        [(stream, r.seq, r.reason, r.rows, r.sample) for r in refusals],
+                    )
+            await conn.execute(
+                "INSERT INTO stored_messages (stream, seq) SELECT %s, unnest(%s::bigint[])",
+                (stream, [d.seq for d in fresh]),
+            )
+        self.stats["rows_written"] += written
+        self.stats["messages_stored"] += len(fresh)
+        self.stats["flushes"] += 1
+        return refusals
+
+    async def _copy_readings(
+        self, conn: Any, k: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray
+    ) -> None:
+        days = np.unique(t // 86_400_000)
+        await self._ensure(conn, "readings", [d * 86_400_000 for d in days.tolist()])
+        buf = copy_buffer(
+            [("ts", ">i8", ms_to_pg(t)), ("k", ">i4", k), ("v", ">f4", v), ("q", ">i2", q)]
+        )
+        async with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY readings (ts, sensor_key, value, quality) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            await copy.write(buf)
+
+    async def _ensure(self, conn: Any, table: str, times_ms: list[int]) -> None:
+        times = {datetime.fromtimestamp(ms / 1000, UTC) for ms in times_ms}
+        await self._partitions.ensure_async(conn, table, times)
+
+    async def _stage(self, conn: Any, p: Any) -> None:
+        buf = copy_buffer(
+            [
+                ("k", ">i4", p.sensor),
+                ("b", ">i8", ms_to_pg(p.bucket_ms)),
+                ("n", ">i4", p.count),
+                ("mean", ">f8", p.mean),
+                ("m2", ">f8", p.m2),
+                ("lo", ">f4", p.vmin),
+                ("hi", ">f4", p.vmax),
+                ("unc", ">i4", p.n_uncertain),
+                ("bad", ">i4", p.n_bad),
+            ]
+        )
+        await conn.execute("DELETE FROM stage_1m")
+        async with (
+            conn.cursor() as cur,
+            cur.copy("COPY stage_1m FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            await copy.write(buf)
+
+    async def _merge_partials(
+        self, conn: Any, k: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray
+    ) -> None:
+        p = partials(k, t, v, q, 60_000)
+        await self._ensure(conn, "rollup_1m", np.unique(p.bucket_ms).tolist())
+        await self._stage(conn, p)
+        await conn.execute(RAW_MERGE)
+        await self._mark_hours(conn, p.bucket_ms)
+
+    async def _mark_hours(self, conn: Any, bucket_ms: np.ndarray) -> None:
+        hours = np.unique(bucket_ms // 3_600_000 * 3_600_000)
+        await conn.execute(
+            "INSERT INTO rollup_dirty (hour) SELECT to_timestamp(h / 1000.0) "
+            "FROM unnest(%s::bigint[]) AS h ON CONFLICT DO NOTHING",
+            (hours.tolist(),),
+        )
+
+    async def _edge_aggregates(
+        self, conn: Any, fresh: list[Decoded], refusals: list[Refusal]
+    ) -> None:
+        from store.rollups import Partials
+
+        cols: dict[str, list[Any]] = {n: [] for n in ("k", "b", "n", "mean", "m2", "lo", "hi")}
+        for d in fresh:
+            agg = d.aggregates
+            if agg is None or not len(agg):
+                continue
+            if agg.window_ms != 60_000:
+                refusals.append(
+                    Refusal(
+                        d.seq,
+                        f"aggregate window: {agg.window_ms} ms is not 1 minute; "
+                        "only 1-minute aggregates are stored",
+                        len(agg),
+                        "",
+                    )
+                )
+                continue
+            k = [self._keys.get(s, -1) for s in agg.sensor_id]
+            bad = [s for s, key in zip(agg.sensor_id, k, strict=True) if key < 0]
+            if bad:
+                refusals.append(
+                    Refusal(d.seq, f"unknown sensor: {bad[0]} is not registered", len(bad), bad[0])
+                )
+            for i, key in enumerate(k):
+                if key < 0:
+                    continue
+                cols["k"].append(key)
+                cols["b"].append(agg.window_start[i])
+                cols["n"].append(agg.count[i])
+                cols["mean"].append(agg.avg[i])
+                cols["m2"].append(agg.std[i] ** 2 * agg.count[i])
+                cols["lo"].append(agg.min[i])
+                cols["hi"].append(agg.max[i])
+        if not cols["k"]:
+            return
+        k = np.array(cols["k"], np.int32)
+        b = np.array(cols["b"], np.int64) // 60_000 * 60_000
+        # one row per (sensor, minute): the last one sent wins
+        key = (k.astype(np.int64) << 32) | (b // 60_000)
+        _, last = np.unique(key[::-1], return_index=True)
+        pick = len(k) - 1 - last
+        zeros = np.zeros(len(pick), np.int32)
+        p = Partials(
+            sensor=k[pick],
+            bucket_ms=b[pick],
+            count=np.array(cols["n"], np.int32)[pick],
+            mean=np.array(cols["mean"])[pick],
+            m2=np.array(cols["m2"])[pick],
+            vmin=np.array(cols["lo"], np.float32)[pick],
+            vmax=np.array(cols["hi"], np.float32)[pick],
+            n_uncertain=zeros,
+            n_bad=zeros,
+        )
+        await self._ensure(conn, "rollup_1m", np.unique(p.bucket_ms).tolist())
+        await self._stage(conn, p)
+        await conn.execute(EDGE_REPLACE)
+        await self._mark_hours(conn, p.bucket_ms)
+        self.stats["edge_aggregates"] += len(pick)
+
+    async def _edge_anomalies(self, conn: Any, fresh: list[Decoded]) -> None:
+        rows = []
+        for d in fresh:
+            for a in d.anomalies:
+                record = {
+                    "machine_id": a.machine_id,
+                    "sensor_id": a.sensor_id,
+                    "timestamp": a.timestamp,
+                    "value": a.value,
+                    "anomaly_score": a.anomaly_score,
+                    "reason": a.reason,
+                }
+                rows.append(
+                    (
+                        f"{a.machine_id}:{a.sensor_id}:{a.timestamp}:edge",
+                        a.machine_id,
+                        a.sensor_id,
+                        datetime.fromtimestamp(a.timestamp / 1000, UTC),
+                        "edge",
+                        _severity(a.anomaly_score),
+                        a.anomaly_score,
+                        a.value,
+                        a.reason,
+                        json.dumps(record),
+                    )
+                )
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO anomalies (anomaly_id, asset_id, sensor_id, ts, type, severity, "
+                    "score, value, reason, detector, source, record) VALUES (%s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, 'edge', 'edge', %s) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+    async def _hour_rollups_until_done(self, conn: Any) -> Any:
+        delay = 0.2
+        while True:
+            try:
+                await self.hour_rollups(conn)
+                return conn
+            except _retryable() as exc:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                if await self._sleep(delay):
+                    raise asyncio.CancelledError from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+                conn = await self._connect("hour rollups")
+                await self._prepare(conn)
+                self._partitions.forget()
+
+    async def hour_rollups(self, conn: Any) -> int:
+        """Recompute the 1-hour rollups of the hours marked dirty; returns how many hours."""
+        async with conn.transaction():
+            cur = await conn.execute("SELECT hour FROM rollup_dirty ORDER BY hour")
+            hours = [r[0] for r in await cur.fetchall()]
+            if not hours:
+                return 0
+            await self._partitions.ensure_async(conn, "rollup_1h", hours)
+            await conn.execute(HOUR_FROM_MINUTES, (hours,))
+            await conn.execute("DELETE FROM rollup_dirty WHERE hour = ANY(%s)", (hours,))
+        self.stats["hour_rollups"] += len(hours)
+        return len(hours)
+
+    # -- events -----------------------------------------------------------------------
+
+    async def _events_loop(self) -> None:
+        cfg = self.config
+        sub = await self._subscribe(cfg.events_stream, cfg.events_durable)
+        latest: dict[str, dict[str, Any]] = {}
+
+        async def on_twin(msg: Any) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                doc = json.loads(msg.data)
+                latest[str(doc["machine_id"])] = doc
+
+        twins = await self._nc.subscribe(subjects.TWIN_ALL, cb=on_twin)
+        conn = await self._connect("events")
+        last_snapshot = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = await self._fetch(sub, 256, 0.5)
+                snapshots: dict[str, dict[str, Any]] = {}
+                if time.monotonic() - last_snapshot >= cfg.snapshot_every_s:
+                    snapshots, latest = latest, {}
+                    last_snapshot = time.monotonic()
+                if not msgs and not snapshots:
+                    continue
+                conn, refusals = await self._until_stored(
+                    conn, "events", lambda c, m=msgs, s=snapshots: self._store_events(c, m, s)
+                )
+                for msg in msgs:
+                    await msg.ack()
+                for refusal in refusals:
+                    await self._dead_letter(cfg.events_stream, refusal)
+        finally:
+            await twins.unsubscribe()
+            await conn.close()
+
+    async def _until_stored(self, conn: Any, what: str, work: Any) -> tuple[Any, Any]:
+        delay = 0.2
+        while True:
+            try:
+                return conn, await work(conn)
+            except _retryable() as exc:
+                self.stats[f"{what}_retries"] += 1
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                if await self._sleep(delay):
+                    raise asyncio.CancelledError from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+                conn = await self._connect(what)
+
+    async def _store_events(
+        self, conn: Any, msgs: list[Any], snapshots: dict[str, dict[str, Any]]
+    ) -> list[Refusal]:
+        anomalies, ruls, orders, refusals = [], [], [], []
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            kind = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else ""
+            try:
+                if kind == "anomaly":
+                    a = AnomalyRecord.model_validate_json(msg.data)
+                    anomalies.append(
+                        (
+                            a.anomaly_id,
+                            a.machine_id,
+                            a.sensor_id,
+                            _dt(a.timestamp),
+                            a.type.value,
+                            a.severity.value,
+                            a.score,
+                            a.value,
+                            a.expected_value,
+                            a.reason,
+                            a.detector,
+                            a.model_dump_json(),
+                        )
+                    )
+                elif kind == "rul":
+                    r = RulPrediction.model_validate_json(msg.data)
+                    ruls.append(
+                        (
+                            r.machine_id,
+                            _dt(r.predicted_at),
+                            r.component,
+                            None if r.failure_mode is None else r.failure_mode.value,
+                            r.median_hours,
+                            r.lower_hours,
+                            r.upper_hours,
+                            r.failure_probability.get(168),
+                            r.model_version,
+                            r.model_dump_json(),
+                        )
+                    )
+                elif kind == "workorder":
+                    w = WorkOrder.model_validate_json(msg.data)
+                    orders.append(
+                        (
+                            w.workorder_id,
+                            w.asset_id,
+                            w.type.value,
+                            w.priority.value,
+                            w.status.value,
+                            w.title,
+                            w.scheduled_date,
+                            w.assigned_technician_id,
+                            w.created_at,
+                            w.completed_at,
+                            w.model_dump_json(),
+                        )
+                    )
+                else:
+                    refusals.append(Refusal(seq, f"unknown event subject: {msg.subject}", 1, ""))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "message"
+                refusals.append(
+                    Refusal(
+                        seq,
+                        f"invalid {kind} event: {where}: {first['msg']}",
+                        1,
+                        msg.data[:200].decode("utf-8", "replace"),
+                    )
+                )
+        snaps = []
+        for machine, doc in snapshots.items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if doc.get("last_update") is None:
+                    continue
+                snaps.append(
+                    (
+                        machine,
+                        _dt(int(doc["last_update"])),
+                        int(doc["version"]),
+                        str(doc["status"]),
+                        float(doc["health_score"]),
+                        int(doc.get("anomalies", 0)),
+                        json.dumps(doc),
+                    )
+                )
+        async with conn.transaction(), conn.cursor() as cur:
+            if anomalies:
+                await cur.executemany(
+                    "INSERT INTO anomalies (anomaly_id, asset_id, sensor_id, ts, type, severity, "
+                    "score, value, expected_value, reason, detector, record) VALUES (%s, %s, %s, "
+                    "%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    anomalies,
+                )
+            if ruls:
+                await cur.executemany(
+                    "INSERT INTO rul_predictions (asset_id, predicted_at, component, "
+                    "failure_mode, median_hours, lower_hours, upper_hours, p_fail_7d, "
+                    "model_version, record) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    ruls,
+                )
+            if orders:
+                await cur.executemany(
+                    "INSERT INTO work_orders (workorder_id, asset_id, type, priority, status, "
+                    "title, scheduled_date, technician_id, created_at, completed_at, record) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (workorder_id) DO UPDATE SET type = EXCLUDED.type, "
+                    "priority = EXCLUDED.priority, status = EXCLUDED.status, "
+                    "title = EXCLUDED.title, scheduled_date = EXCLUDED.scheduled_date, "
+                    "technician_id = EXCLUDED.technician_id, "
+                    "completed_at = EXCLUDED.completed_at, record = EXCLUDED.record, "
+                    "updated_at = now()",
+                    orders,
+                )
+            if snaps:
+                await cur.executemany(
+                    "INSERT INTO twin_snapshots (asset_id, ts, version, status, health_score, "
+                    "active_anomalies, state) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    snaps,
+                )
+            if refusals:
+                await cur.executemany(
+                    "INSERT INTO rejected (stream, seq, reason, rows, sample) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [
+                        (self.config.events_stream, r.seq, r.reason, r.rows, r.sample)
+                        for r in refusals
+                    ],
+                )
+        self.stats["events_stored"] += len(anomalies) + len(ruls) + len(orders)
+        self.stats["snapshots_stored"] += len(snaps)
+        return refusals
+
+    # -- maintenance ------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        cfg = self.config
+        conn = None
+        last_maintenance = 0.0
+        try:
+            while not self._stop.is_set():
+                await self._report()
+                if time.monotonic() - last_maintenance >= cfg.maintenance_every_s:
+                    if conn is None:
+                        conn = await self._connect("maintenance")
+                    conn, _ = await self._until_stored(conn, "maintenance", self.maintain)
+                    last_maintenance = time.monotonic()
+                if await self._sleep(cfg.status_every_s):
+                    break
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def maintain(self, conn: Any) -> dict[str, Any]:
+        """Compact closed days, apply retention, prune the stored-message records."""
+        now = datetime.now(UTC)
+        done: dict[str, Any] = {}
+        done["compacted"] = await compaction.compact_closed_days(
+            conn, now - self.config.compact_grace
+        )
+        done["retention"] = await apply_retention(conn, now)
+        floor = await self._ack_floor()
+        if floor:
+            await conn.execute(
+                "DELETE FROM stored_messages WHERE stream = %s AND seq < %s",
+                (self.config.telemetry_stream, floor),
+            )
+            await conn.commit()
+        self._partitions.forget()
+        self.stats["maintenance_runs"] += 1
+        return done
+
+    async def _ack_floor(self) -> int:
+        with contextlib.suppress(Exception):
+            info = await self._js.consumer_info(self.config.telemetry_stream, self.config.durable)
+            return int(info.ack_floor.stream_seq)
+        return 0
+
+    async def status(self) -> dict[str, Any]:
+        """Counters and lag: messages not yet stored, and how old the newest stored is."""
+        pending = {}
+        for stream, durable in (
+            (self.config.telemetry_stream, self.config.durable),
+            (self.config.events_stream, self.config.events_durable),
+        ):
+            try:
+                info = await self._js.consumer_info(stream, durable)
+                pending[stream] = int(info.num_pending) + int(info.num_ack_pending)
+            except Exception:  # not created yet, or NATS away
+                pending[stream] = -1
+        behind = pending.get(self.config.telemetry_stream, 0) > 0
+        lag_s = (
+            max(0.0, time.time() - self._last_commit_stream_time)
+            if behind and self._last_commit_stream_time
+            else 0.0
+        )
+        return {
+            "pending_messages": pending,
+            "lag_s": round(lag_s, 3),
+            "counters": dict(self.stats),
+            "refused_rows": dict(self.refusals),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+
+    async def _report(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._nc.publish(STATUS_SUBJECT, json.dumps(await self.status()).encode())
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _severity(score: float) -> str:
+    from schemas.anomaly import Severity
+
+    return Severity.from_score(score).value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m store.writer", description=__doc__)
+    parser.add_argument("--nats", required=True, help="NATS URL of the hub")
+    parser.add_argument("--database", required=True, help="PostgreSQL URL")
+    parser.add_argument("--flush-rows", type=int, default=WriterConfig.flush_rows)
+    parser.add_argument("--flush-interval", type=float, default=WriterConfig.flush_interval_s)
+    parser.add_argument("--maintenance-every", type=float, default=WriterConfig.maintenance_every_s)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = WriterConfig(
+        flush_rows=args.flush_rows,
+        flush_interval_s=args.flush_interval,
+        maintenance_every_s=args.maintenance_every,
+    )
+
+    async def go() -> None:
+        writer = Writer(args.nats, args.database, config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, writer.stop)
+        await writer.run()
+
+    asyncio.run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
