@@ -39,8 +39,7 @@ WAIT_S = 10.0
 _CODES = {404: "not_found", 413: "range_too_large", 422: "invalid_request"}
 
 NO_DATABASE = (
-    "the history is not available: this API runs without a database "
-    "(start it with database_url)"
+    "the history is not available: this API runs without a database (start it with database_url)"
 )
 
 

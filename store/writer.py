@@ -42,7 +42,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,14 +50,11 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas import subjects
-from schemas.anomaly import AnomalyRecord
-from schemas.maintenance import WorkOrder
-from schemas.rul import RulPrediction
-from schemas.telemetry import TelemetryBatch
-from store import compaction
+from store import compaction, intake
 from store.copy import copy_buffer, ms_to_pg
+from store.intake import Decoded, Refusal
 from store.partitions import Partitions, apply_retention
-from store.rollups import partials
+from store.rollups import Partials, partials
 
 log = logging.getLogger("twinfleet.store")
 
@@ -81,63 +78,14 @@ class WriterConfig:
     flush_interval_s: float = 1.0
     fetch_batch: int = 500
     max_ack_pending: int = 20_000
-    ack_wait_s: float = 300.0
+    ack_wait_s: float = 30.0
+    stop_grace_s: float = 15.0
     hour_rollup_every_s: float = 30.0
     snapshot_every_s: float = 60.0
     maintenance_every_s: float = 300.0
     status_every_s: float = 5.0
     compact_grace: timedelta = timedelta(hours=2)
     max_backoff_s: float = 10.0
-
-
-@dataclass
-class Decoded:
-    """One telemetry message, decoded and validated, ready to be written."""
-
-    seq: int
-    msg: Any
-    stream_time: float
-    sensor_id: np.ndarray | None = None  # object
-    ts_ms: np.ndarray | None = None
-    value: np.ndarray | None = None
-    quality: np.ndarray | None = None
-    aggregates: Any = None
-    anomalies: list[Any] = field(default_factory=list)
-    refused: str | None = None  # the whole message, with the reason
-
-    @property
-    def rows(self) -> int:
-        return 0 if self.ts_ms is None else len(self.ts_ms)
-
-
-def decode_telemetry(msg: Any) -> Decoded:
-    meta = msg.metadata
-    out = Decoded(seq=meta.sequence.stream, msg=msg, stream_time=meta.timestamp.timestamp())
-    try:
-        batch = TelemetryBatch.model_validate_json(msg.data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        out.refused = f"invalid telemetry batch: {where}: {first['msg']}"
-        return out
-    if len(batch.readings):
-        arrays = batch.readings.arrays()
-        out.sensor_id = arrays.sensor_id
-        out.ts_ms = arrays.timestamp
-        with np.errstate(over="ignore"):  # beyond float32: refused when written
-            out.value = arrays.value.astype(np.float32)
-        out.quality = arrays.quality.astype(np.int8)
-    out.aggregates = batch.aggregates
-    out.anomalies = list(batch.anomalies)
-    return out
-
-
-@dataclass
-class Refusal:
-    seq: int
-    reason: str
-    rows: int
-    sample: str
 
 
 RAW_MERGE = """
@@ -194,6 +142,33 @@ ON CONFLICT (sensor_key, bucket) DO UPDATE SET count = EXCLUDED.count, mean = EX
 """
 """Recompute the 1-hour rollups of some hours from their 1-minute rollups (exactly: the
 combined mean, and the within- plus between-bucket squared deviations)."""
+
+INSERT_ANOMALY = (
+    "INSERT INTO anomalies (anomaly_id, asset_id, sensor_id, ts, type, severity, score, value, "
+    "expected_value, reason, detector, source, record) VALUES "
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+INSERT_RUL = (
+    "INSERT INTO rul_predictions (asset_id, predicted_at, component, failure_mode, "
+    "median_hours, lower_hours, upper_hours, p_fail_7d, model_version, record) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+UPSERT_WORKORDER = (
+    "INSERT INTO work_orders (workorder_id, asset_id, type, priority, status, title, "
+    "scheduled_date, technician_id, created_at, completed_at, record) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (workorder_id) DO UPDATE SET type = EXCLUDED.type, "
+    "priority = EXCLUDED.priority, status = EXCLUDED.status, title = EXCLUDED.title, "
+    "scheduled_date = EXCLUDED.scheduled_date, technician_id = EXCLUDED.technician_id, "
+    "completed_at = EXCLUDED.completed_at, record = EXCLUDED.record, updated_at = now()"
+)
+INSERT_SNAPSHOT = (
+    "INSERT INTO twin_snapshots (asset_id, ts, version, status, health_score, "
+    "active_anomalies, state) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+INSERT_REJECTED = (
+    "INSERT INTO rejected (stream, seq, reason, rows, sample) VALUES (%s, %s, %s, %s, %s)"
+)
 
 _STAGE_COLUMNS = (
     "sensor_key int, bucket timestamptz, count int, mean float8, m2 float8, vmin real, "
@@ -266,12 +241,12 @@ class Writer:
             ]
             stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
-            self._stop.set()
-            for task in [*tasks, stop]:
+            self._stop.set()  # the loops finish what they hold, then return
+            _, late = await asyncio.wait(tasks, timeout=self.config.stop_grace_s)
+            for task in [*late, stop]:
                 task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(stop, return_exceptions=True)
-            for task, result in zip(tasks, results, strict=True):
+            results = await asyncio.gather(*tasks, stop, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=False):
                 if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError
                 ):
@@ -299,7 +274,7 @@ class Writer:
 
         try:
             return list(await sub.fetch(n, timeout=timeout))
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
             return []
 
     # -- telemetry --------------------------------------------------------------------
@@ -318,10 +293,13 @@ class Writer:
             while not self._stop.is_set():
                 wait = max(0.01, min(0.25, deadline - time.monotonic()))
                 for msg in await self._fetch(sub, cfg.fetch_batch, wait):
-                    decoded = decode_telemetry(msg)
+                    meta = msg.metadata
+                    decoded = intake.decode_telemetry(
+                        meta.sequence.stream, msg.data, meta.timestamp.timestamp(), msg
+                    )
                     if decoded.seq not in pending:  # a redelivery of one we still hold
                         pending[decoded.seq] = decoded
-                        rows += decoded.rows
+                        rows += decoded.count
                 due = time.monotonic() >= deadline
                 if pending and (rows >= cfg.flush_rows or due):
                     if flushing is not None:
@@ -337,8 +315,13 @@ class Writer:
                         flushing = None
                     conn = await self._hour_rollups_until_done(conn)
                     last_hours = time.monotonic()
+            # a clean stop: store and acknowledge what is held, and leave no hour behind
             if flushing is not None:
                 conn = await flushing
+                flushing = None
+            if pending:
+                conn = await self._flush_until_stored(conn, list(pending.values()))
+            await self.hour_rollups(conn)
         finally:
             if flushing is not None and not flushing.done():
                 flushing.cancel()
@@ -406,9 +389,7 @@ class Writer:
             return
         only = part[0]
         log.warning("message %d refused by PostgreSQL: %s", only.seq, exc)
-        only.refused = f"refused by PostgreSQL: {str(exc).splitlines()[0]}"
-        only.sensor_id = only.ts_ms = only.value = only.quality = None
-        only.aggregates, only.anomalies = None, []
+        only.refuse(f"refused by PostgreSQL: {str(exc).splitlines()[0]}")
         todo.insert(0, [only])
 
     async def _dead_letter(self, stream: str, refusal: Refusal) -> None:
@@ -436,8 +417,9 @@ class Writer:
             self._keys.update(dict(await cur.fetchall()))
 
     async def _flush(self, conn: Any, batch: list[Decoded]) -> list[Refusal]:
+        """One transaction: the messages of ``batch`` not stored before, their refusals
+        and their sequences."""
         stream = self.config.telemetry_stream
-        refusals: list[Refusal] = []
         async with conn.transaction():
             cur = await conn.execute(
                 "SELECT seq FROM stored_messages WHERE stream = %s AND seq = ANY(%s)",
@@ -448,76 +430,35 @@ class Writer:
             self.stats["redelivered_skipped"] += len(batch) - len(fresh)
             if not fresh:
                 return []
-            ids = {s for d in fresh if d.sensor_id is not None for s in d.sensor_id.tolist()}
+            ids = {s for d in fresh if d.rows is not None for s in d.rows.sensor_id.tolist()}
             ids |= {s for d in fresh if d.aggregates is not None for s in d.aggregates.sensor_id}
             await self._sensor_keys(conn, sorted(ids))
-            now_ms = time.time() * 1000
-            oldest_ms = now_ms - self._raw_keep.total_seconds() * 1000
-            keys, ts, values, quality = [], [], [], []
+            oldest_ms = time.time() * 1000 - self._raw_keep.total_seconds() * 1000
+            refusals: list[Refusal] = []
+            kept: list[intake.Rows] = []
             for d in fresh:
                 if d.refused is not None:
-                    refusals.append(
-                        Refusal(d.seq, d.refused, 0, d.msg.data[:200].decode("utf-8", "replace"))
+                    sample = d.msg.data[:200].decode("utf-8", "replace") if d.msg else ""
+                    refusals.append(Refusal(d.seq, d.refused, 0, sample))
+                elif d.rows is not None:
+                    rows, why = intake.screen(
+                        d.seq, d.rows, self._keys, oldest_ms, self._raw_keep.days
                     )
-                    continue
-                if d.sensor_id is None:
-                    continue
-                k = np.array([self._keys.get(s, -1) for s in d.sensor_id.tolist()], dtype=np.int32)
-                unknown = k < 0
-                old = d.ts_ms < oldest_ms
-                if unknown.any():
-                    first = str(d.sensor_id[np.argmax(unknown)])
-                    refusals.append(
-                        Refusal(
-                            d.seq,
-                            f"unknown sensor: {first} is not registered",
-                            int(unknown.sum()),
-                            first,
-                        )
-                    )
-                if (old & ~unknown).any():
-                    refusals.append(
-                        Refusal(
-                            d.seq,
-                            f"older than the raw retention ({self._raw_keep.days} days)",
-                            int((old & ~unknown).sum()),
-                            str(int(d.ts_ms[np.argmax(old)])),
-                        )
-                    )
-                too_big = ~np.isfinite(d.value) & ~unknown & ~old
-                if too_big.any():
-                    refusals.append(
-                        Refusal(
-                            d.seq,
-                            "value out of range: beyond a 4-byte float",
-                            int(too_big.sum()),
-                            str(d.sensor_id[np.argmax(too_big)]),
-                        )
-                    )
-                keep = ~(unknown | old | too_big)
-                keys.append(k[keep])
-                ts.append(d.ts_ms[keep])
-                values.append(d.value[keep])
-                quality.append(d.quality[keep])
-            written = 0
-            if keys:
-                k = np.concatenate(keys)
-                t = np.concatenate(ts)
-                if len(k):
-                    order = np.lexsort((t, k))
-                    k, t = k[order], t[order]
-                    v = np.concatenate(values)[order]
-                    q = np.concatenate(quality)[order]
-                    await self._copy_readings(conn, k, t, v, q)
-                    await self._merge_partials(conn, k, t, v, q)
-                    written = len(k)
-            await self._edge_aggregates(conn, fresh, refusals)
-            await self._edge_anomalies(conn, fresh)
-            if refusals:
-                async with conn.cursor() as c:
+                    kept.append(rows)
+                    refusals += why
+            written = await self._write_rows(conn, kept)
+            edge, why = intake.edge_partials(fresh, self._keys)
+            refusals += why
+            if edge is not None:
+                await self._upsert_partials(conn, edge, EDGE_REPLACE)
+                self.stats["edge_aggregates"] += len(edge)
+            anomalies = [intake.edge_anomaly_row(a) for d in fresh for a in d.anomalies]
+            async with conn.cursor() as c:
+                if anomalies:
+                    await c.executemany(INSERT_ANOMALY, anomalies)
+                if refusals:
                     await c.executemany(
-                        "INSERT INTO rejected (stream, seq, reason, rows, sample) "
-                        "VALUES (%s, %s, %s, %s, %s)",
+                        INSERT_REJECTED,
                         [(stream, r.seq, r.reason, r.rows, r.sample) for r in refusals],
                     )
             await conn.execute(
@@ -529,11 +470,17 @@ class Writer:
         self.stats["flushes"] += 1
         return refusals
 
-    async def _copy_readings(
-        self, conn: Any, k: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray
-    ) -> None:
-        days = np.unique(t // 86_400_000)
-        await self._ensure(conn, "readings", [d * 86_400_000 for d in days.tolist()])
+    async def _write_rows(self, conn: Any, kept: list[intake.Rows]) -> int:
+        """COPY the readings, sorted by (sensor, time), and merge their 1-minute partials."""
+        if not kept or not sum(len(r) for r in kept):
+            return 0
+        k = np.concatenate([r.key for r in kept if r.key is not None])
+        t = np.concatenate([r.ts_ms for r in kept])
+        order = np.lexsort((t, k))
+        k, t = k[order], t[order]
+        v = np.concatenate([r.value for r in kept])[order]
+        q = np.concatenate([r.quality for r in kept])[order]
+        await self._ensure(conn, "readings", np.unique(t // 86_400_000 * 86_400_000).tolist())
         buf = copy_buffer(
             [("ts", ">i8", ms_to_pg(t)), ("k", ">i4", k), ("v", ">f4", v), ("q", ">i2", q)]
         )
@@ -544,12 +491,17 @@ class Writer:
             ) as copy,
         ):
             await copy.write(buf)
+        await self._upsert_partials(conn, partials(k, t, v, q, 60_000), RAW_MERGE)
+        return len(k)
 
     async def _ensure(self, conn: Any, table: str, times_ms: list[int]) -> None:
         times = {datetime.fromtimestamp(ms / 1000, UTC) for ms in times_ms}
         await self._partitions.ensure_async(conn, table, times)
 
-    async def _stage(self, conn: Any, p: Any) -> None:
+    async def _upsert_partials(self, conn: Any, p: Partials, statement: str) -> None:
+        """Stage ``p`` by binary COPY, upsert it into ``rollup_1m`` with ``statement``, and
+        mark its hours for the 1-hour rollups."""
+        await self._ensure(conn, "rollup_1m", np.unique(p.bucket_ms).tolist())
         buf = copy_buffer(
             [
                 ("k", ">i4", p.sensor),
@@ -569,121 +521,13 @@ class Writer:
             cur.copy("COPY stage_1m FROM STDIN (FORMAT BINARY)") as copy,
         ):
             await copy.write(buf)
-
-    async def _merge_partials(
-        self, conn: Any, k: np.ndarray, t: np.ndarray, v: np.ndarray, q: np.ndarray
-    ) -> None:
-        p = partials(k, t, v, q, 60_000)
-        await self._ensure(conn, "rollup_1m", np.unique(p.bucket_ms).tolist())
-        await self._stage(conn, p)
-        await conn.execute(RAW_MERGE)
-        await self._mark_hours(conn, p.bucket_ms)
-
-    async def _mark_hours(self, conn: Any, bucket_ms: np.ndarray) -> None:
-        hours = np.unique(bucket_ms // 3_600_000 * 3_600_000)
+        await conn.execute(statement)
+        hours = np.unique(p.bucket_ms // 3_600_000 * 3_600_000)
         await conn.execute(
             "INSERT INTO rollup_dirty (hour) SELECT to_timestamp(h / 1000.0) "
             "FROM unnest(%s::bigint[]) AS h ON CONFLICT DO NOTHING",
             (hours.tolist(),),
         )
-
-    async def _edge_aggregates(
-        self, conn: Any, fresh: list[Decoded], refusals: list[Refusal]
-    ) -> None:
-        from store.rollups import Partials
-
-        cols: dict[str, list[Any]] = {n: [] for n in ("k", "b", "n", "mean", "m2", "lo", "hi")}
-        for d in fresh:
-            agg = d.aggregates
-            if agg is None or not len(agg):
-                continue
-            if agg.window_ms != 60_000:
-                refusals.append(
-                    Refusal(
-                        d.seq,
-                        f"aggregate window: {agg.window_ms} ms is not 1 minute; "
-                        "only 1-minute aggregates are stored",
-                        len(agg),
-                        "",
-                    )
-                )
-                continue
-            k = [self._keys.get(s, -1) for s in agg.sensor_id]
-            bad = [s for s, key in zip(agg.sensor_id, k, strict=True) if key < 0]
-            if bad:
-                refusals.append(
-                    Refusal(d.seq, f"unknown sensor: {bad[0]} is not registered", len(bad), bad[0])
-                )
-            for i, key in enumerate(k):
-                if key < 0:
-                    continue
-                cols["k"].append(key)
-                cols["b"].append(agg.window_start[i])
-                cols["n"].append(agg.count[i])
-                cols["mean"].append(agg.avg[i])
-                cols["m2"].append(agg.std[i] ** 2 * agg.count[i])
-                cols["lo"].append(agg.min[i])
-                cols["hi"].append(agg.max[i])
-        if not cols["k"]:
-            return
-        k = np.array(cols["k"], np.int32)
-        b = np.array(cols["b"], np.int64) // 60_000 * 60_000
-        # one row per (sensor, minute): the last one sent wins
-        key = (k.astype(np.int64) << 32) | (b // 60_000)
-        _, last = np.unique(key[::-1], return_index=True)
-        pick = len(k) - 1 - last
-        zeros = np.zeros(len(pick), np.int32)
-        p = Partials(
-            sensor=k[pick],
-            bucket_ms=b[pick],
-            count=np.array(cols["n"], np.int32)[pick],
-            mean=np.array(cols["mean"])[pick],
-            m2=np.array(cols["m2"])[pick],
-            vmin=np.array(cols["lo"], np.float32)[pick],
-            vmax=np.array(cols["hi"], np.float32)[pick],
-            n_uncertain=zeros,
-            n_bad=zeros,
-        )
-        await self._ensure(conn, "rollup_1m", np.unique(p.bucket_ms).tolist())
-        await self._stage(conn, p)
-        await conn.execute(EDGE_REPLACE)
-        await self._mark_hours(conn, p.bucket_ms)
-        self.stats["edge_aggregates"] += len(pick)
-
-    async def _edge_anomalies(self, conn: Any, fresh: list[Decoded]) -> None:
-        rows = []
-        for d in fresh:
-            for a in d.anomalies:
-                record = {
-                    "machine_id": a.machine_id,
-                    "sensor_id": a.sensor_id,
-                    "timestamp": a.timestamp,
-                    "value": a.value,
-                    "anomaly_score": a.anomaly_score,
-                    "reason": a.reason,
-                }
-                rows.append(
-                    (
-                        f"{a.machine_id}:{a.sensor_id}:{a.timestamp}:edge",
-                        a.machine_id,
-                        a.sensor_id,
-                        datetime.fromtimestamp(a.timestamp / 1000, UTC),
-                        "edge",
-                        _severity(a.anomaly_score),
-                        a.anomaly_score,
-                        a.value,
-                        a.reason,
-                        json.dumps(record),
-                    )
-                )
-        if rows:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO anomalies (anomaly_id, asset_id, sensor_id, ts, type, severity, "
-                    "score, value, reason, detector, source, record) VALUES (%s, %s, %s, %s, %s, "
-                    "%s, %s, %s, %s, 'edge', 'edge', %s) ON CONFLICT DO NOTHING",
-                    rows,
-                )
 
     async def _hour_rollups_until_done(self, conn: Any) -> Any:
         delay = 0.2
@@ -766,137 +610,49 @@ class Writer:
     async def _store_events(
         self, conn: Any, msgs: list[Any], snapshots: dict[str, dict[str, Any]]
     ) -> list[Refusal]:
-        anomalies, ruls, orders, refusals = [], [], [], []
+        rows: dict[str, list[tuple[Any, ...]]] = {"anomaly": [], "rul": [], "workorder": []}
+        refusals = []
+        to_row = {
+            "anomaly": intake.anomaly_row,
+            "rul": intake.rul_row,
+            "workorder": intake.workorder_row,
+        }
         for msg in msgs:
             seq = msg.metadata.sequence.stream
-            kind = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else ""
+            parts = msg.subject.split(".")
+            kind = parts[2] if len(parts) > 3 else ""
+            if kind not in intake.EVENT_KINDS:
+                refusals.append(Refusal(seq, f"unknown event subject: {msg.subject}", 1, ""))
+                continue
             try:
-                if kind == "anomaly":
-                    a = AnomalyRecord.model_validate_json(msg.data)
-                    anomalies.append(
-                        (
-                            a.anomaly_id,
-                            a.machine_id,
-                            a.sensor_id,
-                            _dt(a.timestamp),
-                            a.type.value,
-                            a.severity.value,
-                            a.score,
-                            a.value,
-                            a.expected_value,
-                            a.reason,
-                            a.detector,
-                            a.model_dump_json(),
-                        )
-                    )
-                elif kind == "rul":
-                    r = RulPrediction.model_validate_json(msg.data)
-                    ruls.append(
-                        (
-                            r.machine_id,
-                            _dt(r.predicted_at),
-                            r.component,
-                            None if r.failure_mode is None else r.failure_mode.value,
-                            r.median_hours,
-                            r.lower_hours,
-                            r.upper_hours,
-                            r.failure_probability.get(168),
-                            r.model_version,
-                            r.model_dump_json(),
-                        )
-                    )
-                elif kind == "workorder":
-                    w = WorkOrder.model_validate_json(msg.data)
-                    orders.append(
-                        (
-                            w.workorder_id,
-                            w.asset_id,
-                            w.type.value,
-                            w.priority.value,
-                            w.status.value,
-                            w.title,
-                            w.scheduled_date,
-                            w.assigned_technician_id,
-                            w.created_at,
-                            w.completed_at,
-                            w.model_dump_json(),
-                        )
-                    )
-                else:
-                    refusals.append(Refusal(seq, f"unknown event subject: {msg.subject}", 1, ""))
+                event: Any = intake.EVENT_KINDS[kind].model_validate_json(msg.data)  # type: ignore[attr-defined]
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "message"
+                sample = msg.data[:200].decode("utf-8", "replace")
                 refusals.append(
-                    Refusal(
-                        seq,
-                        f"invalid {kind} event: {where}: {first['msg']}",
-                        1,
-                        msg.data[:200].decode("utf-8", "replace"),
-                    )
+                    Refusal(seq, intake.first_error(exc, f"invalid {kind} event"), 1, sample)
                 )
-        snaps = []
-        for machine, doc in snapshots.items():
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                if doc.get("last_update") is None:
-                    continue
-                snaps.append(
-                    (
-                        machine,
-                        _dt(int(doc["last_update"])),
-                        int(doc["version"]),
-                        str(doc["status"]),
-                        float(doc["health_score"]),
-                        int(doc.get("anomalies", 0)),
-                        json.dumps(doc),
-                    )
-                )
+                continue
+            rows[kind].append(to_row[kind](event))  # type: ignore[operator]
+        snaps = [r for m, doc in snapshots.items() if (r := intake.snapshot_row(m, doc))]
         async with conn.transaction(), conn.cursor() as cur:
-            if anomalies:
-                await cur.executemany(
-                    "INSERT INTO anomalies (anomaly_id, asset_id, sensor_id, ts, type, severity, "
-                    "score, value, expected_value, reason, detector, record) VALUES (%s, %s, %s, "
-                    "%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    anomalies,
-                )
-            if ruls:
-                await cur.executemany(
-                    "INSERT INTO rul_predictions (asset_id, predicted_at, component, "
-                    "failure_mode, median_hours, lower_hours, upper_hours, p_fail_7d, "
-                    "model_version, record) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    ruls,
-                )
-            if orders:
-                await cur.executemany(
-                    "INSERT INTO work_orders (workorder_id, asset_id, type, priority, status, "
-                    "title, scheduled_date, technician_id, created_at, completed_at, record) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (workorder_id) DO UPDATE SET type = EXCLUDED.type, "
-                    "priority = EXCLUDED.priority, status = EXCLUDED.status, "
-                    "title = EXCLUDED.title, scheduled_date = EXCLUDED.scheduled_date, "
-                    "technician_id = EXCLUDED.technician_id, "
-                    "completed_at = EXCLUDED.completed_at, record = EXCLUDED.record, "
-                    "updated_at = now()",
-                    orders,
-                )
+            for kind, statement in (
+                ("anomaly", INSERT_ANOMALY),
+                ("rul", INSERT_RUL),
+                ("workorder", UPSERT_WORKORDER),
+            ):
+                if rows[kind]:
+                    await cur.executemany(statement, rows[kind])
             if snaps:
-                await cur.executemany(
-                    "INSERT INTO twin_snapshots (asset_id, ts, version, status, health_score, "
-                    "active_anomalies, state) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    snaps,
-                )
+                await cur.executemany(INSERT_SNAPSHOT, snaps)
             if refusals:
                 await cur.executemany(
-                    "INSERT INTO rejected (stream, seq, reason, rows, sample) "
-                    "VALUES (%s, %s, %s, %s, %s)",
+                    INSERT_REJECTED,
                     [
                         (self.config.events_stream, r.seq, r.reason, r.rows, r.sample)
                         for r in refusals
                     ],
                 )
-        self.stats["events_stored"] += len(anomalies) + len(ruls) + len(orders)
+        self.stats["events_stored"] += sum(len(r) for r in rows.values())
         self.stats["snapshots_stored"] += len(snaps)
         return refusals
 
@@ -974,16 +730,6 @@ class Writer:
     async def _report(self) -> None:
         with contextlib.suppress(Exception):
             await self._nc.publish(STATUS_SUBJECT, json.dumps(await self.status()).encode())
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _severity(score: float) -> str:
-    from schemas.anomaly import Severity
-
-    return Severity.from_score(score).value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,5 +36,5 @@ def test_a_new_migration_is_applied_after_the_others(database: str, tmp_path: Pa
 
 def test_misnamed_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "init.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         available(tmp_path)
