@@ -99,8 +99,9 @@ async def _compact_chunk(
     groups = [
         (int(key[a]), int(hour[a]) * 3_600_000, a, b) for a, b in zip(change, ends, strict=True)
     ]
-    old = await _existing_blocks(conn, day, first, last)
+    old = await _existing_blocks(conn, day, [(k, h) for k, h, _, _ in groups])
     records = []
+    merged: list[tuple[int, int]] = []
     for k, hour_ms, a, b in groups:
         t = ts_ms[a:b]
         v = rows["v"][a:b].astype(np.float32)
@@ -110,6 +111,7 @@ async def _compact_chunk(
             t, v, q = np.concatenate([ot, t]), np.concatenate([ov, v]), np.concatenate([oq, q])
             order = np.argsort(t, kind="stable")
             t, v, q = t[order], v[order], q[order]
+            merged.append((k, hour_ms))
         records.append(
             (
                 k,
@@ -122,12 +124,19 @@ async def _compact_chunk(
                 blocks.encode(t, v, q),
             )
         )
-    if old:
+    if merged:
         await conn.execute(
             "DELETE FROM reading_blocks WHERE hour >= %s AND hour < %s AND sensor_key BETWEEN "
             "%s AND %s AND (sensor_key, hour) IN (SELECT k, to_timestamp(h / 1000.0) FROM "
             "unnest(%s::int[], %s::bigint[]) AS x(k, h))",
-            (day, day + timedelta(days=1), first, last, [k for k, _ in old], [h for _, h in old]),
+            (
+                day,
+                day + timedelta(days=1),
+                first,
+                last,
+                [k for k, _ in merged],
+                [h for _, h in merged],
+            ),
         )
     async with (
         conn.cursor() as cur,
@@ -142,12 +151,15 @@ async def _compact_chunk(
 
 
 async def _existing_blocks(
-    conn: Any, day: datetime, first: int, last: int
+    conn: Any, day: datetime, wanted: list[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
+    """The blocks already stored for these (sensor key, hour ms) pairs of ``day``."""
     cur = await conn.execute(
-        "SELECT sensor_key, (extract(epoch FROM hour) * 1000)::bigint, data FROM reading_blocks "
-        "WHERE hour >= %s AND hour < %s AND sensor_key BETWEEN %s AND %s",
-        (day, day + timedelta(days=1), first, last),
+        "SELECT b.sensor_key, (extract(epoch FROM b.hour) * 1000)::bigint, b.data "
+        "FROM unnest(%s::int[], %s::bigint[]) AS w(k, h) JOIN reading_blocks b "
+        "ON b.sensor_key = w.k AND b.hour = to_timestamp(w.h / 1000.0) "
+        "WHERE b.hour >= %s AND b.hour < %s",
+        ([k for k, _ in wanted], [h for _, h in wanted], day, day + timedelta(days=1)),
     )
     return {(int(k), int(h)): bytes(d) for k, h, d in await cur.fetchall()}
 

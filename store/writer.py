@@ -738,12 +738,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", required=True, help="PostgreSQL URL")
     parser.add_argument("--flush-rows", type=int, default=WriterConfig.flush_rows)
     parser.add_argument("--flush-interval", type=float, default=WriterConfig.flush_interval_s)
+    parser.add_argument("--ack-wait", type=float, default=WriterConfig.ack_wait_s)
     parser.add_argument("--maintenance-every", type=float, default=WriterConfig.maintenance_every_s)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = WriterConfig(
         flush_rows=args.flush_rows,
         flush_interval_s=args.flush_interval,
+        ack_wait_s=args.ack_wait,
         maintenance_every_s=args.maintenance_every,
     )
 

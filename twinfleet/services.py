@@ -36,7 +36,8 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def die_with_parent() -> None:
     """In the child, before exec: on Linux, get SIGTERM when the parent dies, so a
-    parent killed with SIGKILL leaves no server behind."""
+    parent killed with SIGKILL leaves no server behind. Linux ties this to the parent
+    *thread*: a server started from a thread is stopped when that thread ends."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
