@@ -75,6 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             machines_per_host=args.machines_per_host,
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
+            db_port=args.db_port,
             api_port=args.api_port,
             stay=args.stay,
             lives=args.lives,
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(int),
         default=7422,
         help="port for edge gateways' leaf nodes (7422)",
+    )
+    up.add_argument(
+        "--db-port",
+        type=_positive(int),
+        default=5433,
+        help="port of the embedded PostgreSQL, unless DATABASE_URL is set (5433)",
     )
     up.add_argument("--api-port", type=_positive(int), default=8000, help="port of the API (8000)")
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")

@@ -1,16 +1,20 @@
 """``twinfleet up``: the whole system on one machine.
 
 Starts what is not given: a nats-server with JetStream in the data directory (unless
-``NATS_URL``) and a local Ray head (unless ``RAY_ADDRESS``); loads (or trains once) the RUL
-model of every machine type; starts the fleet of machine actors on Ray; and runs the
-plant simulator as a gateway that publishes every machine's telemetry to JetStream, as
-fast as it can, for ``--days`` of simulated time. While it runs it prints, from the NATS
+``NATS_URL``), a PostgreSQL 15 cluster in the data directory (unless ``DATABASE_URL``;
+migrated on start, the plant's assets and sensors registered) and a local Ray head
+(unless ``RAY_ADDRESS``); starts the history writer (a Ray actor, JetStream to
+PostgreSQL); loads (or trains once) the RUL model of every machine type; starts the fleet
+of machine actors on Ray; and runs the plant simulator as a gateway that publishes every
+machine's telemetry to JetStream, as fast as it can, for the last ``--days`` (simulated
+time ending now, so the history keeps it). While it runs it prints, from the NATS
 subjects the actors publish (not by asking the actors), what the twins report: anomalies
 by severity, the machines most at risk by their latest RUL prediction, failures in the
-simulated plant, and the hosts' counters. It also starts the API (Ray Serve: GraphQL at
-``/graphql``, REST at ``/api/v1``, OpenAPI at ``/docs``) on ``--api-port`` and prints a
-viewer and an engineer token for it. With ``--stay`` it keeps the services up afterwards
-until Ctrl-C. Ctrl-C stops everything it started: the API, the fleet, Ray, nats-server.
+simulated plant, the hosts' counters and the history writer's progress and lag. It also
+starts the API (Ray Serve: GraphQL at ``/graphql``, REST at ``/api/v1``, OpenAPI at
+``/docs``) on ``--api-port`` and prints a viewer and an engineer token for it. With
+``--stay`` it keeps the services up afterwards until Ctrl-C. Ctrl-C stops everything it
+started: the API, the fleet, the writer, Ray, PostgreSQL, nats-server.
 
 Maintenance done in the simulated plant is not yet sent to the twins (work orders are the
 alerts and work-order issue's), so a repaired machine's twin keeps its old trend.
@@ -19,6 +23,7 @@ alerts and work-order issue's), so a repaired machine's twin keeps its old trend
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,9 +36,10 @@ from typing import Any
 from schemas import subjects
 from schemas.common import iso_utc
 from schemas.plant import Plant
-from twinfleet.demo import START_MS, polled_plant, worn_start
+from twinfleet.demo import polled_plant, worn_start
 from twinfleet.models import load_or_train
 from twinfleet.natsconf import hub_server
+from twinfleet.postgres import PostgresServer
 from twinfleet.services import ServiceError, port_is_free
 
 SERVE_INGRESS = {
@@ -104,6 +110,7 @@ def run_up(
     machines_per_host: int = 1000,
     nats_port: int = 4222,
     leaf_port: int = 7422,
+    db_port: int = 5433,
     api_port: int = 8000,
     report_every_s: float = 5.0,
     top: int = 5,
@@ -123,6 +130,8 @@ def run_up(
     signal.signal(signal.SIGTERM, terminate)
     nats_url = os.environ.get("NATS_URL")
     server = None
+    database = None
+    history = None
     fleet = None
     started_ray = False
     api_up = False
@@ -144,6 +153,15 @@ def run_up(
             )
         else:
             print(f"using NATS at {nats_url}")
+        database_url = os.environ.get("DATABASE_URL")
+        if database_url is None:
+            database = PostgresServer(data_dir, port=db_port).start()
+            database_url = database.url
+            print(f"PostgreSQL 15 on {database.public_url} (data in {database.cluster})")
+        else:
+            print("using the PostgreSQL at DATABASE_URL")
+        sensors = _prepare_database(database_url, plant)
+        print(f"   schema migrated; {len(plant.machines)} machines, {sensors} sensors registered")
         address = os.environ.get("RAY_ADDRESS")
         if address is None:
             os.environ.update(SERVE_INGRESS)  # read by the Serve processes Ray starts
@@ -155,6 +173,13 @@ def run_up(
         )
         started_ray = address is None
         print("Ray: " + (f"connected to {address}" if address else "started a local head"))
+        from actors.history import HistoryWriter
+
+        history = HistoryWriter.options(  # type: ignore[attr-defined]
+            name="tf-history-writer"
+        ).remote(nats_url, database_url)
+        ray.get(history.start.remote())
+        print("history writer: JetStream -> PostgreSQL (a Ray actor, restarted if it dies)")
         print("RUL models (one per machine type):")
         models = load_or_train(plant, data_dir, seed=seed, lives=lives)
         step_s = step_minutes * 60.0
@@ -170,12 +195,14 @@ def run_up(
         fleet.wait_ready()
         print(f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s)")
         api_up = True
-        _start_api(data_dir, nats_url, fleet.name, machines, api_port)
+        _start_api(data_dir, nats_url, database_url, fleet.name, machines, api_port)
         print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
+        hour = 3_600_000
+        start_ms = (int(time.time() * 1000) - int(days * 86_400_000)) // hour * hour
         sim = PlantSimulator(
-            plant, seed=seed, start_ms=START_MS, initial_wear=worn_start(plant, worn)
+            plant, seed=seed, start_ms=start_ms, initial_wear=worn_start(plant, worn)
         )
-        asyncio.run(_simulate(sim, fleet, nats_url, days, step_s, report_every_s, top))
+        asyncio.run(_simulate(sim, fleet, history, nats_url, days, step_s, report_every_s, top))
         if stay:
             print("services stay up; Ctrl-C stops them")
             while True:
@@ -188,11 +215,31 @@ def run_up(
             serve.shutdown()
         if fleet is not None:
             fleet.stop()
+        if history is not None:
+            with contextlib.suppress(Exception):
+                ray.get(history.stop.remote(), timeout=30)
         if started_ray:
             ray.shutdown()
+        if database is not None:
+            database.stop()
         if server is not None:
             server.stop()
-        print("stopped: API, fleet, Ray and nats-server (those this command started)")
+        print(
+            "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server "
+            "(those this command started)"
+        )
+
+
+def _prepare_database(database_url: str, plant: Plant) -> int:
+    """Migrate the schema and register the plant's assets, sensors and technicians."""
+    import psycopg
+
+    from store.migrations import migrate
+    from store.registry import register_plant
+
+    with psycopg.connect(database_url) as conn:
+        migrate(conn)
+        return register_plant(conn, plant)
 
 
 async def _prepare_hub(nats_url: str, data_dir: Path) -> int:
@@ -214,7 +261,12 @@ async def _prepare_hub(nats_url: str, data_dir: Path) -> int:
 
 
 def _start_api(
-    data_dir: Path, nats_url: str, fleet_name: str, machines: list[Any], port: int
+    data_dir: Path,
+    nats_url: str,
+    database_url: str,
+    fleet_name: str,
+    machines: list[Any],
+    port: int,
 ) -> None:
     """Deploy the Serve app, check that it answers, and print how to use it."""
     import urllib.request
@@ -224,7 +276,12 @@ def _start_api(
     from twinfleet.services import api_secret
 
     secret = api_secret(data_dir)
-    settings = {"nats_url": nats_url, "secret": secret, "fleet_name": fleet_name}
+    settings = {
+        "nats_url": nats_url,
+        "secret": secret,
+        "fleet_name": fleet_name,
+        "database_url": database_url,
+    }
     url = serve_app.deploy(settings, machines, port=port)
     authority = Authority(secret)
     viewer = authority.issue("up-viewer", Role.VIEWER)
@@ -245,7 +302,14 @@ def _start_api(
 
 
 async def _simulate(
-    sim: Any, fleet: Any, url: str, days: float, step_s: float, report_every_s: float, top: int
+    sim: Any,
+    fleet: Any,
+    history: Any,
+    url: str,
+    days: float,
+    step_s: float,
+    report_every_s: float,
+    top: int,
 ) -> None:
     import nats
 
@@ -283,6 +347,7 @@ async def _simulate(
             print(f"== {iso_utc(sim.now_ms)}: {published:,} messages ({readings:,} readings) sent")
             for line in watcher.report(top):
                 print(line)
+            print(_history_line(await history.status.remote()))
     deadline = time.monotonic() + 300
     while sum(s["messages"] for s in fleet.stats()) < published and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -300,4 +365,22 @@ async def _simulate(
             f"   host {stats['host_id']}: {stats['machines']} machines, "
             f"{stats['messages']:,} messages applied"
         )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = await history.status.remote()
+        if status["pending_messages"].get("TELEMETRY", 1) == 0:
+            break
+        await asyncio.sleep(0.5)
+    print(_history_line(status))
     await nc.drain()
+
+
+def _history_line(status: dict[str, Any]) -> str:
+    counters = status["counters"]
+    refused = sum(status["refused_rows"].values())
+    return (
+        f"   history: {counters.get('rows_written', 0):,} readings and "
+        f"{counters.get('events_stored', 0):,} events in PostgreSQL, "
+        f"{status['pending_messages'].get('TELEMETRY', 0):,} messages to go "
+        f"(lag {status['lag_s']:.1f} s), {refused:,} rows refused"
+    )

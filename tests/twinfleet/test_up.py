@@ -1,4 +1,5 @@
-"""``twinfleet up`` as a user runs it: real nats-server, real Ray, a simulated plant."""
+"""``twinfleet up`` as a user runs it: real nats-server, real PostgreSQL, real Ray, a
+simulated plant."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from twinfleet.services import free_port, port_is_free
 
 
 def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS", "DATABASE_URL")
+    }
     return subprocess.run(
         [sys.executable, "-m", "twinfleet.cli", *args],
         capture_output=True,
@@ -29,9 +32,11 @@ def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
-    port, api_port = free_port(), free_port()
+    port, api_port, db_port = free_port(), free_port(), free_port()
     done = twinfleet(
         "up",
+        "--db-port",
+        str(db_port),
         "--days",
         "1",
         "--lives",
@@ -57,7 +62,13 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     sent = int(summary.split(" messages through NATS")[0].split(" in ")[-1].replace(",", ""))
     applied = int(summary.split("machines, ")[1].split(" messages applied")[0].replace(",", ""))
     assert applied == sent > 0
-    assert "stopped: API, fleet, Ray and nats-server" in out
+    # and every reading reached PostgreSQL through the history writer
+    readings = int(summary.split(" readings in ")[0].strip().replace(",", ""))
+    assert f"history: {readings:,} readings and" in out
+    assert "0 messages to go" in out and "0 rows refused" in out
+    assert f"PostgreSQL 15 on postgresql://twinfleet@127.0.0.1:{db_port}/twinfleet" in out
+    assert "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server" in out
+    assert port_is_free(db_port)  # PostgreSQL is gone
     assert (tmp_path / "nats" / "jetstream").is_dir()  # JetStream files in the data directory
     assert port_is_free(port)  # nats-server is gone
     assert port_is_free(api_port)  # and the API
@@ -81,14 +92,18 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    port, api_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
+    port, api_port, db_port = free_port(), free_port(), free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS", "DATABASE_URL")
+    }
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "twinfleet.cli",
             "up",
+            "--db-port",
+            str(db_port),
             "--days",
             "0.2",
             "--lives",
@@ -126,6 +141,15 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             assert json.loads(answer.read())["version"] > 0
+        # the history of a sensor, from PostgreSQL, over the simulated hours
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/api/v1/sensors/M-101.vibration/timeseries?aggregation=1h",
+            headers={"authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            series = json.loads(answer.read())
+        assert series["aggregation"] == "1h" and series["data_points"] >= 4
+        assert series["statistics"]["count"] == sum(p["count"] for p in series["data"]) > 0
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -133,6 +157,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             proc.kill()
     out = "".join(lines) + rest
     assert proc.returncode == 130, out
-    assert "stopped: API, fleet, Ray and nats-server" in out
+    assert "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server" in out
     assert port_is_free(port)
     assert port_is_free(api_port)
+    assert port_is_free(db_port)
