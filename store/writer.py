@@ -53,7 +53,7 @@ from schemas import subjects
 from store import compaction, intake
 from store.copy import copy_buffer, ms_to_pg
 from store.intake import Decoded, Refusal
-from store.partitions import Partitions, apply_retention
+from store.partitions import Partitions, apply_retention, partition_name
 from store.rollups import Partials, partials
 
 log = logging.getLogger("twinfleet.store")
@@ -76,11 +76,12 @@ class WriterConfig:
     events_durable: str = "store-events"
     flush_rows: int = 200_000
     flush_interval_s: float = 1.0
-    fetch_batch: int = 500
+    fetch_batch: int = 200
     max_ack_pending: int = 20_000
     ack_wait_s: float = 30.0
     stop_grace_s: float = 15.0
     hour_rollup_every_s: float = 30.0
+    summarize_every_s: float = 5.0
     snapshot_every_s: float = 60.0
     maintenance_every_s: float = 300.0
     status_every_s: float = 5.0
@@ -194,7 +195,7 @@ class Writer:
         self._js: Any = None
         self._stop = asyncio.Event()
         self._last_commit_stream_time = 0.0
-        self._pending_hours: set[datetime] = set()
+        self._written_days: set[datetime] = set()
         self._started = time.monotonic()
 
     # -- connections ------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Writer:
         rows = 0
         flushing: asyncio.Task[Any] | None = None
         deadline = time.monotonic() + cfg.flush_interval_s
-        last_hours = time.monotonic()
+        last_hours = last_summary = time.monotonic()
         try:
             while not self._stop.is_set():
                 wait = max(0.01, min(0.25, deadline - time.monotonic()))
@@ -309,12 +310,17 @@ class Writer:
                     deadline = time.monotonic() + cfg.flush_interval_s
                 elif due:
                     deadline = time.monotonic() + cfg.flush_interval_s
-                if time.monotonic() - last_hours >= cfg.hour_rollup_every_s:
+                now = time.monotonic()
+                hours_due = now - last_hours >= cfg.hour_rollup_every_s
+                if hours_due or now - last_summary >= cfg.summarize_every_s:
                     if flushing is not None:
                         conn = await flushing
                         flushing = None
-                    conn = await self._hour_rollups_until_done(conn)
-                    last_hours = time.monotonic()
+                    work = self.hour_rollups if hours_due else self.summarize_new_ranges
+                    conn, _ = await self._until_stored(conn, "telemetry", work, prepare=True)
+                    last_summary = now
+                    if hours_due:
+                        last_hours = now
             # a clean stop: store and acknowledge what is held, and leave no hour behind
             if flushing is not None:
                 conn = await flushing
@@ -480,7 +486,9 @@ class Writer:
         k, t = k[order], t[order]
         v = np.concatenate([r.value for r in kept])[order]
         q = np.concatenate([r.quality for r in kept])[order]
-        await self._ensure(conn, "readings", np.unique(t // 86_400_000 * 86_400_000).tolist())
+        days = np.unique(t // 86_400_000 * 86_400_000).tolist()
+        await self._ensure(conn, "readings", days)
+        self._written_days |= {datetime.fromtimestamp(d / 1000, UTC) for d in days}
         buf = copy_buffer(
             [("ts", ">i8", ms_to_pg(t)), ("k", ">i4", k), ("v", ">f4", v), ("q", ">i2", q)]
         )
@@ -529,24 +537,26 @@ class Writer:
             (hours.tolist(),),
         )
 
-    async def _hour_rollups_until_done(self, conn: Any) -> Any:
-        delay = 0.2
-        while True:
-            try:
-                await self.hour_rollups(conn)
-                return conn
-            except _retryable() as exc:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                if await self._sleep(delay):
-                    raise asyncio.CancelledError from exc
-                delay = min(delay * 2, self.config.max_backoff_s)
-                conn = await self._connect("hour rollups")
-                await self._prepare(conn)
-                self._partitions.forget()
+    async def summarize_new_ranges(self, conn: Any) -> int:
+        """Summarise the BRIN page ranges written since the last call, so queries skip
+        them (an unsummarised range matches every query); returns ranges summarised."""
+        days, self._written_days = self._written_days, set()
+        if not days:
+            return 0
+        cur = await conn.execute(
+            "SELECT coalesce(sum(brin_summarize_new_values(i.indexrelid)), 0) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_am a ON a.oid = "
+            "(SELECT relam FROM pg_class WHERE oid = i.indexrelid) "
+            "WHERE a.amname = 'brin' AND c.relname = ANY(%s)",
+            ([partition_name("readings", d) for d in days],),
+        )
+        summarized = int((await cur.fetchone())[0])
+        await conn.commit()
+        return summarized
 
     async def hour_rollups(self, conn: Any) -> int:
         """Recompute the 1-hour rollups of the hours marked dirty; returns how many hours."""
+        await self.summarize_new_ranges(conn)
         async with conn.transaction():
             cur = await conn.execute("SELECT hour FROM rollup_dirty ORDER BY hour")
             hours = [r[0] for r in await cur.fetchall()]
@@ -593,7 +603,11 @@ class Writer:
             await twins.unsubscribe()
             await conn.close()
 
-    async def _until_stored(self, conn: Any, what: str, work: Any) -> tuple[Any, Any]:
+    async def _until_stored(
+        self, conn: Any, what: str, work: Any, prepare: bool = False
+    ) -> tuple[Any, Any]:
+        """``await work(conn)``, reconnecting with backoff while PostgreSQL is away;
+        returns the connection (a new one after an outage) and the result."""
         delay = 0.2
         while True:
             try:
@@ -606,6 +620,9 @@ class Writer:
                     raise asyncio.CancelledError from exc
                 delay = min(delay * 2, self.config.max_backoff_s)
                 conn = await self._connect(what)
+                if prepare:
+                    await self._prepare(conn)
+                    self._partitions.forget()
 
     async def _store_events(
         self, conn: Any, msgs: list[Any], snapshots: dict[str, dict[str, Any]]

@@ -26,13 +26,15 @@ CREATE TABLE sensors (
 -- Raw readings: one native partition per UTC day, made on demand by the writer.
 -- quality: 0 good, 1 uncertain, 2 bad. The writer sorts each flush by (sensor, ts), so
 -- the BRIN summaries of both columns stay narrow; there is no btree (it cut ingest ~3x).
+-- New page ranges are summarised by the writer every few seconds
+-- (brin_summarize_new_values), and by autovacuum as a backstop.
 CREATE TABLE readings (
     ts          timestamptz NOT NULL,
     sensor_key  integer NOT NULL,
     value       real NOT NULL,
     quality     smallint NOT NULL
 ) PARTITION BY RANGE (ts);
-CREATE INDEX readings_brin ON readings USING brin (sensor_key, ts) WITH (pages_per_range = 8);
+CREATE INDEX readings_brin ON readings USING brin (sensor_key, ts) WITH (pages_per_range = 8, autosummarize = on);
 
 -- Raw readings older than the compaction age, one row per sensor and hour (see
 -- store/blocks.py for the encoding, about 2-3 bytes per reading). Monthly partitions.
