@@ -42,7 +42,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api import present
+from api import audit, present
 from api.auth import Principal, Role
 from api.errors import ApiError
 from api.history import aware, time_range
@@ -792,7 +792,7 @@ class Mutation:
                 extensions={"code": "bad_request", "field": "note"},
             )
         try:
-            ack = await view.acknowledge(str(anomaly_id), who.subject, note)
+            ack, made = await view.acknowledge(str(anomaly_id), who.subject, note)
         except KeyError:
             raise GraphQLError(
                 f"no anomaly {anomaly_id!r} among the recent ones",
@@ -800,6 +800,10 @@ class Mutation:
             ) from None
         record = view.find_anomaly(str(anomaly_id))
         assert record is not None
+        if made:
+            await audit.record(
+                _services(info), who, "acknowledge_anomaly", str(anomaly_id), {"note": note}
+            )
         return Anomaly.of(record, ack)
 
     @strawberry.mutation
@@ -807,7 +811,7 @@ class Mutation:
         self, info: Info, asset_id: strawberry.ID, ttl_seconds: int = 900
     ) -> Clone:
         """An independent copy of the twin for what-if (expires after ``ttlSeconds``)."""
-        _need(info, Role.ENGINEER, "cloning a twin")
+        who = _need(info, Role.ENGINEER, "cloning a twin")
         if not 0 < ttl_seconds <= 86_400:
             raise GraphQLError(
                 f"ttlSeconds must be between 1 and 86400, got {ttl_seconds}",
@@ -819,6 +823,13 @@ class Mutation:
                 f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
             )
         made = await services.access.clone(str(asset_id), float(ttl_seconds))
+        await audit.record(
+            services,
+            who,
+            "clone_twin",
+            str(asset_id),
+            {"clone_id": made["clone_id"], "ttl_seconds": ttl_seconds},
+        )
         return Clone(
             id=strawberry.ID(made["clone_id"]),
             asset_id=strawberry.ID(made["machine_id"]),
@@ -832,7 +843,7 @@ class Mutation:
         """Project the clone forward under the scenario; the live twin is not touched."""
         from actors.access import CloneGone
 
-        _need(info, Role.ENGINEER, "running a what-if")
+        who = _need(info, Role.ENGINEER, "running a what-if")
         s = scenario or WhatIfScenario()
         try:
             request = WhatIfRequest.model_validate(
@@ -869,6 +880,13 @@ class Mutation:
             ) from None
         except Exception as exc:  # the clone refused (expired) or failed
             raise GraphQLError(_cause(exc), extensions={"code": "conflict"}) from None
+        await audit.record(
+            _services(info),
+            who,
+            "run_what_if",
+            str(clone_id),
+            {"asset_id": out["machine_id"], "scenario": request.model_dump(mode="json")},
+        )
         return WhatIfResult(
             clone_id=clone_id,
             asset_id=strawberry.ID(out["machine_id"]),
@@ -906,13 +924,14 @@ class Mutation:
     async def retire_clone(self, info: Info, clone_id: strawberry.ID) -> bool:
         from actors.access import CloneGone
 
-        _need(info, Role.ENGINEER, "retiring a clone")
+        who = _need(info, Role.ENGINEER, "retiring a clone")
         try:
             await _services(info).access.retire_clone(str(clone_id))
         except CloneGone as exc:
             raise GraphQLError(
                 str(exc.args[0]), extensions={"code": "not_found", "field": "cloneId"}
             ) from None
+        await audit.record(_services(info), who, "retire_clone", str(clone_id))
         return True
 
 

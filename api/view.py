@@ -367,21 +367,25 @@ class FleetView:
                 return record
         return None
 
-    async def acknowledge(self, anomaly_id: str, by: str, note: str | None) -> dict[str, Any]:
+    async def acknowledge(
+        self, anomaly_id: str, by: str, note: str | None
+    ) -> tuple[dict[str, Any], bool]:
         """Record who acknowledged an anomaly (once: a second acknowledgement returns the
-        first). Raises KeyError for an anomaly the view does not know."""
+        first); returns the acknowledgement and whether this call made it. Raises KeyError
+        for an anomaly the view does not know."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         if self.find_anomaly(anomaly_id) is None:
             raise KeyError(anomaly_id)
         doc = {"anomaly_id": anomaly_id, "by": by, "at": now_ms(), "note": note}
+        made = True
         try:
             await self._acks_kv.create(ack_key(anomaly_id), json.dumps(doc).encode())
         except KeyWrongLastSequenceError:
             entry = await self._acks_kv.get(ack_key(anomaly_id))
-            doc = json.loads(entry.value)
+            doc, made = json.loads(entry.value), False
         self.acks[anomaly_id] = doc
-        return doc
+        return doc, made
 
 
 def _overlay(machine_id: str, state: TwinState | None, live: Live) -> TwinState:

@@ -9,6 +9,7 @@ subject                                 what travels on it
 ``tf.event.anomaly.<machine>``          AnomalyRecord
 ``tf.event.rul.<machine>``              RulPrediction
 ``tf.event.workorder.<id>``             WorkOrder
+``tf.event.audit.<action>``             AuditRecord (a change made through the API)
 ``tf.dlq.<source>``                     rejected input with the reason
 ``tf.edge.<gateway>.alert.<machine>``   EdgeAnomaly raised locally by a gateway (core
                                         NATS on the gateway's own leaf node; it
@@ -72,6 +73,10 @@ def rul(machine_id: str) -> str:
 
 def workorder(workorder_id: str) -> str:
     return f"{PREFIX}.event.workorder.{_token('work order', workorder_id)}"
+
+
+def audit(action: str) -> str:
+    return f"{PREFIX}.event.audit.{_token('action', action)}"
 
 
 def edge_alert(gateway_id: str, machine_id: str) -> str:

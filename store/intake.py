@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from schemas.anomaly import AnomalyRecord, Severity
+from schemas.audit import AuditRecord
 from schemas.maintenance import WorkOrder
 from schemas.rul import RulPrediction
 from schemas.telemetry import AggregateColumns, EdgeAnomaly, TelemetryBatch
@@ -284,4 +285,13 @@ def snapshot_row(machine_id: str, doc: dict[str, Any]) -> tuple[Any, ...] | None
         return None
 
 
-EVENT_KINDS = {"anomaly": AnomalyRecord, "rul": RulPrediction, "workorder": WorkOrder}
+def audit_row(a: AuditRecord) -> tuple[Any, ...]:
+    return (a.audit_id, _dt(a.at), a.actor, a.role, a.action, a.target, json.dumps(a.detail))
+
+
+EVENT_KINDS = {
+    "anomaly": AnomalyRecord,
+    "rul": RulPrediction,
+    "workorder": WorkOrder,
+    "audit": AuditRecord,
+}

@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from psycopg import sql
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -82,6 +83,7 @@ class WriterConfig:
     stop_grace_s: float = 15.0
     hour_rollup_every_s: float = 30.0
     summarize_every_s: float = 5.0
+    analyze_every_s: float = 600.0
     snapshot_every_s: float = 60.0
     maintenance_every_s: float = 300.0
     status_every_s: float = 5.0
@@ -167,6 +169,10 @@ INSERT_SNAPSHOT = (
     "INSERT INTO twin_snapshots (asset_id, ts, version, status, health_score, "
     "active_anomalies, state) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
+INSERT_AUDIT = (
+    "INSERT INTO audit_log (audit_id, at, actor, role, action, target, detail) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
 INSERT_REJECTED = (
     "INSERT INTO rejected (stream, seq, reason, rows, sample) VALUES (%s, %s, %s, %s, %s)"
 )
@@ -196,6 +202,7 @@ class Writer:
         self._stop = asyncio.Event()
         self._last_commit_stream_time = 0.0
         self._written_days: set[datetime] = set()
+        self._analyzed: dict[str, float] = {}
         self._started = time.monotonic()
 
     # -- connections ------------------------------------------------------------------
@@ -539,19 +546,27 @@ class Writer:
 
     async def summarize_new_ranges(self, conn: Any) -> int:
         """Summarise the BRIN page ranges written since the last call, so queries skip
-        them (an unsummarised range matches every query); returns ranges summarised."""
+        them (an unsummarised range matches every query), and ANALYZE a partition first
+        written to or not analysed for ``analyze_every_s`` (without statistics the planner
+        reads a whole day for one sensor). Returns the ranges summarised."""
         days, self._written_days = self._written_days, set()
         if not days:
             return 0
+        names = [partition_name("readings", d) for d in days]
         cur = await conn.execute(
             "SELECT coalesce(sum(brin_summarize_new_values(i.indexrelid)), 0) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_am a ON a.oid = "
-            "(SELECT relam FROM pg_class WHERE oid = i.indexrelid) "
-            "WHERE a.amname = 'brin' AND c.relname = ANY(%s)",
-            ([partition_name("readings", d) for d in days],),
+            "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class x ON x.oid = i.indexrelid "
+            "JOIN pg_am a ON a.oid = x.relam WHERE a.amname = 'brin' AND c.relname = ANY(%s)",
+            (names,),
         )
         summarized = int((await cur.fetchone())[0])
         await conn.commit()
+        now = time.monotonic()
+        for name in names:
+            if now - self._analyzed.get(name, -1e18) >= self.config.analyze_every_s:
+                await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+                await conn.commit()
+                self._analyzed[name] = now
         return summarized
 
     async def hour_rollups(self, conn: Any) -> int:
@@ -627,12 +642,13 @@ class Writer:
     async def _store_events(
         self, conn: Any, msgs: list[Any], snapshots: dict[str, dict[str, Any]]
     ) -> list[Refusal]:
-        rows: dict[str, list[tuple[Any, ...]]] = {"anomaly": [], "rul": [], "workorder": []}
+        rows: dict[str, list[tuple[Any, ...]]] = {k: [] for k in intake.EVENT_KINDS}
         refusals = []
         to_row = {
             "anomaly": intake.anomaly_row,
             "rul": intake.rul_row,
             "workorder": intake.workorder_row,
+            "audit": intake.audit_row,
         }
         for msg in msgs:
             seq = msg.metadata.sequence.stream
@@ -656,6 +672,7 @@ class Writer:
                 ("anomaly", INSERT_ANOMALY),
                 ("rul", INSERT_RUL),
                 ("workorder", UPSERT_WORKORDER),
+                ("audit", INSERT_AUDIT),
             ):
                 if rows[kind]:
                     await cur.executemany(statement, rows[kind])

@@ -171,10 +171,12 @@ CREATE TABLE work_orders (
 );
 CREATE INDEX work_orders_asset ON work_orders (asset_id, created_at);
 
+-- Changes made through the API (schemas/audit.py), stored once under their id.
 CREATE TABLE audit_log (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT now(),
+    audit_id    text PRIMARY KEY,
+    at          timestamptz NOT NULL,
     actor       text NOT NULL,
+    role        text NOT NULL,
     action      text NOT NULL,
     target      text,
     detail      jsonb NOT NULL DEFAULT '{}'

@@ -4,6 +4,7 @@ nats-server, the machine actors on Ray."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from api.auth import Role
 from api.graphql import MAX_COST
 from api.view import FleetView
+from schemas import subjects
 from schemas.plant import MachineSpec
 
 if TYPE_CHECKING:
@@ -280,6 +282,28 @@ def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
             await view.stop()
 
     assert asyncio.run(fresh_view()) == (True, "olga")
+
+    # the change is in the audit trail, once (the repeated acknowledgement changed nothing)
+    async def audited() -> list[dict]:
+        import nats
+
+        nc = await nats.connect(stack.nats_url)
+        try:
+            js = nc.jetstream()
+            sub = await js.subscribe(subjects.audit("acknowledge_anomaly"), ordered_consumer=True)
+            found = []
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                while True:
+                    found.append(json.loads((await sub.next_msg(timeout=1.0)).data))
+            await sub.unsubscribe()
+            return found
+        finally:
+            await nc.close()
+
+    trail = asyncio.run(audited())
+    assert [(a["actor"], a["role"], a["target"]) for a in trail] == [
+        ("olga", "operator", anomaly_id)
+    ]
 
 
 def test_role_boundaries(stack: Stack) -> None:

@@ -25,7 +25,7 @@ def _counts(database: str) -> tuple[int, ...]:
     with psycopg.connect(database) as conn:
         return tuple(
             conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("anomalies", "rul_predictions", "work_orders", "rejected")
+            for t in ("anomalies", "rul_predictions", "work_orders", "audit_log", "rejected")
         )
 
 
@@ -78,6 +78,20 @@ def test_events_are_stored_once_and_read_back_as_history(
             json.dumps({**order, "status": "in_progress"}).encode(),
         ),
         (subjects.anomaly(machine.id), json.dumps({**anomaly, "score": 7}).encode()),
+        (
+            subjects.audit("clone_twin"),
+            json.dumps(
+                {
+                    "audit_id": "0" * 32,
+                    "at": now,
+                    "actor": "erin",
+                    "role": "engineer",
+                    "action": "clone_twin",
+                    "target": machine.id,
+                    "detail": {"ttl_seconds": 600},
+                }
+            ).encode(),
+        ),
     ]
     twin_event = {
         "machine_id": machine.id,
@@ -105,7 +119,7 @@ def test_events_are_stored_once_and_read_back_as_history(
         config=FAST,
         after=twins_then_wait,
     )
-    assert _counts(registered) == (1, 1, 1, 1)
+    assert _counts(registered) == (1, 1, 1, 1, 1)
     with psycopg.connect(registered) as conn:
         status = conn.execute("SELECT status FROM work_orders").fetchone()[0]
         reason = conn.execute("SELECT reason FROM rejected").fetchone()[0]
@@ -119,8 +133,11 @@ def test_events_are_stored_once_and_read_back_as_history(
         await nc.close()
 
     asyncio.run(forget())
-    run_writer(nats_server.url, registered, lambda w: w.stats["events_stored"] >= 4, config=FAST)
-    assert _counts(registered)[:3] == (1, 1, 1)
+    run_writer(nats_server.url, registered, lambda w: w.stats["events_stored"] >= 5, config=FAST)
+    assert _counts(registered)[:4] == (1, 1, 1, 1)
+    with psycopg.connect(registered) as conn:
+        audit = conn.execute("SELECT actor, role, action, target, detail FROM audit_log").fetchone()
+    assert audit == ("erin", "engineer", "clone_twin", machine.id, {"ttl_seconds": 600})
 
     async def ask() -> dict:
         async with await psycopg.AsyncConnection.connect(registered) as conn:
