@@ -506,7 +506,8 @@ class Writer:
             ) as copy,
         ):
             await copy.write(buf)
-        await self._upsert_partials(conn, partials(k, t, v, q, 60_000), RAW_MERGE)
+            rollup = partials(k, t, v, q, 60_000)  # while PostgreSQL takes the rows
+        await self._upsert_partials(conn, rollup, RAW_MERGE)
         return len(k)
 
     async def _ensure(self, conn: Any, table: str, times_ms: list[int]) -> None:
