@@ -26,6 +26,7 @@ BUILDERS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
     "workorder": (subjects.workorder, ("id",)),
     "dead_letter": (subjects.dead_letter, ("source",)),
     "edge_alert": (subjects.edge_alert, ("gateway", "machine")),
+    "audit": (subjects.audit, ("action",)),
 }
 
 
