@@ -74,6 +74,52 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     assert port_is_free(api_port)  # and the API
 
 
+@pytest.mark.slow
+def test_up_uses_the_database_at_database_url(tmp_path: Path) -> None:
+    """Given ``DATABASE_URL``, no cluster is started: the schema, the plant and the
+    history go to that database."""
+    import psycopg
+
+    from twinfleet.postgres import PostgresServer
+
+    with PostgresServer(tmp_path / "external", port=free_port()) as external:
+        env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS")}
+        env["DATABASE_URL"] = external.url
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twinfleet.cli",
+                "up",
+                "--days",
+                "0.1",
+                "--lives",
+                "6",
+                "--nats-port",
+                str(free_port()),
+                "--api-port",
+                str(free_port()),
+                "--leaf-port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "using the PostgreSQL at DATABASE_URL" in done.stdout
+        assert not (tmp_path / "data" / "postgres").exists()  # no cluster of its own
+        readings = int(done.stdout.split("== summary: ")[1].split(" readings")[0].replace(",", ""))
+        with psycopg.connect(external.url) as conn:
+            stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            assets = conn.execute("SELECT count(*) FROM assets").fetchone()[0]
+        assert (stored, assets) == (readings, 52)
+
+
 def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
