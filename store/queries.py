@@ -171,25 +171,27 @@ def _ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
 
+async def _records(conn: Any, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Rows as dicts named by the query's columns, ``timestamp`` as ISO 8601 UTC."""
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows: list[dict[str, Any]] = await cur.fetchall()
+    for row in rows:
+        row["timestamp"] = iso_utc(_ms(row["timestamp"]))
+    return rows
+
+
 async def _anomalies(
     conn: Any, sensor_id: str, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
-    cur = await conn.execute(
-        "SELECT ts, value, score, severity, type, reason FROM anomalies "
-        "WHERE sensor_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT 10000",
+    return await _records(
+        conn,
+        'SELECT ts AS "timestamp", value, score AS anomaly_score, severity, type, reason '
+        "FROM anomalies WHERE sensor_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT 10000",
         (sensor_id, start, end),
     )
-    return [
-        {
-            "timestamp": iso_utc(_ms(ts)),
-            "value": value,
-            "anomaly_score": score,
-            "severity": severity,
-            "type": kind,
-            "reason": reason,
-        }
-        for ts, value, score, severity, kind, reason in await cur.fetchall()
-    ]
 
 
 async def timeseries(
@@ -273,58 +275,28 @@ async def history(conn: Any, asset_id: str, start: datetime, end: datetime) -> d
     cur = await conn.execute("SELECT 1 FROM assets WHERE asset_id = %s", (asset_id,))
     if await cur.fetchone() is None:
         raise UnknownAsset(asset_id)
-    cur = await conn.execute(
-        "SELECT ts, status, health_score, active_anomalies FROM twin_snapshots "
+    window = (asset_id, start, end)
+    states = await _records(
+        conn,
+        'SELECT ts AS "timestamp", status, health_score, active_anomalies FROM twin_snapshots '
         "WHERE asset_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT 100000",
-        (asset_id, start, end),
+        window,
     )
-    states = [
-        {
-            "timestamp": iso_utc(_ms(ts)),
-            "status": status,
-            "health_score": health,
-            "active_anomalies": active,
-        }
-        for ts, status, health, active in await cur.fetchall()
-    ]
-    cur = await conn.execute(
-        "SELECT predicted_at, component, failure_mode, median_hours, lower_hours, upper_hours, "
-        "p_fail_7d, model_version FROM rul_predictions WHERE asset_id = %s AND "
-        "predicted_at >= %s AND predicted_at < %s ORDER BY predicted_at LIMIT 100000",
-        (asset_id, start, end),
+    rul = await _records(
+        conn,
+        'SELECT predicted_at AS "timestamp", component, failure_mode, median_hours, '
+        "lower_hours, upper_hours, p_fail_7d AS failure_probability_7d, model_version "
+        "FROM rul_predictions WHERE asset_id = %s AND predicted_at >= %s AND predicted_at < %s "
+        "ORDER BY predicted_at LIMIT 100000",
+        window,
     )
-    rul = [
-        {
-            "timestamp": iso_utc(_ms(at)),
-            "component": comp,
-            "failure_mode": mode,
-            "median_hours": med,
-            "lower_hours": lo,
-            "upper_hours": hi,
-            "failure_probability_7d": p7,
-            "model_version": version,
-        }
-        for at, comp, mode, med, lo, hi, p7, version in await cur.fetchall()
-    ]
-    cur = await conn.execute(
-        "SELECT anomaly_id, ts, sensor_id, type, severity, score, value, reason, source "
-        "FROM anomalies WHERE asset_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT 100000",
-        (asset_id, start, end),
+    anomalies = await _records(
+        conn,
+        'SELECT anomaly_id, ts AS "timestamp", sensor_id, type, severity, '
+        "score AS anomaly_score, value, reason, source FROM anomalies "
+        "WHERE asset_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT 100000",
+        window,
     )
-    anomalies = [
-        {
-            "anomaly_id": aid,
-            "timestamp": iso_utc(_ms(ts)),
-            "sensor_id": sid,
-            "type": kind,
-            "severity": sev,
-            "anomaly_score": score,
-            "value": value,
-            "reason": reason,
-            "source": source,
-        }
-        for aid, ts, sid, kind, sev, score, value, reason, source in await cur.fetchall()
-    ]
     return {
         "asset_id": asset_id,
         "start": iso_utc(_ms(start)),

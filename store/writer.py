@@ -222,6 +222,28 @@ class Writer:
                     raise asyncio.CancelledError from exc
                 delay = min(delay * 2, self.config.max_backoff_s)
 
+    async def _until_stored(
+        self, conn: Any, what: str, work: Any, prepare: bool = False
+    ) -> tuple[Any, Any]:
+        """``await work(conn)``, reconnecting with backoff while PostgreSQL is away;
+        returns the connection (a new one after an outage) and the result."""
+        delay = 0.2
+        while True:
+            try:
+                return conn, await work(conn)
+            except _retryable() as exc:
+                self.stats[f"{what}_retries"] += 1
+                log.warning("%s: PostgreSQL failed (%s); retrying in %.1f s", what, exc, delay)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                if await self._sleep(delay):
+                    raise asyncio.CancelledError from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+                conn = await self._connect(what)
+                if prepare:
+                    await self._prepare(conn)
+                    self._partitions.forget()
+
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True when stopping."""
         with contextlib.suppress(TimeoutError):
@@ -359,26 +381,16 @@ class Writer:
         so one bad message can neither stop the writer nor hold back the others."""
         import psycopg
 
-        delay = 0.2
         refusals: list[Refusal] = []
         todo = [batch]
         while todo:
             part = todo[0]
             try:
-                refusals += await self._flush(conn, part)
+                conn, done = await self._until_stored(
+                    conn, "flush", lambda c, p=part: self._flush(c, p), prepare=True
+                )
+                refusals += done
                 todo.pop(0)
-                delay = 0.2
-            except _retryable() as exc:
-                self.stats["flush_retries"] += 1
-                log.warning("flush of %d messages failed (%s); retrying", len(part), exc)
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                if await self._sleep(delay):
-                    raise asyncio.CancelledError from exc
-                delay = min(delay * 2, self.config.max_backoff_s)
-                conn = await self._connect("telemetry")
-                await self._prepare(conn)
-                self._partitions.forget()
             except psycopg.errors.CheckViolation as exc:
                 self._partitions.forget()  # a partition dropped under us: make it again
                 if "no partition" not in str(exc) or self.stats["partition_retries"] > 100:
@@ -390,7 +402,7 @@ class Writer:
             await decoded.msg.ack()
         self._last_commit_stream_time = max(d.stream_time for d in batch)
         for refusal in refusals:
-            await self._dead_letter("TELEMETRY", refusal)
+            await self._dead_letter(self.config.telemetry_stream, refusal)
         return conn
 
     def _split(self, todo: list[list[Decoded]], part: list[Decoded], exc: Exception) -> None:
@@ -443,8 +455,12 @@ class Writer:
             self.stats["redelivered_skipped"] += len(batch) - len(fresh)
             if not fresh:
                 return []
-            ids = {s for d in fresh if d.rows is not None for s in d.rows.sensor_id.tolist()}
-            ids |= {s for d in fresh if d.aggregates is not None for s in d.aggregates.sensor_id}
+            ids: set[str] = set()
+            for d in fresh:
+                if d.rows is not None:
+                    ids.update(d.rows.sensor_id.tolist())
+                if d.aggregates is not None:
+                    ids.update(d.aggregates.sensor_id)
             await self._sensor_keys(conn, sorted(ids))
             oldest_ms = time.time() * 1000 - self._raw_keep.total_seconds() * 1000
             refusals: list[Refusal] = []
@@ -618,27 +634,6 @@ class Writer:
         finally:
             await twins.unsubscribe()
             await conn.close()
-
-    async def _until_stored(
-        self, conn: Any, what: str, work: Any, prepare: bool = False
-    ) -> tuple[Any, Any]:
-        """``await work(conn)``, reconnecting with backoff while PostgreSQL is away;
-        returns the connection (a new one after an outage) and the result."""
-        delay = 0.2
-        while True:
-            try:
-                return conn, await work(conn)
-            except _retryable() as exc:
-                self.stats[f"{what}_retries"] += 1
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                if await self._sleep(delay):
-                    raise asyncio.CancelledError from exc
-                delay = min(delay * 2, self.config.max_backoff_s)
-                conn = await self._connect(what)
-                if prepare:
-                    await self._prepare(conn)
-                    self._partitions.forget()
 
     async def _store_events(
         self, conn: Any, msgs: list[Any], snapshots: dict[str, dict[str, Any]]

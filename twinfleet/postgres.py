@@ -22,9 +22,8 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
-from twinfleet.services import ServiceError, die_with_parent, port_is_free
+from twinfleet.services import ChildServer, ServiceError, die_with_parent, port_is_free, secret_file
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 DATABASE = "twinfleet"
@@ -67,8 +66,12 @@ def _traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-class PostgresServer:
-    """A PostgreSQL 15 cluster in ``data_dir / "postgres"``, run as a child process."""
+class PostgresServer(ChildServer):
+    """A PostgreSQL 15 cluster in ``data_dir / "postgres"``, run as a child process.
+    Stopped with SIGINT: a fast shutdown (sessions rolled back, a checkpoint)."""
+
+    STOP_SIGNAL = signal.SIGINT
+    GRACE_S = 30.0
 
     def __init__(self, data_dir: Path, port: int = 5433, bin_dir: Path = BIN_DIR) -> None:
         if not 0 < port < 65536:
@@ -118,12 +121,7 @@ class PostgresServer:
     def _initdb(self) -> None:
         from secrets import token_urlsafe
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = self.data_dir / "postgres-password"
-        if not secret.exists():
-            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token_urlsafe(24))
+        secret_file(self.data_dir / "postgres-password", lambda: token_urlsafe(24))
         staging = self.data_dir / "postgres.initdb"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
@@ -224,32 +222,3 @@ class PostgresServer:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if found.fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster (tests: a crash; PostgreSQL recovers from its WAL)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-        self.process = None
-
-    def stop(self, grace_s: float = 30.0) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)  # fast shutdown: roll back sessions, checkpoint
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

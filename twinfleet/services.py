@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
 class ServiceError(RuntimeError):
@@ -49,7 +51,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class NatsServer:
+class ChildServer:
+    """A server run as a child process of ours: :meth:`stop` sends ``STOP_SIGNAL``, then
+    SIGKILL after a grace period; as a context manager it is started and stopped."""
+
+    STOP_SIGNAL = signal.SIGTERM
+    GRACE_S = 5.0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self, grace_s: float | None = None) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(self.STOP_SIGNAL)
+        try:
+            proc.wait(timeout=self.GRACE_S if grace_s is None else grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in ``path``, written once from ``make()`` readable by its owner
+    only (mode 0600 from creation: never briefly readable by others)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+    return path.read_text().strip()
+
+
+class NatsServer(ChildServer):
     """A nats-server child process with JetStream (file storage in ``data_dir``)."""
 
     def __init__(
@@ -127,28 +174,6 @@ class NatsServer:
         self.stop()
         raise ServiceError(f"nats-server did not accept connections within {timeout_s} s")
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 SECRET_ENV = "TWINFLEET_API_SECRET"
 
@@ -161,10 +186,4 @@ def api_secret(data_dir: Path) -> str:
     given = os.environ.get(SECRET_ENV)
     if given:
         return given
-    path = data_dir / "api-secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_secret())
-    return path.read_text().strip()
+    return secret_file(data_dir / "api-secret", new_secret)
