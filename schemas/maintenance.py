@@ -78,6 +78,45 @@ class FailurePrediction(BaseModel):
     failure_mode: FailureMode | None = None
 
 
+class MaintenancePolicy(BaseModel):
+    """When a machine gets a predictive work order, and what its failing costs
+    (``policy`` of a machine type in the plant file).
+
+    A predictive work order is created when the median RUL falls below
+    ``rul_median_below_hours`` or P(failure within ``failure_within_hours``) rises above
+    ``failure_probability_above``, and not again while one is open for the machine.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rul_median_below_hours: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 240.0
+    failure_within_hours: Annotated[int, Field(gt=0)] = 168
+    failure_probability_above: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    failure_cost: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        50_000.0, description="cost of one unplanned failure (repair, scrap, lost output)"
+    )
+    downtime_cost_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        1_000.0, description="cost of each hour the machine is stopped for planned work"
+    )
+
+
+class CostEstimate(BaseModel):
+    """A work order's estimated cost (shared/API.md ``estimated_cost``), plus what the
+    planner weighs: downtime and the risk of failing before the repair."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    parts: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    downtime: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    risk: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @property
+    def total(self) -> float:
+        """Labour plus parts (the API's ``total``); downtime and risk are reported apart."""
+        return self.labor + self.parts
+
+
 class WorkOrder(BaseModel):
     """A planned or performed maintenance job on one machine (``asset_id``)."""
 
@@ -98,8 +137,34 @@ class WorkOrder(BaseModel):
     parts_required: list[PartRequirement] = Field(default_factory=list)
     failure_prediction: FailurePrediction | None = None
     assigned_technician_id: Identifier | None = None
+    technician_pinned: bool = Field(
+        False, description="assigned by hand: the planner keeps this technician"
+    )
     created_at: UtcDatetime
     completed_at: UtcDatetime | None = None
+    scheduled_end: UtcDatetime | None = None
+    not_before: UtcDatetime | None = Field(
+        None, description="the earliest start asked for (scheduled_date of the request)"
+    )
+    due_by: UtcDatetime | None = Field(
+        None, description="latest safe finish: the RUL interval's lower bound when predicted"
+    )
+    failure_mode: FailureMode | None = Field(None, description="what the work repairs")
+    parts_reserved: list[PartRequirement] = Field(default_factory=list)
+    estimated_cost: CostEstimate = CostEstimate()
+    unplaced_reason: str | None = Field(
+        None, description="why the last plan could not place it (None when placed)"
+    )
+    after: list[str] = Field(
+        default_factory=list, description="work orders that must be finished before this one"
+    )
+    source: Annotated[str, Field(max_length=64)] = Field(
+        "manual", description="'policy' for predictive orders the maintenance policy created"
+    )
+    updated_at: UtcDatetime | None = None
+    revision: Annotated[int, Field(ge=0)] = Field(
+        0, description="counts the stored changes: the newest record has the highest"
+    )
 
     @model_validator(mode="after")
     def _completed_has_time(self) -> Self:

@@ -27,8 +27,9 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.alerts import Alerting, AlertRule, default_rules
 from schemas.common import FailureMode, Identifier, MachineKind, SensorKind, sensor_id
-from schemas.maintenance import Technician
+from schemas.maintenance import MaintenancePolicy, Shift, Technician
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -125,6 +126,7 @@ class MachineType(_Strict):
     sensors: Annotated[list[SensorSpec], Field(min_length=1)]
     failure_modes: list[FailureMode] = Field(default_factory=list)
     maintenance: list[MaintenanceTask] = Field(default_factory=list)
+    policy: MaintenancePolicy = MaintenancePolicy()
 
     @model_validator(mode="after")
     def _unique_sensors(self) -> Self:
@@ -150,6 +152,11 @@ class MachineEntry(_Strict):
 class LineSpec(_Strict):
     id: Identifier
     name: str | None = None
+    maintenance_windows: list[Shift] = Field(
+        default_factory=list,
+        description="weekly windows (site time) when the line's machines may be stopped "
+        "for planned work; empty: any time",
+    )
     machines: list[MachineEntry] = Field(default_factory=list)
 
 
@@ -179,6 +186,8 @@ class MachineSpec(_Strict):
     sensors: Annotated[list[SensorSpec], Field(min_length=1)]
     failure_modes: list[FailureMode] = Field(default_factory=list)
     maintenance: list[MaintenanceTask] = Field(default_factory=list)
+    policy: MaintenancePolicy = MaintenancePolicy()
+    maintenance_windows: list[Shift] = Field(default_factory=list)
     critical: bool = False
     installed_hours: Annotated[float, Field(ge=0)] = 0.0
 
@@ -199,6 +208,8 @@ class PlantFile(_Strict):
     machine_types: dict[Identifier, MachineType]
     sites: Annotated[list[SiteSpec], Field(min_length=1)]
     technicians: list[Technician] = Field(default_factory=list)
+    alert_rules: list[AlertRule] = Field(default_factory=default_rules)
+    alerting: Alerting = Alerting()
 
 
 class Plant(BaseModel):
@@ -211,6 +222,14 @@ class Plant(BaseModel):
     machine_types: dict[str, MachineType]
     machines: list[MachineSpec]
     technicians: list[Technician]
+    alert_rules: list[AlertRule] = Field(default_factory=default_rules)
+    alerting: Alerting = Alerting()
+
+    def site(self, site_id: str) -> SiteSpec:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(f"no site {site_id!r} in plant {self.name!r}")
 
     def machine(self, machine_id: str) -> MachineSpec:
         for m in self.machines:
@@ -266,7 +285,7 @@ def _no_duplicates(values: list[str], where: str, what: str) -> None:
 
 
 def _expand_machine(
-    entry: MachineEntry, mtype: MachineType, site: str, line: str, path: str
+    entry: MachineEntry, mtype: MachineType, site: str, line: LineSpec, path: str
 ) -> MachineSpec:
     sensors = {s.name: s.model_dump() for s in mtype.sensors}
     # Where each merged sensor came from in the file, so that an error points there.
@@ -294,11 +313,13 @@ def _expand_machine(
                 "type": entry.type,
                 "kind": mtype.kind,
                 "site": site,
-                "line": line,
+                "line": line.id,
                 "rated": {**mtype.rated.model_dump(), **entry.rated},
                 "sensors": list(sensors.values()),
                 "failure_modes": mtype.failure_modes,
                 "maintenance": mtype.maintenance,
+                "policy": mtype.policy,
+                "maintenance_windows": line.maintenance_windows,
                 "critical": entry.critical,
                 "installed_hours": entry.installed_hours,
             }
@@ -350,7 +371,7 @@ def parse_plant(data: Any, source: str = "<plant>") -> Plant:
                     )
                     continue
                 try:
-                    machines.append(_expand_machine(entry, mtype, site.id, line.id, path))
+                    machines.append(_expand_machine(entry, mtype, site.id, line, path))
                 except _PathError as exc:
                     problems.append((exc.path, exc.message))
     _report_duplicates(problems, "sites", "site", [s.id for s in raw.sites])
@@ -361,6 +382,21 @@ def parse_plant(data: Any, source: str = "<plant>") -> Plant:
     for i, tech in enumerate(raw.technicians):
         if tech.site_id is not None and tech.site_id not in site_ids:
             problems.append((f"technicians[{i}].site_id", f"unknown site {tech.site_id!r}"))
+    _report_duplicates(problems, "alert_rules", "alert rule", [r.id for r in raw.alert_rules])
+    for i, rule in enumerate(raw.alert_rules):
+        for j, t in enumerate(rule.machine_types):
+            if t not in raw.machine_types:
+                problems.append((f"alert_rules[{i}].machine_types[{j}]", f"unknown type {t!r}"))
+        for j, m in enumerate(rule.machines):
+            if m not in seen_machines:
+                problems.append((f"alert_rules[{i}].machines[{j}]", f"unknown machine {m!r}"))
+        if rule.sensor is not None and not any(
+            rule.applies_to(m.id, m.type) and rule.sensor in {s.name for s in m.sensors}
+            for m in machines
+        ):
+            problems.append(
+                (f"alert_rules[{i}].sensor", f"no machine it applies to has sensor {rule.sensor!r}")
+            )
     if problems:
         raise PlantFileError(source, problems)
     return Plant(
@@ -369,6 +405,8 @@ def parse_plant(data: Any, source: str = "<plant>") -> Plant:
         machine_types=dict(raw.machine_types),
         machines=machines,
         technicians=raw.technicians,
+        alert_rules=raw.alert_rules,
+        alerting=raw.alerting,
     )
 
 

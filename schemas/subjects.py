@@ -10,6 +10,11 @@ subject                                 what travels on it
 ``tf.event.rul.<machine>``              RulPrediction
 ``tf.event.workorder.<id>``             WorkOrder
 ``tf.event.audit.<action>``             AuditRecord (a change made through the API)
+``tf.event.alert.<alert_id>``           Alert, after every change (raised, repeated,
+                                        acknowledged, escalated, resolved)
+``tf.notify.alert``                     AlertNotification (the NATS alert channel)
+``tf.maintenance.<operation>``          request/reply API of the maintenance service
+                                        (schemas.maintenance_api)
 ``tf.dlq.<source>``                     rejected input with the reason
 ``tf.edge.<gateway>.alert.<machine>``   EdgeAnomaly raised locally by a gateway (core
                                         NATS on the gateway's own leaf node; it
@@ -39,6 +44,9 @@ TWIN_ALL = f"{PREFIX}.twin.*"
 ANOMALY_ALL = f"{PREFIX}.event.anomaly.*"
 RUL_ALL = f"{PREFIX}.event.rul.*"
 WORKORDER_ALL = f"{PREFIX}.event.workorder.*"
+ALERT_ALL = f"{PREFIX}.event.alert.*"
+NOTIFY_ALERT = f"{PREFIX}.notify.alert"
+MAINTENANCE = f"{PREFIX}.maintenance"
 EVENT_ALL = f"{PREFIX}.event.>"
 
 _TOKEN = re.compile(ID_PATTERN)
@@ -73,6 +81,15 @@ def rul(machine_id: str) -> str:
 
 def workorder(workorder_id: str) -> str:
     return f"{PREFIX}.event.workorder.{_token('work order', workorder_id)}"
+
+
+def alert(alert_id: str) -> str:
+    return f"{PREFIX}.event.alert.{_token('alert', alert_id)}"
+
+
+def maintenance(operation: str) -> str:
+    """``operation`` is dotted on purpose (``workorders.create``); each part is a token."""
+    return ".".join([MAINTENANCE, *(_token("operation", p) for p in operation.split("."))])
 
 
 def audit(action: str) -> str:

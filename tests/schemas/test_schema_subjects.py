@@ -27,6 +27,9 @@ BUILDERS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
     "dead_letter": (subjects.dead_letter, ("source",)),
     "edge_alert": (subjects.edge_alert, ("gateway", "machine")),
     "audit": (subjects.audit, ("action",)),
+    "alert": (subjects.alert, ("alert_id",)),
+    "notify_alert": (lambda: subjects.NOTIFY_ALERT, ()),
+    "maintenance": (subjects.maintenance, ("operation",)),
 }
 
 
@@ -122,6 +125,12 @@ BAD_TOKENS = [
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_bad_tokens_are_refused_by_every_builder(name: str, bad: str) -> None:
     fn, placeholders = BUILDERS[name]
+    if name == "maintenance" and bad == "P.101":
+        # An operation is tokens joined by dots (workorders.create): each is checked.
+        assert fn(bad) == "tf.maintenance.P.101"
+        with pytest.raises(ValueError, match=r"operation '\*' is not a valid subject token"):
+            fn("P.*")
+        return
     for position in range(len(placeholders)):
         tokens = ["ok"] * len(placeholders)
         tokens[position] = bad

@@ -1,0 +1,1 @@
+"""Alerts, predictive work orders and technician scheduling (pure: no I/O)."""

@@ -1,0 +1,179 @@
+"""The maintenance service's request/reply API over NATS, and the plan it returns.
+
+Every request goes to ``tf.maintenance.<operation>`` (:func:`schemas.subjects.maintenance`)
+as JSON; the reply is ``{"ok": <result>}`` or ``{"error": {"code", "message", "field"?}}``
+with the HTTP status the API should answer (404 unknown id, 409 a change the life cycle
+does not allow, 422 bad input).
+
+=========================  ====================================  ==========================
+operation                  request                               ``ok``
+=========================  ====================================  ==========================
+``workorders.list``        :class:`WorkOrderFilter`              ``[WorkOrder]``
+``workorders.create``      :class:`CreateWorkOrder`              :class:`WorkOrderCreated`
+``workorders.update``      :class:`UpdateWorkOrder`              ``WorkOrder``
+``alerts.list``            :class:`AlertFilter`                  ``[Alert]``
+``alerts.acknowledge``     :class:`AlertAction`                  ``Alert``
+``alerts.resolve``         :class:`AlertAction`                  ``Alert``
+``schedule``               :class:`ScheduleRequest`              :class:`MaintenancePlan`
+``replan``                 :class:`ScheduleRequest`              :class:`MaintenancePlan`
+``export.csv``             :class:`WorkOrderFilter`              ``str`` (CSV text)
+=========================  ====================================  ==========================
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.alerts import AlertStatus
+from schemas.anomaly import Severity
+from schemas.common import Identifier, UtcDatetime
+from schemas.maintenance import (
+    CostEstimate,
+    FailurePrediction,
+    PartRequirement,
+    Priority,
+    Technician,
+    WorkOrder,
+    WorkOrderStatus,
+    WorkOrderType,
+)
+
+Text = Annotated[str, Field(max_length=4000)]
+Actor = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkOrderRequest(_Request):
+    """The body of ``POST /api/v1/maintenance/workorders`` (shared/API.md)."""
+
+    asset_id: Identifier
+    type: WorkOrderType
+    priority: Priority = Priority.MEDIUM
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Text = ""
+    scheduled_date: UtcDatetime | None = Field(
+        None, description="not before this time (the planner picks the slot)"
+    )
+    estimated_duration_hours: Annotated[float, Field(gt=0, le=720, allow_inf_nan=False)] | None = (
+        Field(None, description="default: the machine type's catalogue for the failure mode")
+    )
+    required_skills: list[Identifier] | None = None
+    parts_required: list[PartRequirement] | None = None
+    failure_prediction: FailurePrediction | None = None
+    after: list[str] = Field(default_factory=list, max_length=50)
+
+
+class CreateWorkOrder(_Request):
+    request: WorkOrderRequest
+    actor: Actor
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="the same key again returns the order it created, not a new one"
+    )
+
+
+class WorkOrderCreated(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    work_order: WorkOrder
+    technician: Technician | None = None
+    created: bool = Field(True, description="False: an earlier request with the same key")
+
+
+class UpdateWorkOrder(_Request):
+    """A change to one work order; fields left out are unchanged."""
+
+    workorder_id: str
+    actor: Actor
+    status: WorkOrderStatus | None = None
+    priority: Priority | None = None
+    title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description: Text | None = None
+    assigned_technician_id: Identifier | None = Field(
+        None, description="pin the order to this technician (the planner keeps it there)"
+    )
+    estimated_duration_hours: Annotated[float, Field(gt=0, le=720, allow_inf_nan=False)] | None = (
+        None
+    )
+    completed_at: UtcDatetime | None = Field(
+        None, description="when status becomes completed (default: now)"
+    )
+
+
+class WorkOrderFilter(_Request):
+    asset_id: Identifier | None = None
+    status: list[WorkOrderStatus] = Field(default_factory=list)
+    type: WorkOrderType | None = None
+    technician_id: Identifier | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1_000
+
+
+class AlertFilter(_Request):
+    machine_id: Identifier | None = None
+    status: list[AlertStatus] = Field(default_factory=list)
+    min_severity: Severity | None = None
+    rule_id: Identifier | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1_000
+
+
+class AlertAction(_Request):
+    alert_id: str
+    actor: Actor
+    note: Text = ""
+    false_positive: bool = Field(False, description="resolve: the alert was wrong")
+
+
+class ScheduleRequest(_Request):
+    horizon_hours: Annotated[float, Field(gt=0, le=24 * 31, allow_inf_nan=False)] = 168.0
+    actor: Actor | None = None
+
+
+class ScheduledWork(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workorder_id: str
+    asset_id: Identifier
+    technician_id: Identifier
+    start: UtcDatetime
+    end: UtcDatetime
+    due_by: UtcDatetime | None = None
+    cost: CostEstimate
+
+
+class UnscheduledWork(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workorder_id: str
+    asset_id: Identifier
+    reason: str
+    risk: float = Field(description="expected failure cost within the horizon if not done")
+
+
+class PlanCost(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labor: float = 0.0
+    parts: float = 0.0
+    downtime: float = 0.0
+    risk: float = 0.0
+    total: float = 0.0
+
+
+class MaintenancePlan(BaseModel):
+    """The technicians' plan over a horizon, with its expected cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    planned_at: UtcDatetime
+    start: UtcDatetime
+    horizon_hours: float
+    scheduled: list[ScheduledWork] = Field(default_factory=list)
+    unscheduled: list[UnscheduledWork] = Field(default_factory=list)
+    cost: PlanCost = PlanCost()
+    status: str = Field(description="the solver's status: optimal, feasible, ...")
+    solver: str
+    solve_seconds: float
