@@ -58,6 +58,11 @@ class FleetAccess:
         state, seq = await host.state.remote(machine_id)
         return str(state), int(seq)
 
+    async def record_repair(self, machine_id: str, failure_mode: str | None, at_ms: int) -> str:
+        """Tell the machine's twin a repair of ``failure_mode`` finished at ``at_ms``."""
+        host = await self.host_of(machine_id)
+        return str(await host.record_repair.remote(machine_id, failure_mode, at_ms))
+
     def keep_spare(self) -> None:
         """Start a clone actor now so that the next clone does not wait for a worker.
         It is named (``tf-clone-<hex>``): the registry lists clones by actor name, since

@@ -9,7 +9,9 @@
 * stream ``EVENTS`` on ``tf.event.>``: the anomaly, RUL and work-order events (published on
   core NATS by the actors, kept by the server for ``EVENTS_MAX_AGE_S`` and at most
   ``EVENTS_PER_SUBJECT`` per subject), so an API replica that starts later can replay them;
-* key-value bucket ``tf_acks``: acknowledgements of anomalies.
+* key-value bucket ``tf_acks``: acknowledgements of anomalies;
+* key-value bucket ``tf_maintenance``: the maintenance service's alerts, work orders,
+  latest RUL per machine and consumed event sequences (:mod:`actors.maintenance`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ STREAM = "TELEMETRY"
 CHECKPOINTS = "tf_checkpoints"
 TWINS = "tf_twins"
 ACKS = "tf_acks"
+MAINTENANCE = "tf_maintenance"
 EVENTS = "EVENTS"
 EVENTS_MAX_AGE_S = 7 * 86_400.0
 EVENTS_PER_SUBJECT = 5_000
@@ -33,8 +36,8 @@ _SEQ = struct.Struct(">Q")
 
 async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
     """Create (or find) the stream and buckets; returns the (checkpoints, twins) buckets."""
-    from nats.js.api import KeyValueConfig, StorageType, StreamConfig
-    from nats.js.errors import BucketNotFoundError, NotFoundError
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
 
     config = StreamConfig(
         name=STREAM,
@@ -54,8 +57,22 @@ async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
             await js.stream_info(stream.name)
         except NotFoundError:
             await js.add_stream(stream)
+    sizes = ((CHECKPOINTS, MAX_CHECKPOINT_BYTES), (TWINS, 1024 * 1024), (ACKS, 4096))
+    buckets = await _buckets(js, sizes)
+    return buckets[0], buckets[1]
+
+
+async def ensure_bucket(js: Any, name: str, max_value_size: int = 1024 * 1024) -> Any:
+    """One key-value bucket (file storage, latest value only), created if missing."""
+    return (await _buckets(js, ((name, max_value_size),)))[0]
+
+
+async def _buckets(js: Any, sizes: tuple[tuple[str, int], ...]) -> list[Any]:
+    from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
     buckets = []
-    for name, size in ((CHECKPOINTS, MAX_CHECKPOINT_BYTES), (TWINS, 1024 * 1024), (ACKS, 4096)):
+    for name, size in sizes:
         try:
             buckets.append(await js.key_value(name))
         except (BucketNotFoundError, NotFoundError):
@@ -66,7 +83,7 @@ async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
                     )
                 )
             )
-    return buckets[0], buckets[1]
+    return buckets
 
 
 def pack_checkpoint(seq: int, snapshot: bytes) -> bytes:

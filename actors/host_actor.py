@@ -324,6 +324,16 @@ class HostActor:
         spec = twin.spec
         return spec.model_dump_json(), twin.snapshot(), self.model_blobs.get(spec.type), self.config
 
+    async def record_repair(self, machine_id: str, failure_mode: str | None, at_ms: int) -> str:
+        """A completed repair: the twin restarts that mode's age (its wear) and its
+        condition trend. The state and the checkpoint are written at once, so a restarted
+        host keeps the repair. Returns the twin's new state (JSON)."""
+        twin = self.host.twins[machine_id]
+        twin.record_repair(failure_mode, at_ms)
+        await self._write_state(machine_id)
+        await self._write_checkpoint(machine_id)
+        return twin.state().model_dump_json()
+
     async def sequences(self) -> dict[str, int]:
         return dict(self.ingest.sequence)
 

@@ -1,0 +1,566 @@
+"""The maintenance service: alerts, predictive work orders and the technicians' plan.
+
+One service per plant (in ``twinfleet up``, the Ray actor :class:`MaintenanceActor`,
+restarted by Ray). It
+
+* consumes anomaly and RUL events from the ``EVENTS`` stream with durable pull consumers
+  (``maintenance-anomaly``, ``maintenance-rul``), acknowledging each after its effects are
+  stored; the last applied stream sequence of each is stored too, so a redelivered event
+  is recognised and not applied twice;
+* follows twin updates (``tf.twin.*``) for threshold and "no data" rules;
+* keeps its alerts, work orders and each machine's latest RUL in the JetStream key-value
+  bucket ``tf_maintenance`` (the durable state it reloads on start), and publishes every
+  change on ``tf.event.alert.<id>`` / ``tf.event.workorder.<id>`` (stored by the history
+  writer, followed by the API's subscriptions);
+* notifies new and escalated alerts on ``tf.notify.alert`` and to the plant's webhook, and
+  every work order change to the CMMS webhook (:mod:`maintenance.cmms`);
+* answers the request/reply API of :mod:`schemas.maintenance_api` on
+  ``tf.maintenance.>`` (queue group ``maintenance``);
+* re-plans (CP-SAT, :mod:`maintenance.schedule`) when an order is created or changes,
+  when a prediction moves an order's latest safe finish, and every ``replan_every_s``;
+* on a completed work order, tells the machine's twin (``repairs``: in ``twinfleet up``,
+  the fleet's host actor) so its wear for that failure mode starts again.
+
+The clock is injectable (``clock``) so escalation is tested without sleeping; ``tick``
+runs one round of the periodic work by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import ray
+from pydantic import BaseModel, ValidationError
+
+from actors.bus import EVENTS, MAINTENANCE, ensure_bucket, ensure_jetstream
+from actors.notify import Webhook
+from maintenance import cmms, planning
+from maintenance.alerts import AlertBook, Raised
+from maintenance.errors import Invalid, MaintenanceError
+from maintenance.orders import WorkOrderBook
+from maintenance.schedule import plan as solve
+from schemas import subjects
+from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
+from schemas.anomaly import AnomalyRecord, Severity
+from schemas.common import datetime_to_ms
+from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus
+from schemas.maintenance_api import (
+    AlertAction,
+    AlertFilter,
+    CreateWorkOrder,
+    MaintenancePlan,
+    ScheduleRequest,
+    UpdateWorkOrder,
+    WorkOrderCreated,
+    WorkOrderFilter,
+)
+from schemas.plant import Plant
+from schemas.rul import RulPrediction
+from schemas.twin import TwinState
+
+log = logging.getLogger("twinfleet.maintenance")
+
+Repairs = Callable[[str, str | None, int], Awaitable[Any]]
+SCHEDULE_RULE = AlertRule(id="schedule", kind=RuleKind.SCHEDULE, severity=Severity.CRITICAL)
+"""Built in: an order the planner cannot place before its latest safe finish."""
+
+
+MAX_DELIVERIES = 5
+"""An event whose handling fails this many times goes to ``tf.dlq.maintenance``."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MaintenanceService:
+    def __init__(
+        self,
+        plant: Plant,
+        nats_url: str,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        repairs: Repairs | None = None,
+        tick_s: float = 5.0,
+        plan_time_limit_s: float = 5.0,
+        horizon_h: float = 168.0,
+        replan_every_s: float = 900.0,
+    ):
+        self.plant = plant
+        self.nats_url = nats_url
+        self.clock = clock
+        self.repairs = repairs
+        self.tick_s = tick_s
+        self.plan_time_limit_s = plan_time_limit_s
+        self.horizon_h = horizon_h
+        self.replan_every_s = replan_every_s
+        self.alerts = AlertBook(plant)
+        self.orders = WorkOrderBook(plant)
+        self.predictions: dict[str, RulPrediction] = {}
+        self.plan: MaintenancePlan | None = None
+        self.counters: Counter[str] = Counter()
+        self._seq: dict[str, int] = {"anomaly": 0, "rul": 0}
+        self._lock = asyncio.Lock()
+        self._replan_due = False
+        self._last_plan: datetime | None = None
+        self._pending_repairs: list[tuple[str, str | None, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self._nc: Any = None
+        self._kv: Any = None
+        self._js: Any = None
+        self.alert_hook: Webhook | None = None
+        self.cmms_hook: Webhook | None = None
+        self.stopping = False
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self) -> MaintenanceService:
+        import nats
+
+        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._js = self._nc.jetstream()
+        await ensure_jetstream(self._js)
+        self._kv = await ensure_bucket(self._js, MAINTENANCE)
+        await self._load()
+        alerting = self.plant.alerting
+        if alerting.webhook_url:
+            self.alert_hook = Webhook(alerting.webhook_url, alerting.webhook_retries).start()
+        if alerting.cmms_webhook_url:
+            self.cmms_hook = Webhook(alerting.cmms_webhook_url, alerting.webhook_retries).start()
+        self._subs.append(
+            await self._nc.subscribe(
+                f"{subjects.MAINTENANCE}.>", queue="maintenance", cb=self._on_request
+            )
+        )
+        self._subs.append(await self._nc.subscribe(subjects.TWIN_ALL, cb=self._on_twin))
+        for kind, subject in (("anomaly", subjects.ANOMALY_ALL), ("rul", subjects.RUL_ALL)):
+            sub = await self._js.pull_subscribe(
+                subject, durable=f"maintenance-{kind}", stream=EVENTS
+            )
+            self._subs.append(sub)
+            self._tasks.append(asyncio.create_task(self._consume(kind, sub)))
+        self._tasks.append(asyncio.create_task(self._ticking()))
+        return self
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for hook in (self.alert_hook, self.cmms_hook):
+            if hook is not None:
+                await hook.stop()
+        if self._nc is not None:
+            # Every JetStream publish was acknowledged already; flush the core ones. (No
+            # drain: it waits 30 s on a pull subscription whose fetch was cancelled.)
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=5)
+            await self._nc.close()
+
+    async def _load(self) -> None:
+        from nats.js.errors import NoKeysError
+
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            keys = []
+        alerts, orders = [], []
+        for key in keys:
+            entry = await self._kv.get(key)
+            kind, _, name = key.partition(".")
+            if kind == "alert":
+                alerts.append(Alert.model_validate_json(entry.value))
+            elif kind == "wo":
+                orders.append(WorkOrder.model_validate_json(entry.value))
+            elif kind == "rul":
+                self.predictions[name] = RulPrediction.model_validate_json(entry.value)
+            elif kind == "seq":
+                self._seq[name] = int(entry.value)
+        self.alerts = AlertBook(self.plant, alerts)
+        self.orders = WorkOrderBook(self.plant, orders)
+        self._replan_due = bool(self.orders.open_orders())
+
+    # -- storing and telling ---------------------------------------------------------------
+
+    async def _save_alert(self, alert: Alert, event: str | None) -> Alert:
+        alert = self.alerts.keep(alert.model_copy(update={"revision": alert.revision + 1}))
+        data = alert.model_dump_json().encode()
+        await self._kv.put(f"alert.{alert.alert_id}", data)
+        msg_id = f"{alert.alert_id}:{alert.revision}"
+        await self._js.publish(
+            subjects.alert(alert.alert_id), data, headers={"Nats-Msg-Id": msg_id}
+        )
+        if event is not None:
+            body = {"event": event, "alert": alert.model_dump(mode="json")}
+            await self._nc.publish(subjects.NOTIFY_ALERT, json.dumps(body).encode())
+            if self.alert_hook is not None:
+                self.alert_hook.send(body, {"Idempotency-Key": msg_id})
+            self.counters[f"alerts_{event}"] += 1
+        return alert
+
+    async def _raised(self, raised: list[Raised]) -> None:
+        for r in raised:
+            await self._save_alert(r.alert, "raised" if r.new else None)
+            if not r.new:
+                self.counters["alerts_repeated"] += 1
+
+    async def _save_order(self, order: WorkOrder, event: str) -> WorkOrder:
+        order = self.orders.keep(order.model_copy(update={"revision": order.revision + 1}))
+        data = order.model_dump_json().encode()
+        await self._kv.put(f"wo.{order.workorder_id}", data)
+        key = cmms.idempotency_key(order)
+        await self._js.publish(
+            subjects.workorder(order.workorder_id), data, headers={"Nats-Msg-Id": key}
+        )
+        if self.cmms_hook is not None:
+            self.cmms_hook.send(
+                cmms.webhook_body(event, order, self.clock()), {"Idempotency-Key": key}
+            )
+        self.counters[f"workorders_{event}"] += 1
+        return order
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _consume(self, kind: str, sub: Any) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not self.stopping:
+            try:
+                msgs = await sub.fetch(100, timeout=1.0)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception as exc:  # a lost connection: nats-py reconnects
+                log.warning("maintenance %s consumer: %s", kind, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq <= self._seq[kind]:
+                    self.counters["events_redelivered"] += 1
+                    await msg.ack()
+                    continue
+                try:
+                    async with self._lock:
+                        await self._apply_event(kind, msg.data)
+                        self._seq[kind] = seq
+                        await self._kv.put(f"seq.{kind}", str(seq).encode())
+                except Exception as exc:
+                    # Not applied (the bucket unreachable...): JetStream delivers it again
+                    # after the ack wait; one that keeps failing is set aside.
+                    log.exception("maintenance %s event %d failed", kind, seq)
+                    self.counters[f"{kind}_failed"] += 1
+                    if msg.metadata.num_delivered < MAX_DELIVERIES:
+                        await msg.nak(delay=1.0)
+                        continue
+                    await self._nc.publish(
+                        subjects.dead_letter("maintenance"),
+                        msg.data,
+                        headers={"Tf-Reason": f"{kind} event failed: {exc!r}"[:1000]},
+                    )
+                await msg.ack()
+
+    async def _apply_event(self, kind: str, data: bytes) -> None:
+        now = self.clock()
+        try:
+            if kind == "anomaly":
+                await self._raised(
+                    self.alerts.on_anomaly(AnomalyRecord.model_validate_json(data), now)
+                )
+            else:
+                await self._on_rul(RulPrediction.model_validate_json(data), now)
+            self.counters[f"{kind}_events"] += 1
+        except ValidationError as exc:
+            self.counters[f"{kind}_rejected"] += 1
+            reason = f"{kind} event refused: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            log.warning(reason)
+            await self._nc.publish(
+                subjects.dead_letter("maintenance"),
+                data,
+                headers={"Tf-Reason": reason[:1000]},
+            )
+
+    async def _on_rul(self, p: RulPrediction, now: datetime) -> None:
+        if p.machine_id not in self.orders.machines:
+            self.counters["rul_unknown_machine"] += 1
+            return
+        self.predictions[p.machine_id] = p
+        await self._kv.put(f"rul.{p.machine_id}", p.model_dump_json().encode())
+        raised = self.alerts.on_rul(p, now)
+        order = self.orders.consider(p, now)
+        if order is not None:
+            await self._save_order(order, "created")
+            self._replan_due = True
+            # The alerts this prediction raised point at the order that answers them.
+            raised = [
+                Raised(self.alerts.link(r.alert.alert_id, order.workorder_id), r.new)
+                for r in raised
+            ]
+        await self._raised(raised)
+
+    async def _on_twin(self, msg: Any) -> None:
+        try:
+            state = TwinState.model_validate_json(msg.data)
+        except ValidationError:
+            self.counters["twin_rejected"] += 1
+            return
+        async with self._lock:
+            await self._raised(self.alerts.on_twin(state, self.clock()))
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    async def _ticking(self) -> None:
+        while not self.stopping:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("maintenance tick failed")
+                self.counters["tick_errors"] += 1
+            await asyncio.sleep(self.tick_s)
+
+    async def tick(self) -> None:
+        """One round: "no data" alerts, escalations, repairs not yet told to the twin, and
+        a re-plan when one is due."""
+        now = self.clock()
+        async with self._lock:
+            await self._raised(self.alerts.check_no_data(now))
+            for alert in self.alerts.escalate_due(now):
+                await self._save_alert(alert, "escalated")
+            await self._tell_repairs()
+            stale = self._last_plan is None or now - self._last_plan > timedelta(
+                seconds=self.replan_every_s
+            )
+            if self._replan_due or (stale and self.orders.open_orders()):
+                await self._replan(self.horizon_h)
+
+    async def _tell_repairs(self) -> None:
+        if self.repairs is None:
+            self._pending_repairs.clear()
+            return
+        pending, self._pending_repairs = self._pending_repairs, []
+        for machine_id, mode, at_ms in pending:
+            try:
+                await self.repairs(machine_id, mode, at_ms)
+                self.counters["repairs_told"] += 1
+            except Exception as exc:  # the twin's host is restarting: try at the next tick
+                log.warning("could not tell %s's twin about its repair: %s", machine_id, exc)
+                self.counters["repairs_retried"] += 1
+                self._pending_repairs.append((machine_id, mode, at_ms))
+
+    async def _replan(self, horizon_h: float) -> MaintenancePlan:
+        """Plan every open order now (call with the lock held)."""
+        now = self.clock()
+        open_orders = self.orders.open_orders()
+        orders, busy = planning.orders(self.plant, open_orders, self.predictions, now, horizon_h)
+        crews = planning.crews(self.plant, now, horizon_h, busy)
+        result = await asyncio.to_thread(solve, orders, crews, horizon_h, self.plan_time_limit_s, 2)
+        view, changed = planning.apply(result, open_orders, now, horizon_h, now)
+        for order in changed:
+            self.orders.keep(order)
+            await self._save_order(order, "scheduled")
+        for u in view.unscheduled:
+            order = self.orders.get(u.workorder_id)
+            if order.due_by is not None:
+                message = f"{u.workorder_id} on {u.asset_id} cannot be scheduled: {u.reason}"
+                r = self.alerts.raise_condition(
+                    u.asset_id,
+                    SCHEDULE_RULE,
+                    u.workorder_id,
+                    message,
+                    now,
+                    workorder_id=u.workorder_id,
+                )
+                await self._raised([r])
+        self.plan = view
+        self._last_plan = now
+        self._replan_due = False
+        self.counters["replans"] += 1
+        return view
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _on_request(self, msg: Any) -> None:
+        operation = msg.subject[len(subjects.MAINTENANCE) + 1 :]
+        try:
+            handler = self._handlers.get(operation)
+            if handler is None:
+                raise Invalid(f"unknown operation {operation!r}", "operation")
+            model, method = handler
+            try:
+                request = model.model_validate_json(msg.data or b"{}")
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                raise Invalid(f"{field}: {err['msg']}", field) from None
+            result = await method(self, request)
+            reply: dict[str, Any] = {"ok": _jsonable(result)}
+            self.counters[f"requests_{operation}"] += 1
+        except MaintenanceError as exc:
+            self.counters["requests_refused"] += 1
+            reply = exc.as_reply()
+        except Exception as exc:  # never crash the service on one request
+            log.exception("maintenance request %s failed", operation)
+            self.counters["requests_failed"] += 1
+            reply = {"error": {"code": 500, "message": f"internal error: {type(exc).__name__}"}}
+        if msg.reply:
+            await msg.respond(json.dumps(reply).encode())
+
+    async def list_orders(self, f: WorkOrderFilter) -> list[WorkOrder]:
+        return self.orders.select(f)
+
+    async def create_order(self, req: CreateWorkOrder) -> WorkOrderCreated:
+        async with self._lock:
+            now = self.clock()
+            key = None
+            if req.idempotency_key is not None:
+                digest = hashlib.sha256(f"{req.actor}\0{req.idempotency_key}".encode()).hexdigest()[
+                    :40
+                ]
+                key = f"idem.{digest}"
+                from nats.js.errors import KeyNotFoundError
+
+                try:
+                    earlier = (await self._kv.get(key)).value.decode()
+                except KeyNotFoundError:
+                    earlier = None
+                if earlier is not None:
+                    order = self.orders.get(earlier)
+                    return self._created(order, created=False)
+            order = self.orders.create(req.request, now)
+            await self._save_order(order, "created")
+            if key is not None:
+                await self._kv.put(key, order.workorder_id.encode())
+            await self._replan(self.horizon_h)
+            return self._created(self.orders.get(order.workorder_id), created=True)
+
+    def _created(self, order: WorkOrder, created: bool) -> WorkOrderCreated:
+        tech = self.orders.technicians.get(order.assigned_technician_id or "")
+        return WorkOrderCreated(work_order=order, technician=tech, created=created)
+
+    async def update_order(self, change: UpdateWorkOrder) -> WorkOrder:
+        async with self._lock:
+            now = self.clock()
+            order, completed = self.orders.update(change, now)
+            await self._save_order(order, "updated")
+            if completed:
+                at = order.completed_at or now
+                self._pending_repairs.append(
+                    (
+                        order.asset_id,
+                        order.failure_mode.value if order.failure_mode else None,
+                        datetime_to_ms(at),
+                    )
+                )
+                await self._tell_repairs()
+                for alert in list(self.alerts.alerts.values()):
+                    if alert.workorder_id == order.workorder_id and not alert.status.closed:
+                        closed = self.alerts.resolve(
+                            alert.alert_id, change.actor, f"{order.workorder_id} completed", now
+                        )
+                        await self._save_alert(closed, "resolved")
+            if (
+                order.status in (WorkOrderStatus.SCHEDULED,)
+                or completed
+                or (order.status is WorkOrderStatus.CANCELLED)
+            ):
+                self._replan_due = True
+            if change.priority in (Priority.CRITICAL, Priority.HIGH):
+                await self._replan(self.horizon_h)
+            return self.orders.get(order.workorder_id)
+
+    async def list_alerts(self, f: AlertFilter) -> list[Alert]:
+        return self.alerts.select(f)
+
+    async def acknowledge(self, a: AlertAction) -> Alert:
+        async with self._lock:
+            alert = self.alerts.acknowledge(a.alert_id, a.actor, a.note, self.clock())
+            return await self._save_alert(alert, "acknowledged")
+
+    async def resolve(self, a: AlertAction) -> Alert:
+        async with self._lock:
+            alert = self.alerts.resolve(
+                a.alert_id, a.actor, a.note, self.clock(), false_positive=a.false_positive
+            )
+            false = alert.status is AlertStatus.FALSE_POSITIVE
+            return await self._save_alert(alert, "false_positive" if false else "resolved")
+
+    async def schedule(self, r: ScheduleRequest) -> MaintenancePlan:
+        if self.plan is not None and self.plan.horizon_hours == r.horizon_hours:
+            return self.plan
+        async with self._lock:
+            return await self._replan(r.horizon_hours)
+
+    async def replan(self, r: ScheduleRequest) -> MaintenancePlan:
+        async with self._lock:
+            return await self._replan(r.horizon_hours)
+
+    async def export_csv(self, f: WorkOrderFilter) -> str:
+        return cmms.to_csv(self.orders.select(f))
+
+    _handlers: ClassVar[dict[str, tuple[type[BaseModel], Callable[..., Awaitable[Any]]]]] = {
+        "workorders.list": (WorkOrderFilter, list_orders),
+        "workorders.create": (CreateWorkOrder, create_order),
+        "workorders.update": (UpdateWorkOrder, update_order),
+        "alerts.list": (AlertFilter, list_alerts),
+        "alerts.acknowledge": (AlertAction, acknowledge),
+        "alerts.resolve": (AlertAction, resolve),
+        "schedule": (ScheduleRequest, schedule),
+        "replan": (ScheduleRequest, replan),
+        "export.csv": (WorkOrderFilter, export_csv),
+    }
+
+    async def status(self) -> dict[str, Any]:
+        open_orders = self.orders.open_orders()
+        return {
+            "open_alerts": sum(not a.status.closed for a in self.alerts.alerts.values()),
+            "open_work_orders": len(open_orders),
+            "unscheduled": len(self.plan.unscheduled) if self.plan else 0,
+            "counters": dict(self.counters),
+        }
+
+
+def _jsonable(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [_jsonable(r) for r in result]
+    return result
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
+class MaintenanceActor:
+    """The service in ``twinfleet up``: it tells completed repairs to the fleet's twins;
+    if its process dies, Ray starts it again and it reloads its state from the key-value
+    bucket and resumes its durable consumers."""
+
+    def __init__(self, plant_json: str, nats_url: str, fleet_name: str = "plant"):
+        from actors.access import FleetAccess
+
+        access = FleetAccess(fleet_name)
+        self.service = MaintenanceService(
+            Plant.model_validate_json(plant_json), nats_url, repairs=access.record_repair
+        )
+        self.started: asyncio.Task[MaintenanceService] | None = None
+
+    async def start(self) -> bool:
+        if self.started is None:
+            self.started = asyncio.create_task(self.service.start())
+        await self.started
+        return True
+
+    async def status(self) -> dict[str, Any]:
+        await self.start()
+        return await self.service.status()
+
+    async def stop(self) -> None:
+        await self.service.stop()

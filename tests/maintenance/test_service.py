@@ -1,0 +1,419 @@
+"""The maintenance service against a real nats-server (JetStream): predictions and
+anomalies in, alerts and scheduled work orders out, with an injectable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from actors.bus import MAINTENANCE, ensure_jetstream
+from actors.maintenance import MaintenanceService
+from schemas import subjects
+from schemas.alerts import Alert, AlertStatus
+from schemas.anomaly import AnomalyRecord
+from schemas.common import datetime_to_ms
+from schemas.maintenance import WorkOrder
+from schemas.plant import Plant, load_plant
+from schemas.rul import FAILURE_HORIZONS_H, RulPrediction, SurvivalPoint
+from twinfleet.cli import _example_plant_path
+from twinfleet.services import NatsServer
+
+# A Monday, 05:00 UTC: the north plant's day shift (06:00-14:00) starts in an hour.
+T0 = datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, t: datetime = T0):
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+def plant() -> Plant:
+    return load_plant(_example_plant_path())
+
+
+def prediction(machine: str, at: datetime, median: float, lower: float) -> RulPrediction:
+    """A Weibull-shaped survival curve with the given median and 5th percentile."""
+    import math
+
+    k = math.log(math.log(2) / -math.log(0.95)) / math.log(median / lower)
+    scale = median / math.log(2) ** (1 / k)
+    hours = [0, 12, 24, 48, 72, 120, 168, 240, 336, 500, 720, 1000]
+    curve = [
+        SurvivalPoint(hours=h, survival_probability=math.exp(-((h / scale) ** k))) for h in hours
+    ]
+    probs = {h: 1 - math.exp(-((h / scale) ** k)) for h in FAILURE_HORIZONS_H}
+    upper = scale * (-math.log(0.05)) ** (1 / k)
+    return RulPrediction(
+        machine_id=machine,
+        failure_mode="bearing_wear",
+        median_hours=median,
+        lower_hours=lower,
+        upper_hours=upper,
+        survival_curve=curve,
+        failure_probability=probs,
+        model_version="test-v1",
+        predicted_at=datetime_to_ms(at),
+    )
+
+
+def anomaly(machine: str, sensor: str, at: datetime, severity: str = "critical") -> AnomalyRecord:
+    return AnomalyRecord(
+        machine_id=machine,
+        sensor_id=f"{machine}.{sensor}",
+        timestamp=datetime_to_ms(at),
+        type="threshold",
+        severity=severity,
+        score=0.97,
+        value=101.0,
+        reason="above critical limit 75",
+        detector="threshold",
+    )
+
+
+async def publish(url: str, items: list[tuple[str, bytes]]) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    for subject, data in items:
+        await js.publish(subject, data)
+    await nc.drain()
+
+
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def request(url: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        msg = await nc.request(subjects.maintenance(operation), json.dumps(body).encode(), 20)
+        return dict(json.loads(msg.data))
+    finally:
+        await nc.drain()
+
+
+def run(
+    server: NatsServer, body: Callable[[MaintenanceService, Clock], Awaitable[None]], **kw: Any
+) -> None:
+    async def main() -> None:
+        clock = Clock()
+        svc = await MaintenanceService(
+            plant(), server.url, clock=clock, tick_s=3600, plan_time_limit_s=2, **kw
+        ).start()
+        try:
+            await body(svc, clock)
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+
+
+def test_a_degrading_machine_gets_exactly_one_predictive_order_scheduled_in_time(
+    nats_server: NatsServer,
+) -> None:
+    """P-201 (a pump) degrades: each hourly prediction is worse. The first that crosses
+    the policy (median below 240 h or P(fail in 7 days) above 0.3) creates one order; the
+    later ones do not. The plan puts it before the RUL lower bound, with a north-plant
+    technician who has the catalogue's skills, inside their shift."""
+    medians = [900, 700, 520, 380, 260, 200, 170, 150]
+    preds = [
+        prediction("P-201", T0 - timedelta(hours=len(medians) - i), m, m * 0.45)
+        for i, m in enumerate(medians)
+    ]
+
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        seen = await nc.subscribe(subjects.WORKORDER_ALL)
+        await publish(
+            nats_server.url,
+            [(subjects.rul(p.machine_id), p.model_dump_json().encode()) for p in preds],
+        )
+        await until(lambda: svc.counters["rul_events"] == len(preds), "the predictions")
+        orders = [o for o in svc.orders.orders.values() if o.asset_id == "P-201"]
+        assert len(orders) == 1
+        order = orders[0]
+        assert order.type.value == "predictive" and order.source == "policy"
+        assert order.failure_mode is not None and order.failure_mode.value == "bearing_wear"
+        assert set(order.required_skills) == {"mechanical", "bearings"}
+        assert [p.part_number for p in order.parts_required] == ["BRG-6312-C3", "BRG-NU312"]
+        assert order.estimated_duration_hours == 6
+        # Created by the first prediction that crossed the policy: median 260 h gives
+        # P(fail within 168 h) above 0.3 with this curve, 380 h does not.
+        crossing = next(
+            p for p in preds if p.median_hours < 240 or p.failure_probability[168] > 0.3
+        )
+        assert order.due_by == datetime.fromtimestamp(
+            crossing.predicted_at / 1000, UTC
+        ) + timedelta(hours=crossing.lower_hours)
+        await svc.tick()  # the re-plan the new order asked for
+        order = svc.orders.get(order.workorder_id)
+        assert order.scheduled_date is not None and order.scheduled_end is not None
+        assert order.due_by is not None and order.scheduled_end <= order.due_by
+        tech = svc.orders.technicians[order.assigned_technician_id or ""]
+        assert {"mechanical", "bearings"} <= set(tech.skills) and tech.site_id == "plant-north"
+        assert order.unplaced_reason is None
+        # Inside the technician's shift (north plant is UTC): T-01 06-14, T-03 22-06.
+        assert order.scheduled_end - order.scheduled_date == timedelta(hours=6)
+        start_h = order.scheduled_date.hour + order.scheduled_date.minute / 60
+        if tech.id == "T-01":
+            assert start_h >= 6 and start_h + 6 <= 14
+        # Published on JetStream (created, then scheduled) and kept in the bucket.
+        msgs = [WorkOrder.model_validate_json((await seen.next_msg(5)).data) for _ in range(2)]
+        assert [m.workorder_id for m in msgs] == [order.workorder_id] * 2
+        kv = await nc.jetstream().key_value(MAINTENANCE)
+        stored = WorkOrder.model_validate_json((await kv.get(f"wo.{order.workorder_id}")).value)
+        assert stored == order
+        # The API sees the same over request/reply.
+        reply = await request(nats_server.url, "workorders.list", {"asset_id": "P-201"})
+        assert [o["workorder_id"] for o in reply["ok"]] == [order.workorder_id]
+        # Alerts raised by the same predictions point at the order and were counted once.
+        alerts = [a for a in svc.alerts.alerts.values() if a.machine_id == "P-201"]
+        assert {a.rule_id for a in alerts} == {"rul-low", "failure-7d"}
+        assert all(a.workorder_id == order.workorder_id for a in alerts if a.count == 1)
+        await nc.drain()
+
+    run(nats_server, body)
+
+
+def test_repeats_of_a_condition_make_one_alert_with_a_count_and_survive_a_restart(
+    nats_server: NatsServer,
+) -> None:
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        items = [
+            (
+                subjects.anomaly("P-202"),
+                anomaly("P-202", "bearing_temp", T0 + timedelta(seconds=i))
+                .model_dump_json()
+                .encode(),
+            )
+            for i in range(5)
+        ]
+        items.append(
+            (
+                subjects.anomaly("P-202"),
+                anomaly("P-202", "vibration", T0).model_dump_json().encode(),
+            )
+        )
+        items.append(  # below the rule's minimum severity (high): no alert
+            (
+                subjects.anomaly("P-202"),
+                anomaly("P-202", "flow", T0, "medium").model_dump_json().encode(),
+            )
+        )
+        await publish(nats_server.url, items)
+        await until(lambda: svc.counters["anomaly_events"] == 7, "the anomalies")
+        alerts = sorted(svc.alerts.alerts.values(), key=lambda a: a.subject)
+        assert [(a.subject, a.count) for a in alerts] == [
+            ("bearing_temp:threshold", 5),
+            ("vibration:threshold", 1),
+        ]
+        assert svc.counters["alerts_raised"] == 2 and svc.counters["alerts_repeated"] == 4
+        hot = alerts[0]
+        # Resolved: the next occurrence is a new alert.
+        reply = await request(
+            nats_server.url, "alerts.resolve", {"alert_id": hot.alert_id, "actor": "ana"}
+        )
+        assert reply["ok"]["status"] == "resolved"
+        again = await request(
+            nats_server.url, "alerts.resolve", {"alert_id": hot.alert_id, "actor": "ana"}
+        )
+        assert again["error"]["code"] == 409
+        clock.t += timedelta(minutes=1)
+        await publish(nats_server.url, [items[0]])
+        await until(lambda: svc.counters["anomaly_events"] == 8, "the repeat")
+        open_ = [
+            a
+            for a in svc.alerts.alerts.values()
+            if a.subject == "bearing_temp:threshold" and a.status is AlertStatus.OPEN
+        ]
+        assert len(open_) == 1 and open_[0].count == 1 and open_[0].alert_id != hot.alert_id
+
+    run(nats_server, body)
+
+    async def restarted(svc: MaintenanceService, clock: Clock) -> None:
+        # Reloaded from the bucket; the consumed events are not applied again.
+        await asyncio.sleep(1.5)
+        assert svc.counters["anomaly_events"] == 0
+        counts = sorted((a.subject, a.status.value, a.count) for a in svc.alerts.alerts.values())
+        assert counts == [
+            ("bearing_temp:threshold", "open", 1),
+            ("bearing_temp:threshold", "resolved", 5),
+            ("vibration:threshold", "open", 1),
+        ]
+
+    run(nats_server, restarted)
+
+
+def test_an_unacknowledged_critical_alert_escalates_on_time(nats_server: NatsServer) -> None:
+    """Escalation after the plant's 30 minutes, then every 30 minutes; acknowledging it
+    stops it. No sleeping: the clock is moved by hand and the service ticked."""
+
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        notes = await nc.subscribe(subjects.NOTIFY_ALERT)
+        await publish(
+            nats_server.url,
+            [
+                (
+                    subjects.anomaly("C-301"),
+                    anomaly("C-301", "vibration", T0).model_dump_json().encode(),
+                ),
+                (
+                    subjects.anomaly("C-302"),
+                    anomaly("C-302", "vibration", T0).model_dump_json().encode(),
+                ),
+            ],
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 2, "the anomalies")
+        raised = [json.loads((await notes.next_msg(5)).data) for _ in range(2)]
+        assert [n["event"] for n in raised] == ["raised", "raised"]
+        c302 = next(a for a in svc.alerts.alerts.values() if a.machine_id == "C-302")
+        await request(
+            nats_server.url, "alerts.acknowledge", {"alert_id": c302.alert_id, "actor": "ben"}
+        )
+        await notes.next_msg(5)  # acknowledged
+        clock.t = T0 + timedelta(minutes=29, seconds=59)
+        await svc.tick()
+        assert all(a.escalation_level == 0 for a in svc.alerts.alerts.values())
+        clock.t = T0 + timedelta(minutes=30)
+        await svc.tick()
+        note = json.loads((await notes.next_msg(5)).data)
+        assert note["event"] == "escalated"
+        escalated = Alert.model_validate(note["alert"])
+        assert escalated.machine_id == "C-301" and escalated.escalation_level == 1
+        assert escalated.escalated_at == clock.t
+        await svc.tick()  # not twice for the same period
+        clock.t = T0 + timedelta(minutes=61)
+        await svc.tick()
+        note = json.loads((await notes.next_msg(5)).data)
+        assert Alert.model_validate(note["alert"]).escalation_level == 2
+        with pytest.raises(nats.errors.TimeoutError):
+            await notes.next_msg(0.5)  # C-302 was acknowledged: never escalated
+        await nc.drain()
+
+    run(nats_server, body)
+
+
+def test_an_infeasible_plan_says_which_orders_and_why(nats_server: NatsServer) -> None:
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        # Needs 20 h in one go: longer than any shift of a qualified technician.
+        long_job = await request(
+            nats_server.url,
+            "workorders.create",
+            {
+                "actor": "ana",
+                "request": {
+                    "asset_id": "M-101",
+                    "type": "corrective",
+                    "title": "Rewind",
+                    "required_skills": ["electrical"],
+                    "estimated_duration_hours": 20,
+                },
+            },
+        )
+        # Due in 30 minutes: nobody qualified is on shift before then (T0 is 05:00).
+        urgent = prediction("P-203", T0, median=3, lower=0.5)
+        await publish(nats_server.url, [(subjects.rul("P-203"), urgent.model_dump_json().encode())])
+        await until(lambda: svc.counters["rul_events"] == 1, "the prediction")
+        plan = (await request(nats_server.url, "replan", {"actor": "ana"}))["ok"]
+        reasons = {u["workorder_id"]: u["reason"] for u in plan["unscheduled"]}
+        long_id = long_job["ok"]["work_order"]["workorder_id"]
+        assert "longer than any shift" in reasons[long_id], reasons
+        p203 = next(o for o in svc.orders.orders.values() if o.asset_id == "P-203")
+        assert "latest safe finish" in reasons[p203.workorder_id], reasons
+        assert svc.orders.get(p203.workorder_id).unplaced_reason == reasons[p203.workorder_id]
+        # The predictive one cannot be done safely: a critical alert says so.
+        schedule_alerts = [a for a in svc.alerts.alerts.values() if a.rule_id == "schedule"]
+        assert [a.workorder_id for a in schedule_alerts] == [p203.workorder_id]
+        assert schedule_alerts[0].severity.value == "critical"
+        # Bad requests are refused with the field named, and counted.
+        bad = await request(
+            nats_server.url,
+            "workorders.create",
+            {"actor": "ana", "request": {"asset_id": "M-101", "type": "repair", "title": "x"}},
+        )
+        assert bad["error"]["code"] == 422 and bad["error"]["field"] == "request.type"
+        unknown = await request(
+            nats_server.url,
+            "workorders.create",
+            {"actor": "ana", "request": {"asset_id": "M-999", "type": "corrective", "title": "x"}},
+        )
+        assert unknown["error"]["code"] == 404
+        nobody = await request(
+            nats_server.url,
+            "workorders.create",
+            {
+                "actor": "ana",
+                "request": {
+                    "asset_id": "M-101",
+                    "type": "corrective",
+                    "title": "x",
+                    "required_skills": ["welding"],
+                },
+            },
+        )
+        assert nobody["error"]["code"] == 422 and nobody["error"]["field"] == "required_skills"
+        assert svc.counters["requests_refused"] == 3
+
+    run(nats_server, body)
+
+
+def test_a_completed_order_is_told_to_the_twin_once_and_closes_its_alerts(
+    nats_server: NatsServer,
+) -> None:
+    told: list[tuple[str, str | None, int]] = []
+    failures = [1]
+
+    async def repairs(machine: str, mode: str | None, at_ms: int) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("host restarting")
+        told.append((machine, mode, at_ms))
+
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        p = prediction("P-204", T0, median=150, lower=70)
+        await publish(nats_server.url, [(subjects.rul("P-204"), p.model_dump_json().encode())])
+        await until(lambda: svc.counters["rul_events"] == 1, "the prediction")
+        order = next(o for o in svc.orders.orders.values() if o.asset_id == "P-204")
+        base = {"workorder_id": order.workorder_id, "actor": "dana"}
+        started = await request(
+            nats_server.url, "workorders.update", {**base, "status": "in_progress"}
+        )
+        assert started["ok"]["status"] == "in_progress"
+        clock.t = T0 + timedelta(hours=5)
+        done = await request(nats_server.url, "workorders.update", {**base, "status": "completed"})
+        assert done["ok"]["status"] == "completed"
+        assert told == []  # the host was restarting: retried at the next tick
+        await svc.tick()
+        assert told == [("P-204", "bearing_wear", datetime_to_ms(clock.t))]
+        await svc.tick()
+        assert len(told) == 1
+        again = await request(
+            nats_server.url, "workorders.update", {**base, "status": "in_progress"}
+        )
+        assert again["error"]["code"] == 409
+        alerts = [a for a in svc.alerts.alerts.values() if a.machine_id == "P-204"]
+        assert alerts and all(a.status is AlertStatus.RESOLVED for a in alerts)
+
+    run(nats_server, body, repairs=repairs)
