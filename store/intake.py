@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from schemas.alerts import Alert
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.audit import AuditRecord
 from schemas.maintenance import WorkOrder
@@ -263,6 +264,26 @@ def workorder_row(w: WorkOrder) -> tuple[Any, ...]:
         w.created_at,
         w.completed_at,
         w.model_dump_json(),
+        w.failure_mode.value if w.failure_mode else None,
+    )
+
+
+def alert_row(a: Alert) -> tuple[Any, ...]:
+    return (
+        a.alert_id,
+        a.machine_id,
+        a.rule_id,
+        a.kind.value,
+        a.subject,
+        a.severity.value,
+        a.status.value,
+        a.count,
+        a.first_raised_at,
+        a.last_raised_at,
+        a.resolved_at,
+        a.escalation_level,
+        a.workorder_id,
+        a.model_dump_json(),
     )
 
 
@@ -294,4 +315,5 @@ EVENT_KINDS = {
     "rul": RulPrediction,
     "workorder": WorkOrder,
     "audit": AuditRecord,
+    "alert": Alert,
 }

@@ -158,12 +158,22 @@ INSERT_RUL = (
 )
 UPSERT_WORKORDER = (
     "INSERT INTO work_orders (workorder_id, asset_id, type, priority, status, title, "
-    "scheduled_date, technician_id, created_at, completed_at, record) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "scheduled_date, technician_id, created_at, completed_at, record, failure_mode) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (workorder_id) DO UPDATE SET type = EXCLUDED.type, "
     "priority = EXCLUDED.priority, status = EXCLUDED.status, title = EXCLUDED.title, "
     "scheduled_date = EXCLUDED.scheduled_date, technician_id = EXCLUDED.technician_id, "
-    "completed_at = EXCLUDED.completed_at, record = EXCLUDED.record, updated_at = now()"
+    "completed_at = EXCLUDED.completed_at, record = EXCLUDED.record, "
+    "failure_mode = EXCLUDED.failure_mode, updated_at = now()"
+)
+UPSERT_ALERT = (
+    "INSERT INTO alerts (alert_id, asset_id, rule_id, kind, subject, severity, status, count, "
+    "first_raised_at, last_raised_at, resolved_at, escalation_level, workorder_id, record) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (alert_id) DO UPDATE SET severity = EXCLUDED.severity, "
+    "status = EXCLUDED.status, count = EXCLUDED.count, last_raised_at = EXCLUDED.last_raised_at, "
+    "resolved_at = EXCLUDED.resolved_at, escalation_level = EXCLUDED.escalation_level, "
+    "workorder_id = EXCLUDED.workorder_id, record = EXCLUDED.record, updated_at = now()"
 )
 INSERT_SNAPSHOT = (
     "INSERT INTO twin_snapshots (asset_id, ts, version, status, health_score, "
@@ -645,6 +655,7 @@ class Writer:
             "rul": intake.rul_row,
             "workorder": intake.workorder_row,
             "audit": intake.audit_row,
+            "alert": intake.alert_row,
         }
         for msg in msgs:
             seq = msg.metadata.sequence.stream
@@ -669,6 +680,7 @@ class Writer:
                 ("rul", INSERT_RUL),
                 ("workorder", UPSERT_WORKORDER),
                 ("audit", INSERT_AUDIT),
+                ("alert", UPSERT_ALERT),
             ):
                 if rows[kind]:
                     await cur.executemany(statement, rows[kind])

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from schemas.plant import Plant, PlantFileError, load_plant
 
@@ -143,6 +143,39 @@ def cmd_plant(args: argparse.Namespace) -> int:
         f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}), "
         f"sensors: {sensors}, technicians: {len(plant.technicians)}"
     )
+    return 0
+
+
+def cmd_lives(args: argparse.Namespace) -> int:
+    """Write the lives the history database recorded for one machine type (CSV)."""
+    import asyncio
+
+    import psycopg
+
+    from store.lives import recorded_lives
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("twinfleet lives: give --database-url or set DATABASE_URL", file=sys.stderr)
+        return 2
+    plant = _plant(args.plant)
+    machines = [m for m in plant.machines if m.type == args.type]
+    if not machines:
+        known = ", ".join(sorted(plant.machine_types))
+        print(
+            f"twinfleet lives: no machine of type {args.type!r} (types: {known})", file=sys.stderr
+        )
+        return 2
+
+    async def read() -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await recorded_lives(conn, machines)
+
+    frame = asyncio.run(read())
+    frame.to_csv(args.out, index=False)
+    lives = frame["unit"].nunique()
+    failed = frame.groupby("unit")["failure_mode"].last().astype(bool).sum() if lives else 0
+    print(f"{args.out}: {lives} lives ({failed} ended in a failure), {len(frame)} hourly rows")
     return 0
 
 
@@ -368,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="where models are kept (default $TWINFLEET_DATA or ./data)"
     )
     train.set_defaults(func=cmd_train)
+
+    lives = sub.add_parser(
+        "lives",
+        help="export the machine lives the history database recorded (for train --histories)",
+        description="Cuts each machine's hourly history at its completed work orders into "
+        "lives (store/lives.py) and writes them as CSV in the format of train --histories.",
+    )
+    lives.add_argument("--type", required=True, help="machine type")
+    lives.add_argument("--out", required=True, help="CSV file to write")
+    lives.add_argument("--plant", help="plant file (default: the bundled example)")
+    lives.add_argument("--database-url", help="default $DATABASE_URL")
+    lives.set_defaults(func=cmd_lives)
 
     bench = sub.add_parser(
         "bench",
