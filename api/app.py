@@ -7,6 +7,10 @@ The history (a sensor's time series, a machine's states, RUL predictions and ano
 over a time range) is read from PostgreSQL when ``database_url`` is set
 (:mod:`api.history`); without it those routes answer 503.
 
+Work orders, alerts and the technicians' plan (``/api/v1/maintenance/...``) are the
+maintenance service's, asked over NATS request/reply (:mod:`api.maintenance`); when it
+does not answer those routes answer 503.
+
 Every error is the JSON of :class:`api.errors.ApiError`, never a bare 500 for bad input:
 401 (no, bad or expired token), 403 (role or gateway boundary), 404, 413 (body over
 ``max_body_bytes``, or a raw range with too many readings), 422 (malformed request), 429
@@ -23,9 +27,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
@@ -34,16 +38,32 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 
-from api import present
+from api import audit, present
 from api.auth import Authority, Principal, Role
 from api.errors import ApiError, forbidden, not_found
 from api.feeds import Feeds, key_of
 from api.graphql import schema
 from api.history import NO_DATABASE, History, parse_time, time_range
 from api.limits import BodySizeLimit, RateLimiter
+from api.maintenance import (
+    MaintenanceClient,
+    alert_doc,
+    created_doc,
+    plan_doc,
+    unavailable,
+    valid,
+    workorder_doc,
+)
 from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
 from schemas import subjects
+from schemas.maintenance_api import (
+    AlertFilter,
+    CreateWorkOrder,
+    ScheduleRequest,
+    WorkOrderFilter,
+    WorkOrderRequest,
+)
 from schemas.twin import TwinState
 
 log = logging.getLogger("twinfleet.api")
@@ -61,6 +81,8 @@ class Settings:
     anomaly_replay_h: float = 24.0
     database_url: str | None = None
     """The history database (PostgreSQL); ``None``: no history routes (503)."""
+    maintenance_timeout_s: float = 15.0
+    """How long to wait for the maintenance service's reply (then 503)."""
 
 
 @dataclass
@@ -75,6 +97,7 @@ class Services:
     counters: Counter[str] = field(default_factory=Counter)
     feeds: Feeds = field(default_factory=Feeds)
     history: History | None = None  # when settings.database_url is set
+    maintenance: MaintenanceClient | None = None  # on the view's NATS connection
 
     async def asset(self, machine_id: str, consistent: bool = False) -> AssetView | None:
         """From the view, or (``consistent``) from the machine's actor."""
@@ -102,10 +125,18 @@ class Services:
             raise ApiError(503, "unavailable", NO_DATABASE)
         return self.history
 
+    def require_maintenance(self) -> MaintenanceClient:
+        if self.maintenance is None:
+            raise unavailable()
+        return self.maintenance
+
     async def stop(self) -> None:
-        """Close the history pool and the view's NATS connection."""
+        """Close the history pool, the maintenance client's subscriptions and the view's
+        NATS connection."""
         if self.history is not None:
             await self.history.close()
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         await self.view.stop()
 
 
@@ -155,6 +186,10 @@ def create_app(services: Services) -> FastAPI:
         who.require(Role.VIEWER, "reading assets")
         return who
 
+    def operator(who: Annotated[Principal, Depends(caller)]) -> Principal:
+        who.require(Role.OPERATOR, "changing maintenance")
+        return who
+
     def gateway(who: Annotated[Principal, Depends(caller)]) -> Principal:
         if who.role is not Role.GATEWAY:
             raise forbidden(f"sending telemetry needs a gateway token; this token is {who.role}")
@@ -174,11 +209,19 @@ def create_app(services: Services) -> FastAPI:
             "anomalies": view.counters["anomalies"],
             "subscribers": services.feeds.subscribers,
             "shared_feeds": len(services.feeds.running),
-            "dropped_updates": view.broadcast.dropped + services.feeds.dropped,
+            "dropped_updates": view.broadcast.dropped
+            + services.feeds.dropped
+            + (0 if services.maintenance is None else services.maintenance.dropped),
             "refused": {k: v for k, v in services.counters.items() if k.startswith("http_")},
             "rate_limited": services.limiter.refused,
             "rejected_readings": services.counters["rejected_readings"],
             "history_database": services.history is not None,
+            "maintenance_events": (
+                0
+                if services.maintenance is None
+                else services.maintenance.counters["alert_events"]
+                + services.maintenance.counters["workorder_events"]
+            ),
         }
 
     @app.get("/api/v1/ready", tags=["service"])
@@ -291,6 +334,102 @@ def create_app(services: Services) -> FastAPI:
             "next_sync": int(time.time() * 1000) + services.settings.next_sync_ms,
         }
 
+    # -- maintenance (the maintenance service, over NATS) ---------------------------------
+    @app.post("/api/v1/maintenance/workorders", status_code=201, tags=["maintenance"])
+    async def create_workorder(
+        body: WorkOrderRequest,
+        who: Annotated[Principal, Depends(operator)],
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> JSONResponse:
+        """A work order, placed by the planner (201). With ``Idempotency-Key``, the same
+        key again answers the order it created (200), and makes no other."""
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "Idempotency-Key: between 1 and 200 characters",
+                "Idempotency-Key",
+            )
+        request = valid(
+            CreateWorkOrder, request=body, actor=who.subject, idempotency_key=idempotency_key
+        )
+        made = await services.require_maintenance().create_workorder(request)
+        order = made.work_order
+        if made.created:
+            await audit.record(
+                services,
+                who,
+                "create_workorder",
+                order.workorder_id,
+                {"asset_id": order.asset_id, "type": order.type.value, "key": idempotency_key},
+            )
+        return JSONResponse(created_doc(made), status_code=201 if made.created else 200)
+
+    @app.get("/api/v1/maintenance/workorders", tags=["maintenance"], response_model=None)
+    async def list_workorders(
+        who: Annotated[Principal, Depends(viewer)],
+        asset_id: str | None = None,
+        status: Annotated[list[str] | None, Query()] = None,
+        type: str | None = None,
+        technician_id: str | None = None,
+        limit: int = 1_000,
+        format: str = "json",
+    ) -> Any:
+        """Work orders (``status`` repeated or comma-separated); ``format=csv``: the CMMS
+        export (``text/csv``, an attachment)."""
+        if format not in ("json", "csv"):
+            raise ApiError(
+                422, "invalid_request", f"format must be json or csv, got {format!r}", "format"
+            )
+        wanted = valid(
+            WorkOrderFilter,
+            asset_id=asset_id,
+            status=_split(status),
+            type=type,
+            technician_id=technician_id,
+            limit=limit,
+        )
+        client = services.require_maintenance()
+        if format == "csv":
+            text = await client.export_csv(wanted)
+            return Response(
+                text,
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="workorders.csv"'},
+            )
+        orders = await client.list_workorders(wanted)
+        return {"count": len(orders), "workorders": [workorder_doc(o) for o in orders]}
+
+    @app.get("/api/v1/maintenance/schedule", tags=["maintenance"])
+    async def get_schedule(
+        who: Annotated[Principal, Depends(viewer)], horizon_hours: float = 168.0
+    ) -> dict[str, Any]:
+        """The technicians' plan over the next ``horizon_hours`` with its expected cost."""
+        request = valid(ScheduleRequest, horizon_hours=horizon_hours)
+        return plan_doc(await services.require_maintenance().schedule(request))
+
+    @app.get("/api/v1/maintenance/alerts", tags=["maintenance"])
+    async def list_alerts(
+        who: Annotated[Principal, Depends(viewer)],
+        machine_id: str | None = None,
+        status: Annotated[list[str] | None, Query()] = None,
+        min_severity: str | None = None,
+        rule_id: str | None = None,
+        limit: int = 1_000,
+    ) -> dict[str, Any]:
+        """Alerts (``status`` repeated or comma-separated), as the alert manager holds
+        them."""
+        wanted = valid(
+            AlertFilter,
+            machine_id=machine_id,
+            status=_split(status),
+            min_severity=min_severity,
+            rule_id=rule_id,
+            limit=limit,
+        )
+        alerts = await services.require_maintenance().list_alerts(wanted)
+        return {"count": len(alerts), "alerts": [alert_doc(a) for a in alerts]}
+
     # -- GraphQL --------------------------------------------------------------------------
     async def graphql_context(connection: HTTPConnection) -> dict[str, Any]:
         principal = None
@@ -367,19 +506,28 @@ def create_app(services: Services) -> FastAPI:
     return app
 
 
+def _split(values: list[str] | None) -> list[str]:
+    """``?status=a&status=b`` or ``?status=a,b``."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
 async def start_services(settings: Settings, machines: Any, access: Any = None) -> Services:
-    """The view (connected to NATS) and, with ``settings.database_url``, the history
-    pool; :meth:`Services.stop` closes both."""
+    """The view (connected to NATS), the maintenance client (on the view's connection)
+    and, with ``settings.database_url``, the history pool; :meth:`Services.stop` closes
+    them."""
     view = await FleetView(
         machines, settings.nats_url, anomaly_replay_h=settings.anomaly_replay_h
     ).start()
     history = None
-    if settings.database_url:
-        try:
+    maintenance = MaintenanceClient(view.nc, settings.maintenance_timeout_s)
+    try:
+        await maintenance.start()
+        if settings.database_url:
             history = await History.open(settings.database_url)
-        except BaseException:
-            await view.stop()
-            raise
+    except BaseException:
+        await maintenance.stop()
+        await view.stop()
+        raise
     return Services(
         settings=settings,
         view=view,
@@ -387,4 +535,5 @@ async def start_services(settings: Settings, machines: Any, access: Any = None) 
         limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
         access=access,
         history=history,
+        maintenance=maintenance,
     )

@@ -6,9 +6,16 @@ A machine's sensors (``Asset.sensors``, ``Asset.sensor(name)``) have their time 
 (``Asset.history(start, end)``), read from PostgreSQL (:mod:`api.history`); times are
 ``DateTime`` with a zone, the range defaults to the 24 hours before now.
 
+Work orders, alerts and the technicians' plan (``workOrders``, ``alerts``, ``schedule``,
+``Asset.maintenanceSchedule``; the mutations ``createWorkOrder``, ``updateWorkOrder``,
+``acknowledgeAlert``, ``resolveAlert``, ``replan``) come from the maintenance service over
+NATS (:mod:`api.maintenance`); ``alertRaised`` and ``workOrderChanged`` deliver every
+change it publishes.
+
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
 ``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
-anomaly ``operator``; clones and what-if ``engineer``. Queries deeper than
+anomaly, changing work orders and alerts, and replanning ``operator``; clones and what-if
+``engineer``. Queries deeper than
 :data:`MAX_DEPTH` or costlier than :data:`MAX_COST` (see :class:`CostLimit`) are refused
 before they run.
 """
@@ -42,12 +49,22 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from api import audit, present
+from api import audit, maintenance, present
 from api.auth import Principal, Role
 from api.errors import ApiError
 from api.history import aware, time_range
 from api.view import FLEET, AssetView
 from schemas.anomaly import AnomalyRecord, Severity
+from schemas.maintenance import WorkOrderStatus
+from schemas.maintenance_api import (
+    AlertAction,
+    AlertFilter,
+    CreateWorkOrder,
+    ScheduleRequest,
+    UpdateWorkOrder,
+    WorkOrderFilter,
+    WorkOrderRequest,
+)
 from schemas.plant import SensorSpec
 from schemas.whatif import WhatIfRequest
 
@@ -393,6 +410,303 @@ class Sensor:
         return Timeseries.of(doc)
 
 
+# -- maintenance ----------------------------------------------------------------------------
+@strawberry.type
+class CostEstimate:
+    """Labour and parts (``total`` is their sum), and what the planner weighs besides:
+    the downtime and the risk of failing before the work is done. A plan's cost is the
+    sum over its work (its ``total`` adds downtime and risk as the planner counts them)."""
+
+    labor: float
+    parts: float
+    downtime: float
+    risk: float
+    total: float
+
+    @classmethod
+    def of(cls, doc: dict[str, Any], total: float | None = None) -> CostEstimate:
+        labor, parts = float(doc.get("labor", 0.0)), float(doc.get("parts", 0.0))
+        return cls(
+            labor=labor,
+            parts=parts,
+            downtime=float(doc.get("downtime", 0.0)),
+            risk=float(doc.get("risk", 0.0)),
+            total=float(doc["total"]) if "total" in doc else labor + parts,
+        )
+
+
+@strawberry.type
+class Technician:
+    """``name`` and ``skills`` are known when the answer came with the technician
+    (``createWorkOrder``); elsewhere only the id."""
+
+    id: strawberry.ID
+    name: str | None
+    skills: list[str]
+
+
+@strawberry.type
+class PartRequirement:
+    part_number: str
+    quantity: int
+    description: str
+
+
+@strawberry.type
+class FailurePrediction:
+    probability: float
+    rul_hours: float
+    failure_mode: str | None
+
+
+@strawberry.type
+class WorkOrder:
+    id: strawberry.ID
+    workorder_id: strawberry.ID
+    asset_id: strawberry.ID
+    type: str
+    priority: str
+    title: str
+    description: str
+    status: str
+    scheduled_date: str | None
+    scheduled_end: str | None
+    due_by: str | None
+    estimated_duration_hours: float
+    required_skills: list[str]
+    parts_required: list[PartRequirement]
+    parts_reserved: list[PartRequirement]
+    failure_prediction: FailurePrediction | None
+    failure_mode: str | None
+    assigned_technician_id: strawberry.ID | None
+    assigned_technician: Technician | None
+    estimated_cost: CostEstimate
+    unplaced_reason: str | None
+    after: list[str]
+    source: str
+    created_at: str
+    updated_at: str | None
+    completed_at: str | None
+    created: bool | None = strawberry.field(
+        default=None,
+        description="createWorkOrder: false when the idempotency key had made it before; "
+        "null elsewhere",
+    )
+
+    @classmethod
+    def of(cls, order: Any, technician: Any = None, created: bool | None = None) -> WorkOrder:
+        doc = order.model_dump(mode="json")
+        tech = maintenance.technician_doc(technician, order.assigned_technician_id)
+        prediction = doc["failure_prediction"]
+        return cls(
+            id=strawberry.ID(order.workorder_id),
+            workorder_id=strawberry.ID(order.workorder_id),
+            asset_id=strawberry.ID(order.asset_id),
+            type=doc["type"],
+            priority=doc["priority"],
+            title=doc["title"],
+            description=doc["description"],
+            status=doc["status"],
+            scheduled_date=doc["scheduled_date"],
+            scheduled_end=doc["scheduled_end"],
+            due_by=doc["due_by"],
+            estimated_duration_hours=doc["estimated_duration_hours"],
+            required_skills=doc["required_skills"],
+            parts_required=[PartRequirement(**p) for p in doc["parts_required"]],
+            parts_reserved=[PartRequirement(**p) for p in doc["parts_reserved"]],
+            failure_prediction=None if prediction is None else FailurePrediction(**prediction),
+            failure_mode=doc["failure_mode"],
+            assigned_technician_id=(
+                None
+                if order.assigned_technician_id is None
+                else strawberry.ID(order.assigned_technician_id)
+            ),
+            assigned_technician=(
+                None
+                if tech is None
+                else Technician(
+                    id=strawberry.ID(tech["id"]), name=tech["name"], skills=tech["skills"]
+                )
+            ),
+            estimated_cost=CostEstimate.of(doc["estimated_cost"]),
+            unplaced_reason=doc["unplaced_reason"],
+            after=doc["after"],
+            source=doc["source"],
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            completed_at=doc["completed_at"],
+            created=created,
+        )
+
+
+@strawberry.type
+class Alert:
+    """One condition on one machine (a rule of the plant's alerting), with how often it
+    repeated and who handled it."""
+
+    id: strawberry.ID
+    alert_id: strawberry.ID
+    machine_id: strawberry.ID
+    rule_id: str
+    kind: str
+    subject: str
+    severity: str
+    status: str
+    message: str
+    count: int
+    value: float | None
+    first_raised_at: str
+    last_raised_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    resolved_at: str | None
+    resolved_by: str | None
+    note: str
+    escalation_level: int
+    escalated_at: str | None
+    workorder_id: strawberry.ID | None
+
+    @classmethod
+    def of(cls, alert: Any) -> Alert:
+        doc = alert.model_dump(mode="json")
+        return cls(
+            id=strawberry.ID(alert.alert_id),
+            alert_id=strawberry.ID(alert.alert_id),
+            machine_id=strawberry.ID(alert.machine_id),
+            rule_id=doc["rule_id"],
+            kind=doc["kind"],
+            subject=doc["subject"],
+            severity=doc["severity"],
+            status=doc["status"],
+            message=doc["message"],
+            count=doc["count"],
+            value=doc["value"],
+            first_raised_at=doc["first_raised_at"],
+            last_raised_at=doc["last_raised_at"],
+            acknowledged_at=doc["acknowledged_at"],
+            acknowledged_by=doc["acknowledged_by"],
+            resolved_at=doc["resolved_at"],
+            resolved_by=doc["resolved_by"],
+            note=doc["note"],
+            escalation_level=doc["escalation_level"],
+            escalated_at=doc["escalated_at"],
+            workorder_id=None
+            if doc["workorder_id"] is None
+            else strawberry.ID(doc["workorder_id"]),
+        )
+
+
+@strawberry.type
+class ScheduledWork:
+    workorder_id: strawberry.ID
+    asset_id: strawberry.ID
+    technician_id: strawberry.ID
+    start: str
+    end: str
+    due_by: str | None
+    cost: CostEstimate
+
+
+@strawberry.type
+class UnscheduledWork:
+    workorder_id: strawberry.ID
+    asset_id: strawberry.ID
+    reason: str
+    risk: float
+
+
+@strawberry.type
+class MaintenancePlan:
+    """The technicians' plan over a horizon with its expected cost."""
+
+    planned_at: str
+    start: str
+    horizon_hours: float
+    scheduled: list[ScheduledWork]
+    unscheduled: list[UnscheduledWork]
+    cost: CostEstimate
+    status: str
+    solver: str
+    solve_seconds: float
+
+    @classmethod
+    def of(cls, plan: Any) -> MaintenancePlan:
+        doc = maintenance.plan_doc(plan)
+        return cls(
+            planned_at=doc["planned_at"],
+            start=doc["start"],
+            horizon_hours=doc["horizon_hours"],
+            scheduled=[
+                ScheduledWork(
+                    workorder_id=strawberry.ID(w["workorder_id"]),
+                    asset_id=strawberry.ID(w["asset_id"]),
+                    technician_id=strawberry.ID(w["technician_id"]),
+                    start=w["start"],
+                    end=w["end"],
+                    due_by=w["due_by"],
+                    cost=CostEstimate.of(w["cost"]),
+                )
+                for w in doc["scheduled"]
+            ],
+            unscheduled=[
+                UnscheduledWork(
+                    workorder_id=strawberry.ID(w["workorder_id"]),
+                    asset_id=strawberry.ID(w["asset_id"]),
+                    reason=w["reason"],
+                    risk=w["risk"],
+                )
+                for w in doc["unscheduled"]
+            ],
+            cost=CostEstimate.of(doc["cost"]),
+            status=doc["status"],
+            solver=doc["solver"],
+            solve_seconds=doc["solve_seconds"],
+        )
+
+
+@strawberry.type
+class MaintenanceSchedule:
+    """An asset's next open work order (scheduled or in progress) and its last
+    completed one."""
+
+    next_scheduled: str | None
+    last_completed: str | None
+    work_order_id: strawberry.ID | None
+
+
+def _maintenance(info: Info) -> Any:
+    """The maintenance client; a GraphQL error (unavailable) without one."""
+    try:
+        return _services(info).require_maintenance()
+    except ApiError as exc:
+        raise _error(exc) from None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _model(model: type[Any], prefix: str = "", **values: Any) -> Any:
+    """``model(**values)``; a refusal is a GraphQL error naming the (camelCase) field."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = prefix + ".".join(_camel(str(p)) for p in first["loc"])
+        raise GraphQLError(
+            f"{where}: {first['msg']}", extensions={"code": "bad_request", "field": where}
+        ) from None
+
+
+async def _asked(pending: Any) -> Any:
+    """The result of a call of the maintenance client; its refusal as a GraphQL error."""
+    try:
+        return await pending
+    except ApiError as exc:
+        raise _error(exc) from None
+
+
 @strawberry.type
 class Asset:
     """A machine and its twin. Answered from the replica's view (``source: "view"``,
@@ -543,6 +857,28 @@ class Asset:
             records = [r for r in records if (r.anomaly_id in acks) == acknowledged]
         return _anomalies(info, records[: _limit(limit)])
 
+    @strawberry.field
+    async def maintenance_schedule(self, info: Info) -> MaintenanceSchedule | None:
+        """The next open work order (scheduled or in progress) and the last completed one,
+        from the maintenance service."""
+        _need(info, Role.VIEWER, "reading maintenance")
+        client = _maintenance(info)
+        orders = await _asked(client.list_workorders(WorkOrderFilter(asset_id=self._view.spec.id)))
+        upcoming = [
+            o
+            for o in orders
+            if o.status in (WorkOrderStatus.SCHEDULED, WorkOrderStatus.IN_PROGRESS)
+            and o.scheduled_date is not None
+        ]
+        done = [o for o in orders if o.completed_at is not None]
+        nxt = min(upcoming, key=lambda o: o.scheduled_date, default=None)
+        last = max(done, key=lambda o: o.completed_at, default=None)
+        return MaintenanceSchedule(
+            next_scheduled=None if nxt is None else nxt.model_dump(mode="json")["scheduled_date"],
+            last_completed=None if last is None else last.model_dump(mode="json")["completed_at"],
+            work_order_id=None if nxt is None else strawberry.ID(nxt.workorder_id),
+        )
+
 
 @strawberry.type
 class StatusCount:
@@ -662,6 +998,72 @@ class WhatIfScenario:
     seed: int = 0
 
 
+@strawberry.input
+class WorkOrderFilterInput:
+    asset_id: strawberry.ID | None = None
+    status: list[str] | None = None
+    type: str | None = None
+    technician_id: strawberry.ID | None = None
+
+
+@strawberry.input
+class AlertFilterInput:
+    machine_id: strawberry.ID | None = None
+    status: list[str] | None = None
+    min_severity: str | None = None
+    rule_id: str | None = None
+
+
+@strawberry.input
+class PartInput:
+    part_number: str
+    quantity: int = 1
+    description: str = ""
+
+
+@strawberry.input
+class FailurePredictionInput:
+    probability: float
+    rul_hours: float
+    failure_mode: str | None = None
+
+
+@strawberry.input
+class WorkOrderInput:
+    """A new work order (the body of ``POST /api/v1/maintenance/workorders``); what is
+    left out comes from the machine type's maintenance catalogue."""
+
+    asset_id: strawberry.ID
+    type: str
+    title: str
+    priority: str = "medium"
+    description: str = ""
+    scheduled_date: datetime | None = None
+    estimated_duration_hours: float | None = None
+    required_skills: list[str] | None = None
+    parts_required: list[PartInput] | None = None
+    failure_prediction: FailurePredictionInput | None = None
+    after: list[str] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class UpdateWorkOrderInput:
+    """A change to one work order; fields left out are unchanged."""
+
+    workorder_id: strawberry.ID
+    status: str | None = None
+    priority: str | None = None
+    title: str | None = None
+    description: str | None = None
+    assigned_technician_id: strawberry.ID | None = None
+    estimated_duration_hours: float | None = None
+    completed_at: datetime | None = None
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 # -- root types -----------------------------------------------------------------------------
 def _matches(view: Any, machine_id: str, spec: Any, f: AssetFilter | None) -> bool:
     if f is None:
@@ -747,6 +1149,61 @@ class Query:
     def fleet_health(self, info: Info) -> FleetHealth:
         _need(info, Role.VIEWER, "reading fleet health")
         return FleetHealth.of(_services(info).view.fleet_health())
+
+    @strawberry.field
+    async def work_orders(
+        self, info: Info, filter: WorkOrderFilterInput | None = None, limit: int = 100
+    ) -> list[WorkOrder]:
+        """Work orders from the maintenance service (filter: asset, statuses, type,
+        technician)."""
+        _need(info, Role.VIEWER, "reading work orders")
+        f = filter or WorkOrderFilterInput()
+        wanted = _model(
+            WorkOrderFilter,
+            "filter.",
+            **_present(
+                {
+                    "asset_id": f.asset_id,
+                    "status": f.status,
+                    "type": f.type,
+                    "technician_id": f.technician_id,
+                }
+            ),
+            limit=_limit(limit),
+        )
+        orders = await _asked(_maintenance(info).list_workorders(wanted))
+        return [WorkOrder.of(o) for o in orders]
+
+    @strawberry.field
+    async def alerts(
+        self, info: Info, filter: AlertFilterInput | None = None, limit: int = 100
+    ) -> list[Alert]:
+        """Alerts from the alert manager (filter: machine, statuses, minimum severity,
+        rule)."""
+        _need(info, Role.VIEWER, "reading alerts")
+        f = filter or AlertFilterInput()
+        wanted = _model(
+            AlertFilter,
+            "filter.",
+            **_present(
+                {
+                    "machine_id": f.machine_id,
+                    "status": f.status,
+                    "min_severity": f.min_severity,
+                    "rule_id": f.rule_id,
+                }
+            ),
+            limit=_limit(limit),
+        )
+        alerts = await _asked(_maintenance(info).list_alerts(wanted))
+        return [Alert.of(a) for a in alerts]
+
+    @strawberry.field
+    async def schedule(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:
+        """The technicians' current plan over the next ``horizonHours``."""
+        _need(info, Role.VIEWER, "reading the maintenance schedule")
+        request = _model(ScheduleRequest, horizon_hours=horizon_hours)
+        return MaintenancePlan.of(await _asked(_maintenance(info).schedule(request)))
 
 
 def _severity(value: str | None) -> Severity | None:
@@ -934,6 +1391,154 @@ class Mutation:
         await audit.record(_services(info), who, "retire_clone", str(clone_id))
         return True
 
+    @strawberry.mutation
+    async def create_work_order(
+        self, info: Info, input: WorkOrderInput, idempotency_key: str | None = None
+    ) -> WorkOrder:
+        """A work order, placed by the planner. The same ``idempotencyKey`` again returns
+        the order it made (``created: false``) and makes no other."""
+        who = _need(info, Role.OPERATOR, "creating a work order")
+        body = _model(
+            WorkOrderRequest,
+            "input.",
+            **_present(
+                {
+                    "asset_id": input.asset_id,
+                    "type": input.type,
+                    "priority": input.priority,
+                    "title": input.title,
+                    "description": input.description,
+                    "scheduled_date": input.scheduled_date,
+                    "estimated_duration_hours": input.estimated_duration_hours,
+                    "required_skills": input.required_skills,
+                    "parts_required": None
+                    if input.parts_required is None
+                    else [
+                        {
+                            "part_number": p.part_number,
+                            "quantity": p.quantity,
+                            "description": p.description,
+                        }
+                        for p in input.parts_required
+                    ],
+                    "failure_prediction": None
+                    if input.failure_prediction is None
+                    else {
+                        "probability": input.failure_prediction.probability,
+                        "rul_hours": input.failure_prediction.rul_hours,
+                        "failure_mode": input.failure_prediction.failure_mode,
+                    },
+                    "after": input.after,
+                }
+            ),
+        )
+        request = _model(
+            CreateWorkOrder, request=body, actor=who.subject, idempotency_key=idempotency_key
+        )
+        made = await _asked(_maintenance(info).create_workorder(request))
+        order = made.work_order
+        if made.created:
+            await audit.record(
+                _services(info),
+                who,
+                "create_workorder",
+                order.workorder_id,
+                {"asset_id": order.asset_id, "type": order.type.value, "key": idempotency_key},
+            )
+        return WorkOrder.of(order, made.technician, made.created)
+
+    @strawberry.mutation
+    async def update_work_order(self, info: Info, input: UpdateWorkOrderInput) -> WorkOrder:
+        """Change a work order's status, priority, text, technician or duration (what the
+        life cycle allows; else a conflict)."""
+        who = _need(info, Role.OPERATOR, "changing a work order")
+        changes = _present(
+            {
+                "status": input.status,
+                "priority": input.priority,
+                "title": input.title,
+                "description": input.description,
+                "assigned_technician_id": input.assigned_technician_id,
+                "estimated_duration_hours": input.estimated_duration_hours,
+                "completed_at": input.completed_at,
+            }
+        )
+        request = _model(
+            UpdateWorkOrder,
+            "input.",
+            workorder_id=str(input.workorder_id),
+            actor=who.subject,
+            **changes,
+        )
+        order = await _asked(_maintenance(info).update_workorder(request))
+        await audit.record(
+            _services(info),
+            who,
+            "update_workorder",
+            order.workorder_id,
+            request.model_dump(mode="json", exclude={"workorder_id", "actor"}, exclude_none=True),
+        )
+        return WorkOrder.of(order)
+
+    @strawberry.mutation
+    async def acknowledge_alert(
+        self, info: Info, alert_id: strawberry.ID, note: str | None = None
+    ) -> Alert:
+        """Someone has seen the alert (stops its escalation)."""
+        who = _need(info, Role.OPERATOR, "acknowledging an alert")
+        action = _model(AlertAction, alert_id=str(alert_id), actor=who.subject, note=note or "")
+        alert = await _asked(_maintenance(info).acknowledge_alert(action))
+        await audit.record(
+            _services(info), who, "acknowledge_alert", alert.alert_id, {"note": note}
+        )
+        return Alert.of(alert)
+
+    @strawberry.mutation
+    async def resolve_alert(
+        self,
+        info: Info,
+        alert_id: strawberry.ID,
+        note: str | None = None,
+        false_positive: bool = False,
+    ) -> Alert:
+        """Close the alert (``falsePositive``: it was wrong)."""
+        who = _need(info, Role.OPERATOR, "resolving an alert")
+        action = _model(
+            AlertAction,
+            alert_id=str(alert_id),
+            actor=who.subject,
+            note=note or "",
+            false_positive=false_positive,
+        )
+        alert = await _asked(_maintenance(info).resolve_alert(action))
+        await audit.record(
+            _services(info),
+            who,
+            "resolve_alert",
+            alert.alert_id,
+            {"note": note, "false_positive": false_positive},
+        )
+        return Alert.of(alert)
+
+    @strawberry.mutation
+    async def replan(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:
+        """Plan the open work orders again over the next ``horizonHours``."""
+        who = _need(info, Role.OPERATOR, "replanning maintenance")
+        request = _model(ScheduleRequest, horizon_hours=horizon_hours, actor=who.subject)
+        plan = await _asked(_maintenance(info).replan(request))
+        await audit.record(
+            _services(info),
+            who,
+            "replan",
+            None,
+            {
+                "horizon_hours": horizon_hours,
+                "scheduled": len(plan.scheduled),
+                "unscheduled": len(plan.unscheduled),
+            },
+        )
+        return MaintenancePlan.of(plan)
+
 
 def _cause(exc: BaseException) -> str:
     """The message of the error an actor raised (Ray wraps it)."""
@@ -983,6 +1588,40 @@ class Subscription:
         yield FleetHealth.of(view.fleet_health())
         async for doc in view.broadcast.listen(FLEET):
             yield FleetHealth.of(doc)
+
+    @strawberry.subscription
+    async def alert_raised(
+        self, info: Info, machine_id: str | None = None
+    ) -> AsyncGenerator[Alert, None]:
+        """Every change of an alert (raised, repeated, acknowledged, escalated, resolved)
+        on one machine, or on every machine when none is given."""
+        _need(info, Role.VIEWER, "subscribing")
+        services = _services(info)
+        if machine_id is not None and machine_id not in services.view.machines:
+            raise GraphQLError(
+                f"no asset {machine_id!r}",
+                extensions={"code": "not_found", "field": "machineId"},
+            )
+        client = _maintenance(info)
+        topic = maintenance.ALERT_ALL_TOPIC if machine_id is None else f"alert.{machine_id}"
+        async for alert in client.events.listen(topic):
+            yield Alert.of(alert)
+
+    @strawberry.subscription
+    async def work_order_changed(
+        self, info: Info, asset_id: str | None = None
+    ) -> AsyncGenerator[WorkOrder, None]:
+        """Every change of a work order on one asset, or on every asset."""
+        _need(info, Role.VIEWER, "subscribing")
+        services = _services(info)
+        if asset_id is not None and asset_id not in services.view.machines:
+            raise GraphQLError(
+                f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
+            )
+        client = _maintenance(info)
+        topic = maintenance.WORKORDER_ALL_TOPIC if asset_id is None else f"workorder.{asset_id}"
+        async for order in client.events.listen(topic):
+            yield WorkOrder.of(order)
 
 
 def _update(event: dict[str, Any], units: dict[str, Any]) -> AssetUpdate:
