@@ -297,9 +297,10 @@ class MaintenanceService:
         self.predictions[p.machine_id] = p
         await self._kv.put(f"rul.{p.machine_id}", p.model_dump_json().encode())
         raised = self.alerts.on_rul(p, now)
-        order = self.orders.consider(p, now)
-        if order is not None:
-            await self._save_order(order, "created")
+        considered = self.orders.consider(p, now)
+        if considered is not None:
+            order, created = considered
+            await self._save_order(order, "created" if created else "updated")
             self._replan_due = True
             # The alerts this prediction raised point at the order that answers them.
             raised = [
@@ -368,6 +369,15 @@ class MaintenanceService:
         for order in changed:
             self.orders.keep(order)
             await self._save_order(order, "scheduled")
+        placed = {s.workorder_id for s in view.scheduled}
+        for alert in list(self.alerts.alerts.values()):
+            if (
+                alert.rule_id == SCHEDULE_RULE.id
+                and alert.workorder_id in placed
+                and not alert.status.closed
+            ):
+                closed = self.alerts.resolve(alert.alert_id, "system", "now scheduled", now)
+                await self._save_alert(closed, "resolved")
         for u in view.unscheduled:
             order = self.orders.get(u.workorder_id)
             if order.due_by is not None:
@@ -520,11 +530,26 @@ class MaintenanceService:
     }
 
     async def status(self) -> dict[str, Any]:
-        open_orders = self.orders.open_orders()
+        """Counts, the next scheduled work, what could not be scheduled, the plan's cost."""
+        open_alerts = [a for a in self.alerts.alerts.values() if not a.status.closed]
+        plan = self.plan
+        titles = {o.workorder_id: o.title for o in self.orders.orders.values()}
         return {
-            "open_alerts": sum(not a.status.closed for a in self.alerts.alerts.values()),
-            "open_work_orders": len(open_orders),
-            "unscheduled": len(self.plan.unscheduled) if self.plan else 0,
+            "open_alerts": len(open_alerts),
+            "critical_alerts": sum(a.severity is Severity.CRITICAL for a in open_alerts),
+            "open_work_orders": len(self.orders.open_orders()),
+            "unscheduled": len(plan.unscheduled) if plan else 0,
+            "next": [
+                {**s.model_dump(mode="json"), "title": titles.get(s.workorder_id, "")}
+                for s in (plan.scheduled if plan else [])
+            ],
+            "unscheduled_orders": [u.model_dump(mode="json") for u in plan.unscheduled]
+            if plan
+            else [],
+            "plan_cost": plan.cost.model_dump() if plan else None,
+            "plan_status": plan.status if plan else None,
+            "solver": plan.solver if plan else None,
+            "solve_seconds": plan.solve_seconds if plan else 0.0,
             "counters": dict(self.counters),
         }
 
@@ -561,6 +586,11 @@ class MaintenanceActor:
     async def status(self) -> dict[str, Any]:
         await self.start()
         return await self.service.status()
+
+    async def replan(self) -> dict[str, Any]:
+        await self.start()
+        plan = await self.service.replan(ScheduleRequest())
+        return plan.model_dump(mode="json")
 
     async def stop(self) -> None:
         await self.service.stop()

@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from maintenance.errors import Conflict, NotFound
 from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
-from schemas.common import ms_to_datetime
 from schemas.maintenance_api import AlertFilter
 from schemas.plant import MachineSpec, Plant
 from schemas.rul import RulPrediction
@@ -63,7 +62,8 @@ class AlertBook:
         self.alerts: dict[str, Alert] = {}
         self._open: dict[tuple[str, str, str], str] = {}
         self.last_seen: dict[str, datetime] = {}
-        """When each machine last reported (from twin updates)."""
+        """When new readings of each machine last arrived (from twin updates)."""
+        self._data_ms: dict[str, int] = {}
         for a in alerts:
             self.keep(a)
 
@@ -178,13 +178,18 @@ class AlertBook:
         return out
 
     def on_twin(self, state: TwinState, now: datetime) -> list[Raised]:
-        """Threshold rules on the twin's latest values; notes that the machine reported."""
+        """Threshold rules on the twin's latest values; notes that the machine reported.
+
+        "No data" counts from when new readings last *arrived* (``now`` of the update that
+        brought them), not from their timestamps: a backlog replayed after an outage is
+        data arriving, and a plant whose clock is off is not silent."""
         out: list[Raised] = []
-        if state.last_update is not None:
-            seen = ms_to_datetime(state.last_update)
-            if seen > self.last_seen.get(state.machine_id, seen - timedelta(1)):
-                self.last_seen[state.machine_id] = seen
-                out.extend(self._data_returned(state.machine_id, now))
+        if state.last_update is not None and state.last_update > self._data_ms.get(
+            state.machine_id, -1
+        ):
+            self._data_ms[state.machine_id] = state.last_update
+            self.last_seen[state.machine_id] = now
+            out.extend(self._data_returned(state.machine_id, now))
         for rule in self._rules(state.machine_id, RuleKind.THRESHOLD):
             sensor = state.sensors.get(f"{state.machine_id}.{rule.sensor}")
             if sensor is None or sensor.value is None or sensor.stale:

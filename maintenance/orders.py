@@ -25,6 +25,7 @@ from schemas.maintenance import (
     CostEstimate,
     FailurePrediction,
     PartRequirement,
+    Priority,
     Technician,
     WorkOrder,
     WorkOrderStatus,
@@ -45,6 +46,7 @@ _NEXT: dict[WorkOrderStatus, set[WorkOrderStatus]] = {
     WorkOrderStatus.COMPLETED: set(),
     WorkOrderStatus.CANCELLED: set(),
 }
+_PRIORITIES = [Priority.LOW, Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL]
 _ID = re.compile(r"^WO-([0-9]{4})-([0-9]{2})-([0-9]+)$")
 
 
@@ -141,20 +143,36 @@ class WorkOrderBook:
         )
         return self.keep(order)
 
-    def consider(self, p: RulPrediction, now: datetime) -> WorkOrder | None:
-        """A predictive order when ``p`` crosses the policy and none is open."""
+    def consider(self, p: RulPrediction, now: datetime) -> tuple[WorkOrder, bool] | None:
+        """Apply a prediction: a new predictive order when it crosses the policy and the
+        machine has none open (``(order, True)``); or the open one, not yet started, for
+        the same failure mode, brought up to date: its latest safe finish, prediction and
+        urgency follow the newest prediction (``(order, False)``). None: nothing changed."""
         spec = self.machines.get(p.machine_id)
         if spec is None:
-            return None
-        reason = policy_crossed(spec, p)
-        if reason is None:
-            return None
-        if any(o.type is WorkOrderType.PREDICTIVE for o in self.open_orders(p.machine_id)):
             return None
         task = task_for(spec, p.failure_mode)
         predicted = ms_to_datetime(p.predicted_at)
         mode = p.failure_mode or task.failure_mode
         prob = failure_within(p, spec.policy.failure_within_hours)
+        due_by = predicted + timedelta(hours=p.lower_hours)
+        prediction = FailurePrediction(
+            probability=prob, rul_hours=p.median_hours, failure_mode=mode
+        )
+        current = next(
+            (o for o in self.open_orders(p.machine_id) if o.type is WorkOrderType.PREDICTIVE), None
+        )
+        if current is not None:
+            if current.status is not WorkOrderStatus.SCHEDULED or current.failure_mode != mode:
+                return None
+            priority = max(current.priority, urgency(spec, p), key=_PRIORITIES.index)
+            update = {"due_by": due_by, "failure_prediction": prediction, "priority": priority}
+            if all(getattr(current, k) == v for k, v in update.items()):
+                return None
+            return self.keep(current.model_copy(update={**update, "updated_at": now})), False
+        reason = policy_crossed(spec, p)
+        if reason is None:
+            return None
         req = WorkOrderRequest(
             asset_id=p.machine_id,
             type=WorkOrderType.PREDICTIVE,
@@ -165,14 +183,10 @@ class WorkOrderBook:
                 f"{predicted.isoformat(timespec='minutes')}; RUL {p.lower_hours:.0f}-"
                 f"{p.upper_hours:.0f} h at {p.confidence:.0%})"
             ),
-            failure_prediction=FailurePrediction(
-                probability=prob, rul_hours=p.median_hours, failure_mode=mode
-            ),
+            failure_prediction=prediction,
         )
         order = self.create(req, now, source="policy")
-        return self.keep(
-            order.model_copy(update={"due_by": predicted + timedelta(hours=p.lower_hours)})
-        )
+        return self.keep(order.model_copy(update={"due_by": due_by})), True
 
     def _candidates(self, skills: list[str], site: str) -> list[Technician]:
         return [

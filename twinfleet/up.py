@@ -132,6 +132,7 @@ def run_up(
     server = None
     database = None
     history = None
+    maintenance = None
     fleet = None
     started_ray = False
     api_up = False
@@ -194,6 +195,16 @@ def run_up(
         ).start()
         fleet.wait_ready()
         print(f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s)")
+        from actors.maintenance import MaintenanceActor
+
+        maintenance = MaintenanceActor.options(  # type: ignore[attr-defined]
+            name="tf-maintenance"
+        ).remote(plant.model_dump_json(), nats_url, fleet.name)
+        ray.get(maintenance.start.remote())
+        print(
+            f"maintenance: alerts ({len(plant.alert_rules)} rules), predictive work orders and "
+            f"the plan of {len(plant.technicians)} technicians (CP-SAT; a Ray actor)"
+        )
         api_up = True
         _start_api(data_dir, nats_url, database_url, fleet.name, machines, api_port)
         print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
@@ -202,7 +213,11 @@ def run_up(
         sim = PlantSimulator(
             plant, seed=seed, start_ms=start_ms, initial_wear=worn_start(plant, worn)
         )
-        asyncio.run(_simulate(sim, fleet, history, nats_url, days, step_s, report_every_s, top))
+        asyncio.run(
+            _simulate(
+                sim, fleet, history, maintenance, nats_url, days, step_s, report_every_s, top
+            )
+        )
         if stay:
             print("services stay up; Ctrl-C stops them")
             while True:
@@ -215,6 +230,9 @@ def run_up(
             serve.shutdown()
         if fleet is not None:
             fleet.stop()
+        if maintenance is not None:
+            with contextlib.suppress(Exception):
+                ray.get(maintenance.stop.remote(), timeout=30)
         if history is not None:
             with contextlib.suppress(Exception):
                 ray.get(history.stop.remote(), timeout=30)
@@ -225,7 +243,7 @@ def run_up(
         if server is not None:
             server.stop()
         print(
-            "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server "
+            "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-server "
             "(those this command started)"
         )
 
@@ -305,6 +323,7 @@ async def _simulate(
     sim: Any,
     fleet: Any,
     history: Any,
+    maintenance: Any,
     url: str,
     days: float,
     step_s: float,
@@ -348,6 +367,7 @@ async def _simulate(
             for line in watcher.report(top):
                 print(line)
             print(_history_line(await history.status.remote()))
+            print(_maintenance_line(await maintenance.status.remote()))
     deadline = time.monotonic() + 300
     while sum(s["messages"] for s in fleet.stats()) < published and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -372,7 +392,39 @@ async def _simulate(
             break
         await asyncio.sleep(0.5)
     print(_history_line(status))
+    await asyncio.sleep(1.0)  # the last predictions reach the maintenance service
+    await maintenance.replan.remote()
+    for line in _maintenance_report(await maintenance.status.remote(), top):
+        print(line)
     await nc.drain()
+
+
+def _maintenance_line(status: dict[str, Any]) -> str:
+    return (
+        f"   maintenance: {status['open_alerts']} open alerts "
+        f"({status['critical_alerts']} critical), {status['open_work_orders']} open work "
+        f"orders ({status['unscheduled']} not schedulable)"
+    )
+
+
+def _maintenance_report(status: dict[str, Any], top: int) -> list[str]:
+    lines = [_maintenance_line(status).replace("   maintenance:", "\n== maintenance:")]
+    for w in status["next"][: max(top, 5)]:
+        due = f", due by {w['due_by'][:16]}" if w.get("due_by") else ""
+        lines.append(
+            f"   {w['workorder_id']} {w['asset_id']:7} {w['title'][:44]:44} "
+            f"{w['start'][:16]} with {w['technician_id']}{due}"
+        )
+    for u in status["unscheduled_orders"][:top]:
+        lines.append(f"   {u['workorder_id']} {u['asset_id']:7} NOT SCHEDULED: {u['reason']}")
+    plan = status.get("plan_cost")
+    if plan:
+        lines.append(
+            f"   plan cost {plan['total']:,.0f} (labour {plan['labor']:,.0f}, parts "
+            f"{plan['parts']:,.0f}, downtime {plan['downtime']:,.0f}, risk {plan['risk']:,.0f}); "
+            f"{status['solver']} {status['plan_status']} in {status['solve_seconds']:.1f} s"
+        )
+    return lines
 
 
 def _history_line(status: dict[str, Any]) -> str:

@@ -161,9 +161,17 @@ def test_a_degrading_machine_gets_exactly_one_predictive_order_scheduled_in_time
         crossing = next(
             p for p in preds if p.median_hours < 240 or p.failure_probability[168] > 0.3
         )
-        assert order.due_by == datetime.fromtimestamp(
-            crossing.predicted_at / 1000, UTC
-        ) + timedelta(hours=crossing.lower_hours)
+        latest = preds[-1]
+
+        def due(p: RulPrediction) -> datetime:
+            return datetime.fromtimestamp(p.predicted_at / 1000, UTC) + timedelta(
+                hours=p.lower_hours
+            )
+
+        # Its latest safe finish follows the newest prediction.
+        assert order.due_by == due(latest)
+        assert order.failure_prediction is not None
+        assert order.failure_prediction.rul_hours == latest.median_hours
         await svc.tick()  # the re-plan the new order asked for
         order = svc.orders.get(order.workorder_id)
         assert order.scheduled_date is not None and order.scheduled_end is not None
@@ -176,9 +184,16 @@ def test_a_degrading_machine_gets_exactly_one_predictive_order_scheduled_in_time
         start_h = order.scheduled_date.hour + order.scheduled_date.minute / 60
         if tech.id == "T-01":
             assert start_h >= 6 and start_h + 6 <= 14
-        # Published on JetStream (created, then scheduled) and kept in the bucket.
-        msgs = [WorkOrder.model_validate_json((await seen.next_msg(5)).data) for _ in range(2)]
-        assert [m.workorder_id for m in msgs] == [order.workorder_id] * 2
+        # Published on JetStream: created by the first crossing prediction, brought up to
+        # date by each later one, then scheduled; and kept in the bucket.
+        later = preds[preds.index(crossing) + 1 :]
+        msgs = [
+            WorkOrder.model_validate_json((await seen.next_msg(5)).data)
+            for _ in range(2 + len(later))
+        ]
+        assert {m.workorder_id for m in msgs} == {order.workorder_id}
+        assert [m.due_by for m in msgs[:-1]] == [due(p) for p in [crossing, *later]]
+        assert msgs[-1] == order and [m.revision for m in msgs] == list(range(1, len(msgs) + 1))
         kv = await nc.jetstream().key_value(MAINTENANCE)
         stored = WorkOrder.model_validate_json((await kv.get(f"wo.{order.workorder_id}")).value)
         assert stored == order
@@ -417,3 +432,52 @@ def test_a_completed_order_is_told_to_the_twin_once_and_closes_its_alerts(
         assert alerts and all(a.status is AlertStatus.RESOLVED for a in alerts)
 
     run(nats_server, body, repairs=repairs)
+
+
+def test_threshold_and_no_data_rules_follow_the_twin_updates(nats_server: NatsServer) -> None:
+    from schemas.twin import SensorState, TwinState
+
+    def state(version: int, seal_temp: float, at: datetime) -> bytes:
+        return (
+            TwinState(
+                machine_id="P-201",
+                version=version,
+                last_update=datetime_to_ms(at),
+                health_score=80,
+                status="running",
+                sensors={
+                    "P-201.seal_temp": SensorState(value=seal_temp, timestamp=datetime_to_ms(at))
+                },
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        # Readings from an hour ago arriving now: data time is not arrival time.
+        for version, temp in ((1, 70.0), (2, 85.0), (3, 86.0)):
+            await nc.publish(
+                subjects.twin("P-201"),
+                state(version, temp, T0 - timedelta(hours=1, minutes=-version)),
+            )
+        await nc.publish(subjects.twin("P-201"), b"{not json")
+        await nc.flush()
+        await until(lambda: svc.counters["twin_rejected"] == 1, "the twin updates")
+        hot = [a for a in svc.alerts.alerts.values() if a.rule_id == "hot-seal"]
+        assert [(a.count, a.value, a.severity.value) for a in hot] == [(2, 86.0, "high")]
+        await svc.tick()
+        assert not [a for a in svc.alerts.alerts.values() if a.rule_id == "no-data"]
+        clock.t = T0 + timedelta(minutes=10, seconds=1)
+        await svc.tick()
+        (silent,) = [a for a in svc.alerts.alerts.values() if a.rule_id == "no-data"]
+        assert silent.machine_id == "P-201" and silent.status is AlertStatus.OPEN
+        await nc.publish(subjects.twin("P-201"), state(4, 70.0, T0))
+        await nc.flush()
+        await until(lambda: svc.alerts.get(silent.alert_id).status.closed, "data returned")
+        assert svc.alerts.get(silent.alert_id).resolved_by == "system"
+        await nc.close()
+
+    run(nats_server, body)

@@ -67,7 +67,7 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     assert f"history: {readings:,} readings and" in out
     assert "0 messages to go" in out and "0 rows refused" in out
     assert f"PostgreSQL 15 on postgresql://twinfleet@127.0.0.1:{db_port}/twinfleet" in out
-    assert "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server" in out
+    assert "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-serv" in out
     assert port_is_free(db_port)  # PostgreSQL is gone
     assert (tmp_path / "nats" / "jetstream").is_dir()  # JetStream files in the data directory
     assert port_is_free(port)  # nats-server is gone
@@ -209,7 +209,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             proc.stdout.close()
     out = "".join(lines) + rest
     assert proc.returncode == 130, out
-    assert "stopped: API, fleet, history writer, Ray, PostgreSQL and nats-server" in out
+    assert "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-serv" in out
     assert port_is_free(port)
     assert port_is_free(api_port)
     assert port_is_free(db_port)
