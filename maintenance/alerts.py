@@ -2,8 +2,10 @@
 
 Every observation (an anomaly, a RUL prediction, a twin update, a clock tick) is checked
 against the plant's :class:`~schemas.alerts.AlertRule` list. A condition is identified by
-(machine, rule, subject): while an alert for it is open or acknowledged, a repeat adds to
-its ``count`` (and raises its severity if the repeat is worse) instead of raising another.
+(machine, rule, subject): the subject is the sensor of an anomaly or threshold (whatever
+the detector: a sensor misbehaving is one problem), the failure mode of a prediction.
+While an alert for it is open or acknowledged, a repeat adds to its ``count`` (and
+raises its severity if the repeat is worse) instead of raising another.
 Once resolved (or marked false positive), the next occurrence opens a new alert.
 
 A critical alert nobody acknowledged escalates after the rule's (or the plant's)
@@ -25,6 +27,7 @@ counts the escalations. "No data" alerts resolve themselves when data returns.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,9 +51,9 @@ class Raised:
     new: bool
 
 
-def alert_id(machine_id: str, rule_id: str, subject: str, first: datetime) -> str:
-    """Deterministic, so the same occurrence always gets the same id."""
-    key = f"{machine_id}|{rule_id}|{subject}|{first.isoformat()}"
+def alert_id(machine_id: str, rule_id: str, subject: str, occurrence: int) -> str:
+    """Deterministic: the n-th alert of a condition always gets the same id."""
+    key = f"{machine_id}|{rule_id}|{subject}|{occurrence}"
     return "AL-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -61,6 +64,7 @@ class AlertBook:
         self.machines: dict[str, MachineSpec] = {m.id: m for m in plant.machines}
         self.alerts: dict[str, Alert] = {}
         self._open: dict[tuple[str, str, str], str] = {}
+        self._occurrences: Counter[tuple[str, str, str]] = Counter()
         self.last_seen: dict[str, datetime] = {}
         """When new readings of each machine last arrived (from twin updates)."""
         self._data_ms: dict[str, int] = {}
@@ -68,8 +72,10 @@ class AlertBook:
             self.keep(a)
 
     def keep(self, alert: Alert) -> Alert:
-        self.alerts[alert.alert_id] = alert
         key = (alert.machine_id, alert.rule_id, alert.subject)
+        if alert.alert_id not in self.alerts:
+            self._occurrences[key] += 1
+        self.alerts[alert.alert_id] = alert
         if alert.status.closed:
             if self._open.get(key) == alert.alert_id:
                 del self._open[key]
@@ -116,7 +122,7 @@ class AlertBook:
                 new=False,
             )
         alert = Alert(
-            alert_id=alert_id(machine_id, rule.id, subject, now),
+            alert_id=alert_id(machine_id, rule.id, subject, self._occurrences[key]),
             machine_id=machine_id,
             rule_id=rule.id,
             kind=rule.kind,
@@ -142,7 +148,7 @@ class AlertBook:
                 self.raise_condition(
                     a.machine_id,
                     rule,
-                    f"{sensor}:{a.type.value}",
+                    sensor,
                     f"{a.type.value} anomaly on {a.sensor_id or a.machine_id}: {a.reason}",
                     now,
                     severity=max(a.severity, rule.severity, key=lambda s: s.rank),

@@ -17,8 +17,11 @@ work orders' new dates and technicians (pure).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from maintenance.schedule import Crew, Order, Plan
 from maintenance.shifts import shift_intervals
@@ -91,10 +94,16 @@ def orders(
     start: datetime,
     horizon_h: float,
 ) -> tuple[list[Order], dict[str, float]]:
-    """The orders to place, and how long (hours) each technician is still busy."""
+    """The orders to place (a job longer than the longest shift at its site as that many
+    visits, see :func:`visits`), and how long (hours) each technician is still busy."""
     machines = {m.id: m for m in plant.machines}
     sites = {s.id: s for s in plant.sites}
-    planned = {o.workorder_id for o in open_orders if o.status is WorkOrderStatus.SCHEDULED}
+    longest = _longest_shift(plant)
+    parts = {
+        o.workorder_id: visits(o.estimated_duration_hours, longest.get(machines[o.asset_id].site))
+        for o in open_orders
+        if o.status is WorkOrderStatus.SCHEDULED
+    }
     busy: dict[str, float] = {}
     out = []
     for o in open_orders:
@@ -124,25 +133,65 @@ def orders(
                 else WAITING_COST_PER_H[o.priority.value]
             )
             failure_cost, cdf = rate * horizon_h, ((horizon_h, 1.0),)
-        out.append(
-            Order(
-                id=o.workorder_id,
-                asset_id=o.asset_id,
-                duration_h=o.estimated_duration_hours,
-                skills=frozenset(o.required_skills) | {f"site:{spec.site}"},
-                due_h=_hours(o.due_by, start) if o.due_by is not None else None,
-                release_h=max(_hours(o.not_before, start), 0.0) if o.not_before else 0.0,
-                windows=windows,
-                after=tuple(a for a in o.after if a in planned),
-                downtime_cost_per_h=spec.policy.downtime_cost_per_hour,
-                failure_cost=failure_cost,
-                failure_cdf=cdf,
-                parts_cost=o.estimated_cost.parts,
-                technician_id=o.assigned_technician_id if o.technician_pinned else None,
-                priority=o.priority.value,
+        n = parts[o.workorder_id]
+        for k in range(1, n + 1):
+            first = k == 1
+            out.append(
+                Order(
+                    id=visit_id(o.workorder_id, k, n),
+                    asset_id=o.asset_id,
+                    duration_h=o.estimated_duration_hours / n,
+                    skills=frozenset(o.required_skills) | {f"site:{spec.site}"},
+                    due_h=_hours(o.due_by, start) if o.due_by is not None else None,
+                    release_h=max(_hours(o.not_before, start), 0.0) if o.not_before else 0.0,
+                    windows=windows,
+                    after=tuple(visit_id(a, parts[a], parts[a]) for a in o.after if a in parts)
+                    if first
+                    else (visit_id(o.workorder_id, k - 1, n),),
+                    downtime_cost_per_h=spec.policy.downtime_cost_per_hour,
+                    failure_cost=failure_cost if first else 0.0,
+                    failure_cdf=cdf if first else (),
+                    parts_cost=o.estimated_cost.parts if first else 0.0,
+                    technician_id=o.assigned_technician_id if o.technician_pinned else None,
+                    priority=o.priority.value,
+                )
             )
-        )
     return out, busy
+
+
+def _longest_shift(plant: Plant) -> dict[str, float]:
+    """The longest shift (hours) of any technician at each site."""
+    out: dict[str, float] = {}
+    for t in plant.technicians:
+        a, b = (int(x[:2]) * 60 + int(x[3:]) for x in (t.shift.start, t.shift.end))
+        hours = ((b - a) % 1440 or 1440) / 60
+        for site in [t.site_id] if t.site_id else [s.id for s in plant.sites]:
+            out[site] = max(out.get(site, 0.0), hours)
+    return out
+
+
+def visits(duration_h: float, longest_shift_h: float | None) -> int:
+    """How many visits a job takes: one, or as many equal ones as needed for each to fit
+    the site's longest shift (a 16 h rewind is two 8 h visits, one after the other; the
+    machine stays stopped in between, which the downtime cost does not count).
+
+    >>> visits(6, 8), visits(16, 8), visits(17, 8), visits(16, None)
+    (1, 2, 3, 1)
+    """
+    if not longest_shift_h or duration_h <= longest_shift_h:
+        return 1
+    return math.ceil(duration_h / longest_shift_h - 1e-9)
+
+
+_VISIT = re.compile(r"(WO-[0-9]{4}-[0-9]{2}-[0-9]+)/[0-9]+")
+
+
+def visit_id(workorder_id: str, k: int, n: int) -> str:
+    return workorder_id if n == 1 else f"{workorder_id}/{k}"
+
+
+def _workorder_of(order_id: str) -> str:
+    return order_id.split("/", 1)[0]
 
 
 def apply(
@@ -152,51 +201,71 @@ def apply(
     horizon_h: float,
     now: datetime,
 ) -> tuple[MaintenancePlan, list[WorkOrder]]:
-    """The plan as the API shows it, and the orders whose placement changed."""
+    """The plan as the API shows it (one line per visit), and the orders whose placement
+    changed. An order is placed when all its visits are; otherwise it is unscheduled
+    with the reason of its first unplaced visit."""
     by_id = {o.workorder_id: o for o in open_orders}
     at = lambda h: start + timedelta(hours=h)  # noqa: E731
-    scheduled, changed = [], []
+    placed: dict[str, list[Any]] = {}
     for p in plan.placements:
-        o = by_id[p.order_id]
-        cost = CostEstimate(
-            labor=round(p.costs.labour, 2),
-            parts=round(p.costs.parts, 2),
-            downtime=round(p.costs.downtime, 2),
-            risk=round(p.costs.risk, 2),
-        )
-        scheduled.append(
-            ScheduledWork(
-                workorder_id=o.workorder_id,
-                asset_id=o.asset_id,
-                technician_id=p.technician_id,
-                start=at(p.start_h),
-                end=at(p.end_h),
-                due_by=o.due_by,
-                cost=cost,
+        placed.setdefault(_workorder_of(p.order_id), []).append(p)
+    missing: dict[str, Any] = {}
+    for u in plan.unplaced:
+        wo = _workorder_of(u.order_id)
+        if wo not in missing:
+            missing[wo] = u
+    scheduled, unscheduled, changed = [], [], []
+    totals = PlanCost()
+    for wo, visits_ in placed.items():
+        if wo in missing:
+            continue
+        o = by_id[wo]
+        visits_.sort(key=lambda p: p.start_h)
+        cost = _sum_costs([p.costs for p in visits_])
+        for p in visits_:
+            scheduled.append(
+                ScheduledWork(
+                    workorder_id=wo,
+                    asset_id=o.asset_id,
+                    technician_id=p.technician_id,
+                    start=at(p.start_h),
+                    end=at(p.end_h),
+                    due_by=o.due_by,
+                    cost=_estimate(p.costs),
+                )
             )
-        )
         new = {
-            "scheduled_date": at(p.start_h),
-            "scheduled_end": at(p.end_h),
-            "assigned_technician_id": p.technician_id,
+            "scheduled_date": at(visits_[0].start_h),
+            "scheduled_end": at(visits_[-1].end_h),
+            "assigned_technician_id": visits_[0].technician_id,
             "estimated_cost": cost,
             "unplaced_reason": None,
         }
+        totals = _add(totals, cost)
         if any(getattr(o, k) != v for k, v in new.items()):
             changed.append(o.model_copy(update={**new, "updated_at": now}))
-    unscheduled = []
-    for u in plan.unplaced:
-        o = by_id[u.order_id]
+    for wo, u in missing.items():
+        o = by_id[wo]
+        n = len([p for p in plan.placements if _workorder_of(p.order_id) == wo]) + len(
+            [x for x in plan.unplaced if _workorder_of(x.order_id) == wo]
+        )
+        said = _VISIT.sub(r"\1", u.reason)  # "waits for WO-…/2": the order, not its visit
+        reason = said if n == 1 else f"visit {u.order_id.split('/')[1]} of {n}: {said}"
         unscheduled.append(
             UnscheduledWork(
-                workorder_id=o.workorder_id, asset_id=o.asset_id, reason=u.reason, risk=u.risk
+                workorder_id=wo, asset_id=o.asset_id, reason=reason, risk=round(u.risk, 2)
             )
         )
-        if o.unplaced_reason != u.reason or o.scheduled_end is not None:
+        deferred = getattr(u, "costs", None)
+        totals = _add(
+            totals, _estimate(deferred) if deferred is not None else CostEstimate(risk=u.risk)
+        )
+        if o.unplaced_reason != reason or o.scheduled_end is not None:
             changed.append(
                 o.model_copy(
                     update={
-                        "unplaced_reason": u.reason,
+                        "unplaced_reason": reason,
+                        "scheduled_date": None,
                         "scheduled_end": None,
                         "assigned_technician_id": o.assigned_technician_id
                         if o.technician_pinned
@@ -205,22 +274,45 @@ def apply(
                     }
                 )
             )
-    c = plan.costs
     view = MaintenancePlan(
         planned_at=now,
         start=start,
         horizon_hours=horizon_h,
         scheduled=sorted(scheduled, key=lambda s: (s.start, s.workorder_id)),
         unscheduled=unscheduled,
-        cost=PlanCost(
-            labor=round(c.labour, 2),
-            parts=round(c.parts, 2),
-            downtime=round(c.downtime, 2),
-            risk=round(c.risk, 2),
-            total=round(c.total, 2),
-        ),
+        cost=totals,
         status=plan.status,
         solver=plan.solver,
         solve_seconds=round(plan.solve_seconds, 3),
     )
     return view, changed
+
+
+def _estimate(c: Any) -> CostEstimate:
+    return CostEstimate(
+        labor=round(c.labour, 2),
+        parts=round(c.parts, 2),
+        downtime=round(c.downtime, 2),
+        risk=round(c.risk, 2),
+    )
+
+
+def _sum_costs(costs: list[Any]) -> CostEstimate:
+    return CostEstimate(
+        labor=round(sum(c.labour for c in costs), 2),
+        parts=round(sum(c.parts for c in costs), 2),
+        downtime=round(sum(c.downtime for c in costs), 2),
+        risk=round(sum(c.risk for c in costs), 2),
+    )
+
+
+def _add(total: PlanCost, c: CostEstimate) -> PlanCost:
+    labor, parts = total.labor + c.labor, total.parts + c.parts
+    downtime, risk = total.downtime + c.downtime, total.risk + c.risk
+    return PlanCost(
+        labor=round(labor, 2),
+        parts=round(parts, 2),
+        downtime=round(downtime, 2),
+        risk=round(risk, 2),
+        total=round(labor + parts + downtime + risk, 2),
+    )
