@@ -12,7 +12,12 @@ Cost of a placed order (:func:`order_costs`, the one cost function of both plann
 the bench): labour = duration x hourly rate; downtime = duration x ``downtime_cost_per_h``;
 parts = ``parts_cost``; risk = ``failure_cost`` x F(start), F the probability that the
 machine fails before the repair starts (:func:`failure_probability`). An order that is
-not placed costs ``failure_cost`` x F(horizon).
+not placed still has to be done after the horizon (:func:`unplaced_costs`): it costs that
+deferred work (labour at the rate of the cheapest qualified technician, or of the pinned
+one, else the mean rate; downtime; parts) plus ``failure_cost`` x F(horizon). So placing an
+order changes the cost only by the risk it avoids and the labour rate it pays above the
+cheapest, and :attr:`Plan.costs` (placements plus unplaced orders) compares plans that place
+different orders like for like.
 
 :func:`plan` maximises the orders placed, weighted by priority (:data:`PRIORITY_WEIGHT`),
 then minimises cost: each placed order earns its weight times a constant larger than the
@@ -22,14 +27,30 @@ linear in the start: the secant of F between the slot's earliest and latest star
 at both ends; F is piecewise linear and smooth over a shift, so the error inside is small
 and both planners report the exact cost of what they return).
 
-For speed the model only holds candidate options: (technician, shift intersected with a
-production window, release, due and horizon) that can hold the order. An order with more
-than :data:`MAX_OPTIONS` of them (fewer with many orders, :data:`OPTION_BUDGET`) keeps the
-cheapest ones by cost at their earliest start, plus the slot the baseline chose. Each
-option is an optional fixed-size interval; NoOverlap per technician shift and per asset.
-The baseline plan is the solution hint, and :func:`plan` returns the baseline itself
-(``status="baseline"``) if the solver found nothing better, so it is never worse than
-:func:`plan_edd`. Above :data:`PROBING_ABOVE` options presolve probing is off.
+The model only holds candidate options: (technician, shift intersected with a production
+window, release, due and horizon) that can hold the order, each an optional fixed-size
+interval, with NoOverlap per technician shift and per asset; an order with more than
+:data:`MAX_OPTIONS` of them (fewer with many orders, :data:`OPTION_BUDGET`) keeps the
+cheapest ones by cost at their earliest start, plus the slot of its incumbent placement.
+The baseline plan (:func:`plan_edd`) is the first incumbent and a complete solution hint.
+
+* Small problems (up to :data:`FULL_MODEL_OPTIONS` options) are one model of all orders,
+  solved for up to :data:`FULL_MODEL_SHARE` of the time; if CP-SAT proves it optimal, that
+  is the plan (``status="optimal"``).
+* Otherwise, and with the rest of the time, a large-neighbourhood search with CP-SAT as the
+  solver: a few technicians alike in skills, over the week or over one or two days, have
+  their placements there freed and get unplaced orders they could do (the most valuable
+  per hour first, shuffled); everything else stays as in the incumbent (its placements are
+  fixed intervals on the same shifts and assets, precedences with it become bounds). Each
+  such sub-model (tens of orders) is built and solved in a fraction of a second
+  (:data:`LNS_STEP_S`), with the incumbent as hint and a constraint that it costs no more
+  than the incumbent there; its result is kept if it places at least the same weight at no
+  higher exact cost. The neighbourhood size adapts to how often CP-SAT proves it optimal.
+  So on large problems the plan never places less weight nor costs more than the baseline.
+
+``time_limit_s`` bounds the whole call (model building included). :func:`plan` returns the
+baseline itself (``status="baseline"``) if the search found nothing better, so it is never
+worse than :func:`plan_edd`. Above :data:`PROBING_ABOVE` options presolve probing is off.
 
 >>> crew = Crew("T-1", frozenset({"bearings"}), 50.0, ((0.0, 8.0),))
 >>> wo = Order("WO-2026-11-0001", "M-1", 2.0, frozenset({"bearings"}), due_h=6.0)
@@ -43,12 +64,21 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import random
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 __all__ = [
+    "FULL_MODEL_OPTIONS",
+    "FULL_MODEL_SHARE",
+    "LNS_MAX_SIZE",
+    "LNS_MIN_SIZE",
+    "LNS_MIN_STEP_S",
+    "LNS_SIZE",
+    "LNS_STEP_S",
     "MAX_OPTIONS",
     "MIN_OPTIONS",
     "OPTION_BUDGET",
@@ -65,6 +95,7 @@ __all__ = [
     "order_costs",
     "plan",
     "plan_edd",
+    "unplaced_costs",
 ]
 
 PRIORITY_WEIGHT: dict[str, int] = {"low": 1, "medium": 2, "high": 4, "critical": 8}
@@ -72,18 +103,40 @@ PRIORITY_WEIGHT: dict[str, int] = {"low": 1, "medium": 2, "high": 4, "critical":
 
 MAX_OPTIONS = 40
 """Most candidate (technician, slot) options per order in the CP-SAT model (the cheapest
-at their earliest start; the baseline's slot is always kept as well)..."""
+at their earliest start; the incumbent's slot is always kept as well)..."""
 
 OPTION_BUDGET = 20_000
 """... and at most about this many in all: with many orders each keeps fewer (down to
-:data:`MIN_OPTIONS`), so 1,000 orders keep 20 each. Larger models leave CP-SAT (2 cores,
-10 s) no time to improve on its hint."""
+:data:`MIN_OPTIONS`), so 1,000 orders would keep 20 each (only a model of all orders,
+up to :data:`FULL_MODEL_OPTIONS`, can come near)."""
 
 MIN_OPTIONS = 8
 
 PROBING_ABOVE = 2_000
 """Above this many options CP-SAT's presolve probing is switched off: it costs seconds on
 large models and rarely pays for itself within the time limit."""
+
+FULL_MODEL_OPTIONS = 3_000
+"""Up to this many options :func:`plan` first solves one model of all orders (for
+:data:`FULL_MODEL_SHARE` of the time); larger problems go straight to neighbourhoods."""
+
+FULL_MODEL_SHARE = 0.5
+
+LNS_SIZE = 40
+"""Orders per neighbourhood at first; it grows while CP-SAT proves neighbourhoods optimal
+and shrinks while it does not, between :data:`LNS_MIN_SIZE` and :data:`LNS_MAX_SIZE`."""
+
+LNS_MIN_SIZE = 8
+LNS_MAX_SIZE = 400
+
+LNS_STEP_S = 0.3
+"""Most seconds CP-SAT spends on one neighbourhood."""
+
+LNS_MIN_STEP_S = 0.05
+
+_RESERVE_S = 0.05  # of the time limit, for building the returned plan
+_RESERVE_SHARE = 0.02
+_CENTS = 100.0
 
 _EPS = 1e-6
 
@@ -152,14 +205,15 @@ class Placement:
 class Unplaced:
     order_id: str
     reason: str
-    risk: float  # failure_cost x P(fail within the horizon)
+    risk: float  # failure_cost x P(fail within the horizon), also in costs
+    costs: Costs = Costs()  # the deferred work and the risk (:func:`unplaced_costs`)
 
 
 @dataclass(frozen=True)
 class Plan:
     placements: tuple[Placement, ...]
     unplaced: tuple[Unplaced, ...]
-    costs: Costs  # placements plus the risk of the unplaced orders
+    costs: Costs  # the placements' costs plus the unplaced orders' (deferred work and risk)
     status: str  # "optimal" | "feasible" | "baseline"
     solve_seconds: float
     solver: str  # "cp-sat" | "edd"
@@ -198,8 +252,30 @@ def order_costs(order: Order, crew: Crew, start_h: float) -> Costs:
     )
 
 
-def _unplaced_risk(order: Order, horizon_h: float) -> float:
-    return order.failure_cost * failure_probability(order.failure_cdf, horizon_h)
+def unplaced_costs(order: Order, crews: Sequence[Crew], horizon_h: float) -> Costs:
+    """The cost of leaving ``order`` undone in a plan of ``horizon_h`` hours: it still has to
+    be done after the horizon, so its labour (at the rate of the technician it is pinned to,
+    else of the cheapest technician with its skills, else the mean rate of all), downtime and
+    parts, plus its risk over the horizon, ``failure_cost`` x F(horizon).
+
+    >>> o = Order("WO-1", "M-1", 2.0, frozenset({"plc"}), downtime_cost_per_h=100.0,
+    ...           parts_cost=30.0, failure_cost=1000.0, failure_cdf=((10.0, 0.5),))
+    >>> crews = [Crew("T-1", frozenset({"plc"}), 60.0, ()), Crew("T-2", frozenset(), 20.0, ())]
+    >>> unplaced_costs(o, crews, 5.0)
+    Costs(labour=120.0, downtime=200.0, parts=30.0, risk=250.0)
+    >>> unplaced_costs(o, crews[1:], 5.0).labour  # nobody has the skills: the mean rate
+    40.0
+    """
+    skilled = [c for c in crews if frozenset(order.skills) <= frozenset(c.skills)]
+    pinned = [c for c in skilled if c.id == order.technician_id]
+    rates = [c.hourly_rate for c in pinned or skilled] or [c.hourly_rate for c in crews]
+    rate = (min if pinned or skilled else statistics.fmean)(rates) if rates else 0.0
+    return Costs(
+        labour=order.duration_h * rate,
+        downtime=order.duration_h * order.downtime_cost_per_h,
+        parts=order.parts_cost,
+        risk=order.failure_cost * failure_probability(order.failure_cdf, horizon_h),
+    )
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -353,7 +429,7 @@ class _Problem:
         self.reason: dict[int, str] = {}
         for i in self.topo:
             self._enumerate(i)
-        self.unplaced_risk = [_unplaced_risk(o, self.horizon_h) for o in self.orders]
+        self.unplaced_costs = [unplaced_costs(o, self.crews, self.horizon_h) for o in self.orders]
 
     def _topological(self) -> list[int]:
         n = len(self.orders)
@@ -476,9 +552,9 @@ class _Problem:
             if i in placed:
                 continue
             reason = self.reason.get(i) or self.booked_reason(i, placed)
-            risk = self.unplaced_risk[i]
-            total += Costs(risk=risk)
-            unplaced.append(Unplaced(self.orders[i].id, reason, risk))
+            costs = self.unplaced_costs[i]
+            total += costs
+            unplaced.append(Unplaced(self.orders[i].id, reason, costs.risk, costs))
         unplaced.sort(key=lambda u: self.index[u.order_id])
         return Plan(
             tuple(placements),
@@ -601,6 +677,354 @@ def plan_edd(orders: Sequence[Order], crews: Sequence[Crew], horizon_h: float = 
 
 # -- CP-SAT ---------------------------------------------------------------------------------
 
+_Chosen = dict[int, tuple[_Option, int]]
+
+
+def _clip(option: _Option, lo: int, hi: int) -> _Option | None:
+    """``option`` with its start range cut to [lo, hi], or None if nothing is left."""
+    lo, hi = max(option.lo, lo), min(option.hi, hi)
+    if lo > hi:
+        return None
+    if lo == option.lo and hi == option.hi:
+        return option
+    return _Option(option.crew, option.group, lo, hi)
+
+
+class _Search:
+    """CP-SAT on the whole problem or on a neighbourhood of an incumbent plan."""
+
+    def __init__(
+        self, problem: _Problem, incumbent: _Chosen, deadline: float, workers: int, seed: int
+    ):
+        self.problem = problem
+        self.incumbent: _Chosen = dict(incumbent)
+        self.deadline = deadline
+        self.workers = workers
+        self.seed = seed
+        self.active = [i for i in range(len(problem.orders)) if i not in problem.reason]
+        self.by_asset: dict[str, list[int]] = {}
+        for i in self.active:
+            self.by_asset.setdefault(problem.orders[i].asset_id, []).append(i)
+        self.qualified: list[list[int]] = [[] for _ in problem.crews]  # orders per crew
+        for i in self.active:
+            for k in sorted({op.crew for op in problem.options[i]}):
+                self.qualified[k].append(i)
+        self.on_crew: list[set[int]] = [set() for _ in problem.crews]  # incumbent per crew
+        for i, (op, _) in self.incumbent.items():
+            self.on_crew[op.crew].add(i)
+        self.build_s = 0.0  # Python seconds to build the last model
+        # how much placing an order is worth: its weight per hour, more if it saves a lot
+        saving = [0.0] * len(problem.orders)
+        for i in self.active:
+            cheapest = min(self.option_cents(i, op)[0] for op in problem.options[i]) / _CENTS
+            saving[i] = max(problem.unplaced_costs[i].total - cheapest, 0.0)
+        most = max(saving, default=0.0) or 1.0
+        self.appeal = [
+            problem.weight(i) / math.sqrt(problem.orders[i].duration_h) * (1 + saving[i] / most)
+            for i in range(len(problem.orders))
+        ]
+
+    # exact values -------------------------------------------------------------------------
+
+    def value(self, i: int, chosen: _Chosen) -> tuple[int, float]:
+        """(weight placed, exact cost) of order ``i`` in ``chosen``."""
+        p = self.problem
+        if i not in chosen:
+            return 0, p.unplaced_costs[i].total
+        option, start = chosen[i]
+        return p.weight(i), order_costs(p.orders[i], p.crews[option.crew], start / 60).total
+
+    def option_cents(self, i: int, option: _Option) -> tuple[float, float]:
+        """The model's cost of ``option`` at its earliest and at its latest start (cents)."""
+        o = self.problem.orders[i]
+        rate = self.problem.crews[option.crew].hourly_rate
+        base = o.duration_h * (rate + o.downtime_cost_per_h) + o.parts_cost
+        r_lo = o.failure_cost * failure_probability(o.failure_cdf, option.lo / 60)
+        r_hi = o.failure_cost * failure_probability(o.failure_cdf, option.hi / 60)
+        return (base + r_lo) * _CENTS, (base + r_hi) * _CENTS
+
+    # one CP-SAT model ---------------------------------------------------------------------
+
+    def solve(
+        self,
+        options: dict[int, list[_Option]],
+        forced: set[int],
+        window: tuple[int, int],
+        time_limit_s: float,
+        most: int | None = None,
+        capped: bool = False,
+    ) -> tuple[bool, _Chosen | None]:
+        """Re-plan the orders in ``options`` (each on one of its options, or not at all; those
+        in ``forced`` placed) around the incumbent's other placements in ``window``.
+        Returns (proved optimal, new choice for those orders), or (False, None)."""
+        from ortools.sat.python import cp_model
+
+        entered = time.perf_counter()
+        p = self.problem
+        members = set(options)
+        model = cp_model.CpModel()
+        kept: dict[int, list[_Option]] = {}
+        static: dict[int, list[int]] = {}
+        slope: dict[int, list[int]] = {}
+        big = 1
+        for i, ops in options.items():
+            hint = self.incumbent.get(i)
+            rows = [(*self.option_cents(i, op), op) for op in ops]
+            if most is not None and len(rows) > most:
+                rows.sort(key=lambda row: (row[0], row[2].lo))
+                rows = rows[:most] + [row for row in rows[most:] if self.holds(row[2], hint)]
+            kept[i] = [row[2] for row in rows]
+            static[i] = [round(row[0]) for row in rows]
+            slope[i] = [
+                round((row[1] - row[0]) / (row[2].hi - row[2].lo)) if row[2].hi > row[2].lo else 0
+                for row in rows
+            ]
+            worst = max((math.ceil(max(row[0], row[1])) + 1 for row in rows), default=1)
+            big += max(worst, math.ceil(p.unplaced_costs[i].total * _CENTS) + 1)
+
+        w0, w1 = window
+        groups: dict[int, list[cp_model.IntervalVar]] = {}
+        assets: dict[str, list[cp_model.IntervalVar]] = {}
+        presence: dict[int, list[cp_model.IntVar]] = {}
+        starts: dict[int, list[cp_model.IntVar]] = {}
+        placed: dict[int, cp_model.IntVar] = {}
+        terms: list[cp_model.IntVar] = []  # the cost (less the cost of leaving all undone)
+        coefs: list[int] = []
+        rewards: list[cp_model.IntVar] = []  # the weight placed, each unit worth ``big``
+        weights: list[int] = []
+        for i, ops in kept.items():
+            d = p.duration[i]
+            asset = assets.setdefault(p.orders[i].asset_id, [])
+            xs, ss = [], []
+            for k, option in enumerate(ops):
+                x = model.new_bool_var(f"x{i}_{k}")
+                if option.hi > option.lo:
+                    s = model.new_int_var(option.lo, option.hi, f"s{i}_{k}")
+                    model.add(s == option.lo).only_enforce_if(~x)
+                    if slope[i][k]:
+                        terms.append(s)
+                        coefs.append(slope[i][k])
+                else:
+                    s = model.new_constant(option.lo)
+                iv = model.new_optional_fixed_size_interval_var(s, d, x, f"iv{i}_{k}")
+                groups.setdefault(option.group, []).append(iv)
+                asset.append(iv)
+                xs.append(x)
+                ss.append(s)
+                terms.append(x)
+                coefs.append(static[i][k])
+            y = model.new_bool_var(f"placed{i}")
+            model.add(sum(xs) == y)
+            if i in forced:
+                model.add(y == 1)
+            placed[i], presence[i], starts[i] = y, xs, ss
+            # placing earns its weight and saves the cost of leaving the order undone
+            terms.append(y)
+            coefs.append(-round(p.unplaced_costs[i].total * _CENTS))
+            rewards.append(y)
+            weights.append(-p.weight(i) * big)
+
+        # the incumbent's other placements in the window, as fixed intervals
+        for j, (op, start) in self.incumbent.items():
+            if j in members or start >= w1 or start + p.duration[j] <= w0:
+                continue
+            lanes = [groups.get(op.group), assets.get(p.orders[j].asset_id)]
+            if lanes[0] is None and lanes[1] is None:
+                continue
+            iv = model.new_fixed_size_interval_var(start, p.duration[j], f"fixed{j}")
+            for lane in lanes:
+                if lane is not None:
+                    lane.append(iv)
+        for lane in (*groups.values(), *assets.values()):
+            if len(lane) > 1:
+                model.add_no_overlap(lane)
+
+        # precedence among the members, through one start variable per order involved
+        linked = {i for i in kept for q in p.preds[i] if q in members}
+        linked |= {q for i in kept for q in p.preds[i] if q in members}
+        start_of: dict[int, cp_model.IntVar] = {}
+        for i in linked:
+            lo = min((op.lo for op in kept[i]), default=0)
+            hi = max((op.hi for op in kept[i]), default=0)
+            start_of[i] = model.new_int_var(lo, hi, f"start{i}")
+            for x, s in zip(presence[i], starts[i], strict=True):
+                model.add(start_of[i] == s).only_enforce_if(x)
+        for i in kept:
+            for q in set(p.preds[i]):
+                if q in members:
+                    model.add_implication(placed[i], placed[q])
+                    model.add(start_of[q] + p.duration[q] <= start_of[i]).only_enforce_if(placed[i])
+
+        cost = cp_model.LinearExpr.weighted_sum(terms, coefs)
+        model.minimize(cost + cp_model.LinearExpr.weighted_sum(rewards, weights))
+        if capped:  # no dearer than the incumbent
+            hinted = 0
+            for i, ops in kept.items():
+                hint = self.incumbent.get(i)
+                at = next((k for k, op in enumerate(ops) if self.holds(op, hint)), None)
+                for k, op in enumerate(ops):
+                    if hint is not None and k == at:
+                        hinted += static[i][k] + slope[i][k] * hint[1]
+                    else:
+                        hinted += slope[i][k] * op.lo
+                if at is not None:
+                    hinted -= round(p.unplaced_costs[i].total * _CENTS)
+            model.add(cost <= hinted)
+
+        # the incumbent as a complete hint
+        for i, ops in kept.items():
+            hint = self.incumbent.get(i)
+            at = next((k for k, op in enumerate(ops) if self.holds(op, hint)), None)
+            model.add_hint(placed[i], at is not None)
+            for k, (x, s) in enumerate(zip(presence[i], starts[i], strict=True)):
+                model.add_hint(x, k == at)
+                if ops[k].hi > ops[k].lo:
+                    model.add_hint(s, hint[1] if hint is not None and k == at else ops[k].lo)
+            if i in start_of:
+                first = min((op.lo for op in ops), default=0)
+                model.add_hint(
+                    start_of[i], hint[1] if hint is not None and at is not None else first
+                )
+
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+        solver.parameters.num_workers = self.workers
+        solver.parameters.random_seed = self.seed
+        if sum(len(ops) for ops in kept.values()) > PROBING_ABOVE:
+            solver.parameters.cp_model_probing_level = 0
+        self.build_s = time.perf_counter() - entered
+        code = solver.solve(model)
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return False, None
+        chosen: _Chosen = {}
+        for i, ops in kept.items():
+            if solver.boolean_value(placed[i]):
+                for op, x, s in zip(ops, presence[i], starts[i], strict=True):
+                    if solver.boolean_value(x):
+                        chosen[i] = (op, solver.value(s))
+                        break
+        return code == cp_model.OPTIMAL, chosen
+
+    @staticmethod
+    def holds(option: _Option, hint: tuple[_Option, int] | None) -> bool:
+        return (
+            hint is not None
+            and option.crew == hint[0].crew
+            and option.group == hint[0].group
+            and option.lo <= hint[1] <= option.hi
+        )
+
+    # neighbourhoods -----------------------------------------------------------------------
+
+    def neighbourhood(
+        self, rng: random.Random, size: int
+    ) -> tuple[dict[int, list[_Option]], set[int], tuple[int, int]]:
+        """Technicians alike in skills over the week or over one or two days: their orders
+        there are freed, with unplaced orders they could do (the most important first,
+        shuffled a little); everything else stays where the incumbent has it."""
+        p = self.problem
+        horizon = p.horizon
+        if rng.random() < 0.5 or horizon <= 1440:
+            w0, w1 = 0, horizon
+        else:
+            length = rng.choice((1440, 2880))
+            w0 = rng.randrange(0, max(horizon - length, 0) + 1, 60)
+            w1 = min(horizon, w0 + length)
+        usable = [k for k in range(len(p.crews)) if self.qualified[k]]
+        if not usable:
+            return {}, set(), (w0, w1)
+        first = rng.choice(usable)
+        skills = frozenset(p.crews[first].skills)
+
+        def alike(k: int) -> float:
+            other = frozenset(p.crews[k].skills)
+            return len(skills & other) / max(len(skills | other), 1) + rng.random()
+
+        def inside(k: int) -> set[int]:
+            return {
+                i
+                for i in self.on_crew[k]
+                if self.incumbent[i][1] >= w0 and self.incumbent[i][1] + p.duration[i] <= w1
+            }
+
+        crews = [first]
+        freed = inside(first)
+        for k in sorted((k for k in usable if k != first), key=alike, reverse=True):
+            if len(freed) >= size // 2:
+                break
+            crews.append(k)
+            freed |= inside(k)
+        chosen_crews = set(crews)
+        seen: set[int] = set()
+        candidates = []
+        for k in crews:
+            for i in self.qualified[k]:
+                if i in seen or i in self.incumbent:
+                    continue
+                seen.add(i)
+                if all(q in self.incumbent for q in p.preds[i]):
+                    candidates.append((self.appeal[i] * (0.5 + rng.random()), i))
+        candidates.sort(reverse=True)
+        room = max(size - len(freed), size // 3)
+        members = freed | {i for _, i in candidates[:room]}
+
+        options: dict[int, list[_Option]] = {}
+        forced: set[int] = set()
+        for i in members:
+            d = p.duration[i]
+            lo, hi = w0, w1 - d
+            for q in p.preds[i]:
+                if q not in members:
+                    lo = max(lo, self.incumbent[q][1] + p.duration[q])
+            for s in p.succ[i]:
+                if s not in members and s in self.incumbent:
+                    forced.add(i)
+                    hi = min(hi, self.incumbent[s][1] - d)
+            ops = []
+            for op in p.options[i]:
+                if op.crew in chosen_crews:
+                    cut = _clip(op, lo, hi)
+                    if cut is not None:
+                        ops.append(cut)
+            if ops or i in self.incumbent:
+                options[i] = ops
+        return options, forced, (w0, w1)
+
+    def improve(self, until: float, rng: random.Random) -> None:
+        """Re-optimise neighbourhoods of the incumbent with CP-SAT until ``until``: each
+        step places at least the weight the incumbent has there at no higher cost."""
+        size = float(LNS_SIZE)
+        build = 0.05  # expected seconds to pick and build a neighbourhood
+        while True:
+            started = time.perf_counter()
+            if until - started < build + LNS_MIN_STEP_S:
+                break
+            options, forced, window = self.neighbourhood(rng, int(size))
+            if not options:
+                continue
+            old = [self.value(i, self.incumbent) for i in options]
+            picked = time.perf_counter() - started
+            limit = min(LNS_STEP_S, until - time.perf_counter() - 1.5 * self.build_s - 0.01)
+            if limit < LNS_MIN_STEP_S:
+                break
+            optimal, chosen = self.solve(options, forced, window, limit, MAX_OPTIONS, True)
+            build = max(build, 1.5 * (picked + self.build_s))
+            if chosen is None:
+                size = max(LNS_MIN_SIZE, size * 0.8)
+                continue
+            size = min(LNS_MAX_SIZE, size * 1.1) if optimal else max(LNS_MIN_SIZE, size * 0.9)
+            new = [self.value(i, chosen) for i in options]
+            weight_old, weight_new = sum(w for w, _ in old), sum(w for w, _ in new)
+            cost_old, cost_new = sum(c for _, c in old), sum(c for _, c in new)
+            if weight_new < weight_old or cost_new > cost_old + 1e-6:
+                continue  # the model's risk is a secant: the exact cost may be a little higher
+            for i in options:
+                if i in self.incumbent:
+                    self.on_crew[self.incumbent.pop(i)[0].crew].discard(i)
+                if i in chosen:
+                    self.incumbent[i] = chosen[i]
+                    self.on_crew[chosen[i][0].crew].add(i)
+
 
 def _score(problem: _Problem, plan_: Plan) -> tuple[int, float]:
     """(weighted placed orders, -total cost): larger is better."""
@@ -616,11 +1040,11 @@ def plan(
     workers: int = 2,
     seed: int = 0,
 ) -> Plan:
-    """Place orders with CP-SAT (see the module docstring); ``time_limit_s`` bounds the whole
-    call, model building included. ``status`` is ``"optimal"`` or ``"feasible"``, or
-    ``"baseline"`` when the solver did not beat the earliest-due-date plan (returned then)."""
-    from ortools.sat.python import cp_model
-
+    """Place orders with CP-SAT (see the module docstring): one model of all orders if the
+    problem is small, else (or if that is not proved optimal in time) CP-SAT on a sequence
+    of neighbourhoods of the incumbent. ``time_limit_s`` bounds the whole call, model
+    building included. ``status`` is ``"optimal"`` or ``"feasible"``, or ``"baseline"`` when
+    the solver did not beat the earliest-due-date plan (returned then)."""
     began = time.perf_counter()
     problem = _Problem(orders, crews, horizon_h)
     baseline = _edd(problem)
@@ -629,129 +1053,25 @@ def plan(
     if not active:
         return problem.result({}, "optimal", "cp-sat", began)
 
-    model = cp_model.CpModel()
-    cents = 100.0
-    # options kept per order, their static cost (cents, at the earliest start) and slope
-    kept: dict[int, list[_Option]] = {}
-    static: dict[int, list[int]] = {}
-    slope: dict[int, list[int]] = {}
-    big = 1
-    most = max(MIN_OPTIONS, min(MAX_OPTIONS, OPTION_BUDGET // len(active)))
-    for i in active:
-        o = problem.orders[i]
-        fixed = o.duration_h * o.downtime_cost_per_h + o.parts_cost
-        rows = []
-        for option in problem.options[i]:
-            rate = problem.crews[option.crew].hourly_rate
-            base = (fixed + o.duration_h * rate) * cents
-            r_lo = o.failure_cost * failure_probability(o.failure_cdf, option.lo / 60) * cents
-            r_hi = o.failure_cost * failure_probability(o.failure_cdf, option.hi / 60) * cents
-            rows.append((base + r_lo, base + r_hi, option))
-        if len(rows) > most:
-            rows.sort(key=lambda row: (row[0], row[2].lo))
-            hinted = baseline[i][0] if i in baseline else None
-            rows = rows[:most] + [row for row in rows[most:] if row[2] is hinted]
-        kept[i] = [row[2] for row in rows]
-        static[i] = [round(row[0]) for row in rows]
-        slope[i] = [
-            round((row[1] - row[0]) / (row[2].hi - row[2].lo)) if row[2].hi > row[2].lo else 0
-            for row in rows
-        ]
-        worst = max(math.ceil(row[1]) + 1 for row in rows)
-        big += max(worst, math.ceil(problem.unplaced_risk[i] * cents) + 1)
-
-    groups: list[list[cp_model.IntervalVar]] = [[] for _ in range(problem.n_groups)]
-    by_asset: dict[str, list[int]] = {}
-    asset_intervals: dict[int, list[cp_model.IntervalVar]] = {}
-    presence: dict[int, list[cp_model.IntVar]] = {}
-    starts: dict[int, list[cp_model.IntVar]] = {}
-    placed: dict[int, cp_model.IntVar] = {}
-    objective_vars: list[cp_model.IntVar] = []
-    objective_coefs: list[int] = []
-    for i in active:
-        d = problem.duration[i]
-        xs, ss, ivs = [], [], []
-        for k, option in enumerate(kept[i]):
-            x = model.new_bool_var(f"x{i}_{k}")
-            s = model.new_int_var(option.lo, option.hi, f"s{i}_{k}")
-            iv = model.new_optional_fixed_size_interval_var(s, d, x, f"iv{i}_{k}")
-            if option.hi > option.lo:
-                model.add(s == option.lo).only_enforce_if(~x)
-            groups[option.group].append(iv)
-            xs.append(x)
-            ss.append(s)
-            ivs.append(iv)
-            objective_vars.append(x)
-            objective_coefs.append(static[i][k])
-            if slope[i][k]:
-                objective_vars.append(s)
-                objective_coefs.append(slope[i][k])
-        y = model.new_bool_var(f"placed{i}")
-        model.add(sum(xs) == y)
-        placed[i], presence[i], starts[i], asset_intervals[i] = y, xs, ss, ivs
-        # placing earns its weight; not placing costs the unplaced risk
-        objective_vars.append(y)
-        objective_coefs.append(-problem.weight(i) * big - round(problem.unplaced_risk[i] * cents))
-        by_asset.setdefault(problem.orders[i].asset_id, []).append(i)
-    for group in groups:
-        if len(group) > 1:
-            model.add_no_overlap(group)
-    for members in by_asset.values():
-        if len(members) > 1:
-            model.add_no_overlap([iv for i in members for iv in asset_intervals[i]])
-
-    # precedence through one start variable per order involved
-    linked = {i for i in active for p in problem.preds[i]} | {
-        p for i in active for p in problem.preds[i]
-    }
-    start_of: dict[int, cp_model.IntVar] = {}
-    for i in linked:
-        lo = min(op.lo for op in kept[i])
-        hi = max(op.hi for op in kept[i])
-        start_of[i] = model.new_int_var(lo, hi, f"start{i}")
-        for x, s in zip(presence[i], starts[i], strict=True):
-            model.add(start_of[i] == s).only_enforce_if(x)
-    for i in active:
-        for p in set(problem.preds[i]):
-            model.add_implication(placed[i], placed[p])
-            model.add(start_of[p] + problem.duration[p] <= start_of[i]).only_enforce_if(placed[i])
-
-    model.minimize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coefs))
-
-    # the baseline as a complete hint
-    for i in active:
-        hint = baseline.get(i)
-        model.add_hint(placed[i], hint is not None)
-        for op, x, s in zip(kept[i], presence[i], starts[i], strict=True):
-            chosen = hint is not None and op is hint[0]
-            model.add_hint(x, chosen)
-            model.add_hint(s, hint[1] if hint is not None and chosen else op.lo)
-        if i in start_of:
-            first = min(op.lo for op in kept[i])
-            model.add_hint(start_of[i], hint[1] if hint is not None else first)
-
-    solver = cp_model.CpSolver()
-    remaining = time_limit_s - (time.perf_counter() - began)
-    solver.parameters.max_time_in_seconds = max(0.05, 0.95 * remaining - 0.05)
-    solver.parameters.num_search_workers = workers
-    solver.parameters.random_seed = seed
-    if sum(len(k) for k in kept.values()) > PROBING_ABOVE:
-        solver.parameters.cp_model_probing_level = 0
-    code = solver.solve(model)
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return _with_time(baseline_plan, began)
-
-    chosen_by_solver: dict[int, tuple[_Option, int]] = {}
-    for i in active:
-        if not solver.boolean_value(placed[i]):
-            continue
-        for op, x, s in zip(kept[i], presence[i], starts[i], strict=True):
-            if solver.boolean_value(x):
-                chosen_by_solver[i] = (op, solver.value(s))
-                break
-    status = "optimal" if code == cp_model.OPTIMAL else "feasible"
-    result = problem.result(chosen_by_solver, status, "cp-sat", began)
-    if _score(problem, baseline_plan) > _score(problem, result):
+    until = began + time_limit_s - _RESERVE_S - _RESERVE_SHARE * time_limit_s
+    search = _Search(problem, baseline, until, workers, seed)
+    optimal = False
+    if sum(len(problem.options[i]) for i in active) <= FULL_MODEL_OPTIONS:
+        most = max(MIN_OPTIONS, min(MAX_OPTIONS, OPTION_BUDGET // len(active)))
+        limit = FULL_MODEL_SHARE * (until - time.perf_counter())
+        everything = {i: problem.options[i] for i in active}
+        optimal, chosen = search.solve(everything, set(), (0, problem.horizon), limit, most)
+        if chosen is not None:
+            search.incumbent = chosen
+            search.on_crew = [set() for _ in problem.crews]
+            for i, (op, _) in chosen.items():
+                search.on_crew[op.crew].add(i)
+    if not optimal:
+        search.improve(until, random.Random(seed))
+    status = "optimal" if optimal else "feasible"
+    result = problem.result(search.incumbent, status, "cp-sat", began)
+    base_score, score = _score(problem, baseline_plan), _score(problem, result)
+    if base_score > score or (base_score == score and not optimal):
         return _with_time(baseline_plan, began)
     return result
 

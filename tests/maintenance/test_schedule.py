@@ -5,10 +5,15 @@ cases where earliest-due-date is clearly worse than CP-SAT, and the errors of ba
 from __future__ import annotations
 
 import math
+import random
+import time
+from dataclasses import replace
 
 import pytest
 
+from maintenance import schedule
 from maintenance.schedule import (
+    PRIORITY_WEIGHT,
     Costs,
     Crew,
     Order,
@@ -18,6 +23,7 @@ from maintenance.schedule import (
     order_costs,
     plan,
     plan_edd,
+    unplaced_costs,
 )
 
 LIMIT = 2.0  # seconds per CP-SAT call; these instances are solved to optimality at once
@@ -44,8 +50,12 @@ def both(orders: list[Order], crews: list[Crew], horizon_h: float = 48.0) -> tup
     for p in (best, base):
         assert check_plan(orders, crews, p, horizon_h) == []
         assert p.costs.total == pytest.approx(
-            sum(x.costs.total for x in p.placements) + sum(u.risk for u in p.unplaced)
+            sum(x.costs.total for x in p.placements) + sum(u.costs.total for u in p.unplaced)
         )
+        by_id = {o.id: o for o in orders}
+        for u in p.unplaced:
+            assert u.costs == unplaced_costs(by_id[u.order_id], crews, horizon_h)
+            assert u.risk == u.costs.risk
     return best, base
 
 
@@ -177,11 +187,42 @@ def test_order_costs() -> None:
     assert c.total == pytest.approx(4870.0)
 
 
-def test_reported_costs_are_exact_and_unplaced_risk_counts() -> None:
+def test_unplaced_costs_are_the_deferred_work_and_the_risk() -> None:
+    o = order(
+        hours=3.0,
+        downtime_cost_per_h=200.0,
+        parts_cost=150.0,
+        failure_cost=10_000.0,
+        failure_cdf=((10.0, 0.2), (30.0, 0.6)),
+    )
+    crews = [
+        crew("T-1", ("mech",), rate=70.0),
+        crew("T-2", ("mech", "plc"), rate=40.0),
+        crew("T-3", ("plc",), rate=10.0),
+    ]
+    c = unplaced_costs(o, crews, 20.0)
+    # labour at the cheapest technician with the skills, risk over the whole horizon
+    assert c == Costs(labour=120.0, downtime=600.0, parts=150.0, risk=pytest.approx(4000.0))
+    assert unplaced_costs(o, crews, 40.0).risk == pytest.approx(6000.0)
+    # pinned: the pinned technician's rate; nobody has the skills: the mean rate of all
+    assert unplaced_costs(replace(o, technician_id="T-1"), crews, 20.0).labour == 210.0
+    welding = replace(o, skills=frozenset({"welding"}))
+    assert unplaced_costs(welding, crews, 20.0).labour == pytest.approx(120.0)
+    assert unplaced_costs(welding, [], 20.0).labour == 0.0
+
+
+def test_reported_costs_are_exact_and_unplaced_orders_count() -> None:
     cdf = ((10.0, 0.2), (30.0, 0.6))
     orders = [
         order("WO-2026-11-0001", hours=2.0, failure_cost=1000.0, failure_cdf=cdf),
-        order("WO-2026-11-0002", skills=frozenset({"plc"}), failure_cost=500.0, failure_cdf=cdf),
+        order(
+            "WO-2026-11-0002",
+            skills=frozenset({"plc"}),
+            failure_cost=500.0,
+            failure_cdf=cdf,
+            downtime_cost_per_h=30.0,
+            parts_cost=7.0,
+        ),
     ]
     crews = [crew(shifts=((3.0, 8.0),))]
     for p in both(orders, crews, horizon_h=20.0):
@@ -189,7 +230,14 @@ def test_reported_costs_are_exact_and_unplaced_risk_counts() -> None:
         assert x.costs == order_costs(orders[0], crews[0], 3.0)
         (u,) = p.unplaced
         assert u.risk == pytest.approx(500.0 * 0.4)  # F(20 h)
-        assert p.costs.risk == pytest.approx(x.costs.risk + u.risk)
+        # nobody has plc: labour at the mean rate (50) for its 2 h
+        assert u.costs == Costs(labour=100.0, downtime=60.0, parts=7.0, risk=pytest.approx(200.0))
+        assert p.costs == Costs(
+            labour=x.costs.labour + 100.0,
+            downtime=60.0,
+            parts=7.0,
+            risk=pytest.approx(x.costs.risk + u.risk),
+        )
 
 
 # -- CP-SAT beats earliest-due-date ---------------------------------------------------------
@@ -226,10 +274,36 @@ def test_cp_sat_repairs_the_risky_machine_first() -> None:
 
 
 def test_placing_comes_before_saving() -> None:
-    # placing costs far more than leaving it (no risk at all); it is placed anyway
-    expensive = order(downtime_cost_per_h=1e6, parts_cost=5e5)
-    best, _ = both([expensive], [crew()])
-    assert len(best.placements) == 1 and best.costs.total > 2e6
+    # the cheap technician has no shift in the horizon: placing the order costs far more
+    # than leaving it for them (no risk at all); it is placed anyway
+    crews = [crew("T-1", rate=5_000.0), crew("T-2", rate=10.0, shifts=((100.0, 108.0),))]
+    best, _ = both([order()], crews)
+    assert len(best.placements) == 1
+    assert best.costs.total == 10_000.0 > unplaced_costs(order(), crews, 48.0).total == 20.0
+
+
+def test_leaving_an_order_costs_its_deferred_work() -> None:
+    # one slot for two orders of equal priority: placing the expensive job avoids more
+    # risk, and leaving it would not save its work, only defer it
+    everything = ((48.0, 1.0),)  # F(0) = 0, F(48 h) = 1
+    cheap = order("WO-2026-11-0001", hours=6.0, failure_cost=1_000.0, failure_cdf=everything)
+    dear = order(
+        "WO-2026-11-0002",
+        asset="M-2",
+        hours=6.0,
+        downtime_cost_per_h=8_000.0,
+        parts_cost=1_700.0,
+        failure_cost=10_000.0,
+        failure_cdf=everything,
+    )
+    crews = [crew(shifts=((0.0, 6.0),))]
+    best, base = both([cheap, dear], crews)
+    assert list(where(base)) == [cheap.id]  # the first id
+    assert base.costs.total == pytest.approx(300.0 + 50_000.0 + 10_000.0)
+    assert list(where(best)) == [dear.id]
+    (u,) = best.unplaced
+    assert u.costs == Costs(labour=300.0, risk=1_000.0)
+    assert best.costs.total == pytest.approx(50_000.0 + 300.0 + 1_000.0)
 
 
 def test_priority_decides_who_gets_the_last_slot() -> None:
@@ -269,6 +343,58 @@ def test_never_worse_than_the_baseline_on_a_mixed_instance() -> None:
     best, base = both(orders, crews)
     assert len(best.placements) >= len(base.placements)
     assert best.costs.total <= base.costs.total + 1e-6
+
+
+def test_the_neighbourhood_search_keeps_every_constraint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # no model of all orders: CP-SAT only re-plans neighbourhoods of the incumbent, whose
+    # other placements hold shifts, assets and precedences fixed around them
+    monkeypatch.setattr(schedule, "FULL_MODEL_OPTIONS", 0)
+    rng = random.Random(7)
+    skills = ("mech", "plc", "weld")
+    crews = [
+        crew(
+            f"T-{k}",
+            tuple(rng.sample(skills, rng.randint(1, 2))),
+            rng.uniform(40.0, 90.0),
+            tuple((24.0 * d + 8 * (k % 3), 24.0 * d + 8 * (k % 3) + 8) for d in range(3)),
+        )
+        for k in range(6)
+    ]
+    orders: list[Order] = []
+    for k in range(90):
+        orders.append(
+            order(
+                f"WO-2026-11-{k + 1:04d}",
+                asset=f"M-{rng.randrange(30)}",
+                hours=rng.choice((1.0, 1.5, 2.0, 3.0, 5.0)),
+                skills=frozenset(rng.sample(skills, 1)),
+                due_h=rng.uniform(10.0, 72.0) if rng.random() < 0.3 else None,
+                release_h=rng.choice((0.0, 0.0, 0.0, 12.5)),
+                windows=((0.0, 20.0), (40.0, 60.0)) if rng.random() < 0.15 else None,
+                after=(orders[rng.randrange(k)].id,) if k and rng.random() < 0.2 else (),
+                technician_id=f"T-{rng.randrange(6)}" if rng.random() < 0.05 else None,
+                priority=rng.choice(("low", "medium", "high", "critical")),
+                downtime_cost_per_h=rng.uniform(100.0, 2000.0),
+                failure_cost=rng.uniform(1e3, 1e5),
+                failure_cdf=((24.0, rng.uniform(0.0, 0.3)), (72.0, rng.uniform(0.3, 0.9))),
+            )
+        )
+    began = time.perf_counter()
+    best = plan(orders, crews, 72.0, time_limit_s=LIMIT)
+    assert time.perf_counter() - began <= LIMIT
+    base = plan_edd(orders, crews, 72.0)
+    assert check_plan(orders, crews, best, 72.0) == []
+    priority = {o.id: PRIORITY_WEIGHT[o.priority] for o in orders}
+    assert best.solver == "cp-sat" and best.status == "feasible"
+    assert sum(priority[x.order_id] for x in best.placements) >= sum(
+        priority[x.order_id] for x in base.placements
+    )
+    assert best.costs.total < base.costs.total  # never dearer, here strictly cheaper
+    assert best.costs.total == pytest.approx(
+        sum(x.costs.total for x in best.placements) + sum(u.costs.total for u in best.unplaced)
+    )
 
 
 # -- unplaced reasons -----------------------------------------------------------------------
