@@ -214,9 +214,7 @@ def run_up(
             plant, seed=seed, start_ms=start_ms, initial_wear=worn_start(plant, worn)
         )
         asyncio.run(
-            _simulate(
-                sim, fleet, history, maintenance, nats_url, days, step_s, report_every_s, top
-            )
+            _simulate(sim, fleet, history, maintenance, nats_url, days, step_s, report_every_s, top)
         )
         if stay:
             print("services stay up; Ctrl-C stops them")
