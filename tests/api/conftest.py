@@ -3,7 +3,10 @@ actors on a local Ray, and the Serve application on a free port."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from api.app import Services, Settings, create_app, start_services
 from api.auth import Authority, Role
 from schemas.plant import MachineSpec, load_plant
 from twinfleet.cli import _example_plant_path
@@ -122,3 +126,93 @@ def stack(
         if fleet is not None:
             fleet.stop()
         server.stop()
+
+
+class LiveApi:
+    """``create_app(await start_services(...))`` served by uvicorn on a free port, in a
+    thread with its own event loop; leaving stops the server and the services."""
+
+    def __init__(self, settings: Settings, machines: list[MachineSpec]) -> None:
+        self.settings = settings
+        self.machines = machines
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.authority = Authority(settings.secret)
+        self.services: Services | None = None
+        self.server: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        try:
+            self.services = await start_services(self.settings, self.machines)
+            try:
+                config = uvicorn.Config(
+                    create_app(self.services),
+                    host="127.0.0.1",
+                    port=self.port,
+                    log_level="warning",
+                    lifespan="off",
+                )
+                self.server = uvicorn.Server(config)
+                await self.server.serve()
+            finally:
+                await self.services.stop()
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> LiveApi:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not (self.server is not None and self.server.started):
+            if self.error is not None or not self._thread.is_alive():
+                raise AssertionError(f"the API did not start: {self.error!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the API did not start in 30 s")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the API did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def token(self, role: Role = Role.VIEWER, **kw: Any) -> str:
+        return self.authority.issue(f"{role.value}-user", role, **kw)
+
+    def get(
+        self, path: str, token: str | None = "viewer", **params: str
+    ) -> tuple[int, dict[str, Any]]:
+        query = ("?" + urllib.parse.urlencode(params)) if params else ""
+        return self._request("GET", path + query, None, token)
+
+    def graphql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = "viewer"
+    ) -> dict[str, Any]:
+        status, body = self._request(
+            "POST", "/graphql", {"query": query, "variables": variables}, token
+        )
+        assert status == 200, body
+        return body
+
+    def _request(
+        self, method: str, path: str, body: Any, token: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"content-type": "application/json"}
+        if token == "viewer":
+            token = self.token()
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as e:
+            with contextlib.closing(e):
+                return e.code, json.loads(e.read())

@@ -6,14 +6,7 @@ whose statistics numpy computes for reference."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,13 +16,14 @@ import numpy as np
 import psycopg
 import pytest
 
-from api.app import Services, Settings, create_app, start_services
-from api.auth import Authority, Role
+from api.app import Settings
+from api.auth import Role
 from api.history import NO_DATABASE
 from schemas.plant import MachineSpec, Plant, load_plant
 from store import blocks
 from store.partitions import Partitions
 from store.registry import register_plant, sensor_keys
+from tests.api.conftest import LiveApi
 from twinfleet.cli import _example_plant_path
 from twinfleet.services import NatsServer, free_port
 
@@ -47,96 +41,6 @@ def iso(t: datetime) -> str:
 
 
 # -- the API under uvicorn --------------------------------------------------------------------
-class LiveApi:
-    """``create_app(await start_services(...))`` served by uvicorn on a free port, in a
-    thread with its own event loop; leaving stops the server and the services."""
-
-    def __init__(self, settings: Settings, machines: list[MachineSpec]) -> None:
-        self.settings = settings
-        self.machines = machines
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.authority = Authority(settings.secret)
-        self.services: Services | None = None
-        self.server: Any = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
-
-    async def _serve(self) -> None:
-        import uvicorn
-
-        try:
-            self.services = await start_services(self.settings, self.machines)
-            try:
-                config = uvicorn.Config(
-                    create_app(self.services),
-                    host="127.0.0.1",
-                    port=self.port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-                self.server = uvicorn.Server(config)
-                await self.server.serve()
-            finally:
-                await self.services.stop()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> LiveApi:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not (self.server is not None and self.server.started):
-            if self.error is not None or not self._thread.is_alive():
-                raise AssertionError(f"the API did not start: {self.error!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError("the API did not start in 30 s")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the API did not stop"
-        if self.error is not None:
-            raise self.error
-
-    def token(self, role: Role = Role.VIEWER, **kw: Any) -> str:
-        return self.authority.issue(f"{role.value}-user", role, **kw)
-
-    def get(
-        self, path: str, token: str | None = "viewer", **params: str
-    ) -> tuple[int, dict[str, Any]]:
-        query = ("?" + urllib.parse.urlencode(params)) if params else ""
-        return self._request("GET", path + query, None, token)
-
-    def graphql(
-        self, query: str, variables: dict[str, Any] | None = None, token: str | None = "viewer"
-    ) -> dict[str, Any]:
-        status, body = self._request(
-            "POST", "/graphql", {"query": query, "variables": variables}, token
-        )
-        assert status == 200, body
-        return body
-
-    def _request(
-        self, method: str, path: str, body: Any, token: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        headers = {"content-type": "application/json"}
-        if token == "viewer":
-            token = self.token()
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as e:
-            with contextlib.closing(e):
-                return e.code, json.loads(e.read())
-
-
 def settings(nats_url: str, database_url: str | None) -> Settings:
     return Settings(
         nats_url, SECRET, rate_per_s=1000.0, rate_burst=1000.0, database_url=database_url

@@ -22,19 +22,20 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from api.app import Services, Settings, create_app, start_services
-from api.auth import Authority, Role
+from api.app import Settings
+from api.auth import Role
 from api.maintenance import UNAVAILABLE
 from schemas import subjects
 from schemas.anomaly import AnomalyRecord
 from schemas.plant import Plant, load_plant
-from twinfleet.services import NatsServer, free_port
+from tests.api.conftest import LiveApi as SharedLiveApi
+from twinfleet.services import NatsServer
 
 pytestmark = [pytest.mark.slow]
 
 SECRET = "maintenance-secret-" + "x" * 32
 PLANT_FILE = "twinfleet/plants/example.yaml"
-MOTOR = "M-101"  # motor-15kw at plant-north: bearing work needs mechanical + bearings
+MOTOR = "M-107"  # motor-15kw on the packaging line (no maintenance windows)
 BEARING_JOB = {
     "asset_id": MOTOR,
     "type": "corrective",
@@ -112,58 +113,12 @@ class LiveService:
             raise self.error
 
 
-class LiveApi:
-    """``create_app(await start_services(...))`` served by uvicorn on a free port."""
+class LiveApi(SharedLiveApi):
+    """The shared live API (tests/api/conftest.py) with this file's request helpers."""
 
     def __init__(self, plant: Plant, nats_url: str) -> None:
-        self.settings = Settings(nats_url=nats_url, secret=SECRET, maintenance_timeout_s=15.0)
-        self.machines = list(plant.machines)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.authority = Authority(SECRET)
-        self.services: Services | None = None
-        self.server: Any = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
-
-    async def _serve(self) -> None:
-        import uvicorn
-
-        try:
-            self.services = await start_services(self.settings, self.machines)
-            try:
-                config = uvicorn.Config(
-                    create_app(self.services),
-                    host="127.0.0.1",
-                    port=self.port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-                self.server = uvicorn.Server(config)
-                await self.server.serve()
-            finally:
-                await self.services.stop()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> LiveApi:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not (self.server is not None and self.server.started):
-            if self.error is not None or not self._thread.is_alive():
-                raise AssertionError(f"the API did not start: {self.error!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError("the API did not start in 30 s")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "the API did not stop"
-        if self.error is not None:
-            raise self.error
+        settings = Settings(nats_url=nats_url, secret=SECRET, maintenance_timeout_s=15.0)
+        super().__init__(settings, list(plant.machines))
 
     def token(self, role: Role = Role.VIEWER) -> str:
         return self.authority.issue(f"{role.value}-user", role)
@@ -218,7 +173,10 @@ def plant() -> Plant:
 @pytest.fixture
 def live(nats_server: NatsServer, plant: Plant) -> Iterator[LiveApi]:
     """The maintenance service and the API on one nats-server."""
-    with LiveService(plant, nats_server.url), LiveApi(plant, nats_server.url) as api:
+    with (
+        LiveService(plant, nats_server.url),
+        LiveApi(plant, nats_server.url) as api,
+    ):
         yield api
 
 
