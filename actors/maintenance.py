@@ -93,6 +93,7 @@ class MaintenanceService:
         plan_time_limit_s: float = 5.0,
         horizon_h: float = 168.0,
         replan_every_s: float = 900.0,
+        keep_closed_days: float = 40.0,
     ):
         self.plant = plant
         self.nats_url = nats_url
@@ -102,6 +103,7 @@ class MaintenanceService:
         self.plan_time_limit_s = plan_time_limit_s
         self.horizon_h = horizon_h
         self.replan_every_s = replan_every_s
+        self.keep_closed_days = keep_closed_days
         self.alerts = AlertBook(plant)
         self.orders = WorkOrderBook(plant)
         self.predictions: dict[str, RulPrediction] = {}
@@ -111,7 +113,9 @@ class MaintenanceService:
         self._lock = asyncio.Lock()
         self._replan_due = False
         self._last_plan: datetime | None = None
-        self._pending_repairs: list[tuple[str, str | None, int]] = []
+        self._pending_repairs: dict[str, tuple[str, str | None, int]] = {}
+        """Completed work orders whose repair the twin has not been told yet (also in the
+        bucket under ``repair.<id>``, so a restart does not forget them)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[Any] = []
         self._nc: Any = None
@@ -187,6 +191,9 @@ class MaintenanceService:
                 self.predictions[name] = RulPrediction.model_validate_json(entry.value)
             elif kind == "seq":
                 self._seq[name] = int(entry.value)
+            elif kind == "repair":
+                machine, mode, at_ms = json.loads(entry.value)
+                self._pending_repairs[name] = (machine, mode, int(at_ms))
         self.alerts = AlertBook(self.plant, alerts)
         self.orders = WorkOrderBook(self.plant, orders)
         self._replan_due = bool(self.orders.open_orders())
@@ -338,6 +345,7 @@ class MaintenanceService:
             for alert in self.alerts.escalate_due(now):
                 await self._save_alert(alert, "escalated")
             await self._tell_repairs()
+            await self._prune(now)
             stale = self._last_plan is None or now - self._last_plan > timedelta(
                 seconds=self.replan_every_s
             )
@@ -345,18 +353,34 @@ class MaintenanceService:
                 await self._replan(self.horizon_h)
 
     async def _tell_repairs(self) -> None:
-        if self.repairs is None:
-            self._pending_repairs.clear()
-            return
-        pending, self._pending_repairs = self._pending_repairs, []
-        for machine_id, mode, at_ms in pending:
-            try:
-                await self.repairs(machine_id, mode, at_ms)
+        for workorder_id, (machine_id, mode, at_ms) in list(self._pending_repairs.items()):
+            if self.repairs is not None:
+                try:
+                    await self.repairs(machine_id, mode, at_ms)
+                except Exception as exc:  # the twin's host is restarting: at the next tick
+                    log.warning("could not tell %s's twin about its repair: %s", machine_id, exc)
+                    self.counters["repairs_retried"] += 1
+                    continue
                 self.counters["repairs_told"] += 1
-            except Exception as exc:  # the twin's host is restarting: try at the next tick
-                log.warning("could not tell %s's twin about its repair: %s", machine_id, exc)
-                self.counters["repairs_retried"] += 1
-                self._pending_repairs.append((machine_id, mode, at_ms))
+            del self._pending_repairs[workorder_id]
+            await self._kv.delete(f"repair.{workorder_id}")
+
+    async def _prune(self, now: datetime) -> None:
+        """Forget alerts and work orders closed more than ``keep_closed_days`` ago (they
+        stay in PostgreSQL), so the bucket and the start-up load stay small. Longer than
+        a month, so a month's work order numbers are never reused."""
+        cut = now - timedelta(days=self.keep_closed_days)
+        for alert in list(self.alerts.alerts.values()):
+            if alert.status.closed and (alert.resolved_at or now) < cut:
+                self.alerts.forget(alert.alert_id)
+                await self._kv.delete(f"alert.{alert.alert_id}")
+                self.counters["alerts_pruned"] += 1
+        for order in list(self.orders.orders.values()):
+            closed = order.status in (WorkOrderStatus.COMPLETED, WorkOrderStatus.CANCELLED)
+            if closed and (order.updated_at or order.created_at) < cut:
+                del self.orders.orders[order.workorder_id]
+                await self._kv.delete(f"wo.{order.workorder_id}")
+                self.counters["workorders_pruned"] += 1
 
     async def _replan(self, horizon_h: float) -> MaintenancePlan:
         """Plan every open order now (call with the lock held)."""
@@ -464,13 +488,13 @@ class MaintenanceService:
             await self._save_order(order, "updated")
             if completed:
                 at = order.completed_at or now
-                self._pending_repairs.append(
-                    (
-                        order.asset_id,
-                        order.failure_mode.value if order.failure_mode else None,
-                        datetime_to_ms(at),
-                    )
+                repair = (
+                    order.asset_id,
+                    order.failure_mode.value if order.failure_mode else None,
+                    datetime_to_ms(at),
                 )
+                self._pending_repairs[order.workorder_id] = repair
+                await self._kv.put(f"repair.{order.workorder_id}", json.dumps(repair).encode())
                 await self._tell_repairs()
                 for alert in list(self.alerts.alerts.values()):
                     if alert.workorder_id == order.workorder_id and not alert.status.closed:

@@ -51,9 +51,10 @@ class Raised:
     new: bool
 
 
-def alert_id(machine_id: str, rule_id: str, subject: str, occurrence: int) -> str:
-    """Deterministic: the n-th alert of a condition always gets the same id."""
-    key = f"{machine_id}|{rule_id}|{subject}|{occurrence}"
+def alert_id(machine_id: str, rule_id: str, subject: str, occurrence: int, first: datetime) -> str:
+    """The n-th alert of a condition, raised at ``first``: unique even when two are raised
+    at the same instant, or when closed alerts were forgotten and the count restarted."""
+    key = f"{machine_id}|{rule_id}|{subject}|{occurrence}|{first.isoformat()}"
     return "AL-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -122,7 +123,7 @@ class AlertBook:
                 new=False,
             )
         alert = Alert(
-            alert_id=alert_id(machine_id, rule.id, subject, self._occurrences[key]),
+            alert_id=alert_id(machine_id, rule.id, subject, self._occurrences[key], now),
             machine_id=machine_id,
             rule_id=rule.id,
             kind=rule.kind,
@@ -248,6 +249,13 @@ class AlertBook:
         if alert is None:
             raise NotFound(f"alert {alert_id!r} does not exist", "alert_id")
         return alert
+
+    def forget(self, alert_id: str) -> None:
+        """Drop a closed alert (kept elsewhere); its condition's numbering goes on."""
+        alert = self.alerts.pop(alert_id)
+        key = (alert.machine_id, alert.rule_id, alert.subject)
+        if self._open.get(key) == alert_id:
+            del self._open[key]
 
     def link(self, alert_id: str, workorder_id: str) -> Alert:
         """Point an alert at the work order that answers it."""
