@@ -216,3 +216,31 @@ class LiveApi:
         except urllib.error.HTTPError as e:
             with contextlib.closing(e):
                 return e.code, json.loads(e.read())
+
+
+async def subscribe(url: str, token: str | None, query: str) -> Any:
+    """A graphql-transport-ws connection to ``url``/graphql, acknowledged and subscribed
+    to ``query``."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(
+        url.replace("http", "ws") + "/graphql",
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+    )
+    payload = {} if token is None else {"Authorization": f"Bearer {token}"}
+    await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+    ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert ack["type"] == "connection_ack", ack
+    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+    return ws
+
+
+async def next_data(ws: Any, timeout: float) -> dict[str, Any]:
+    """The data of the subscription's next message (pings skipped, errors fail)."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "ping":
+            continue
+        assert message["type"] == "next", message
+        assert "errors" not in message["payload"], message
+        return dict(message["payload"]["data"])

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from api.app import Settings
 from api.auth import Role
@@ -29,6 +28,7 @@ from schemas import subjects
 from schemas.anomaly import AnomalyRecord
 from schemas.plant import Plant, load_plant
 from tests.api.conftest import LiveApi as SharedLiveApi
+from tests.api.conftest import next_data, subscribe
 from twinfleet.services import NatsServer
 
 pytestmark = [pytest.mark.slow]
@@ -402,8 +402,9 @@ def test_graphql_alerts_can_be_acknowledged_and_resolved(
 
     async def subscribed() -> dict[str, Any]:
         """The alert raised by the anomaly, as the alertRaised subscription delivers it."""
-        ws = await _ws(
-            live,
+        ws = await subscribe(
+            live.url,
+            live.token(Role.VIEWER),
             f'subscription {{ alertRaised(machineId: "{MOTOR}") {{ {ALERT_FIELDS} }} }}',
         )
         try:
@@ -413,7 +414,7 @@ def test_graphql_alerts_can_be_acknowledged_and_resolved(
                 await asyncio.sleep(0.02)
             await asyncio.to_thread(publish_anomaly, nats_server.url, record)
             while True:
-                data = (await _next(ws, 20))["alertRaised"]
+                data = (await next_data(ws, 20))["alertRaised"]
                 assert data["machineId"] == MOTOR
                 if data["kind"] == "anomaly":
                     return dict(data)
@@ -464,29 +465,6 @@ def test_graphql_alerts_can_be_acknowledged_and_resolved(
     # an unknown alert: the service's 404 as a GraphQL error
     answer = live.graphql(ack, {"id": "AL-0000000000000000", "note": None}, Role.OPERATOR)
     assert answer["errors"][0]["extensions"]["code"] == "not_found", answer
-
-
-async def _ws(api: LiveApi, query: str) -> Any:
-    ws = await connect(
-        api.url.replace("http", "ws") + "/graphql",
-        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-    )
-    payload = {"Authorization": f"Bearer {api.token(Role.VIEWER)}"}
-    await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-    ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert ack["type"] == "connection_ack", ack
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-    return ws
-
-
-async def _next(ws: Any, timeout: float) -> dict[str, Any]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            continue
-        assert message["type"] == "next", message
-        assert "errors" not in message["payload"], message
-        return dict(message["payload"]["data"])
 
 
 def test_graphql_work_orders_and_their_changes_over_a_subscription(
@@ -563,8 +541,9 @@ def test_graphql_work_orders_and_their_changes_over_a_subscription(
     events = services.maintenance.events
 
     async def scenario() -> None:
-        ws = await _ws(
-            live,
+        ws = await subscribe(
+            live.url,
+            live.token(Role.VIEWER),
             f'subscription {{ workOrderChanged(assetId: "{MOTOR}") '
             "{ workorderId status priority } }",
         )
@@ -582,7 +561,7 @@ def test_graphql_work_orders_and_their_changes_over_a_subscription(
             assert "errors" not in changed, changed
             assert changed["data"]["updateWorkOrder"]["priority"] == "critical"
             while True:
-                data = (await _next(ws, 10))["workOrderChanged"]
+                data = (await next_data(ws, 10))["workOrderChanged"]
                 assert data["workorderId"] == order["workorderId"]
                 if data["priority"] == "critical":
                     break

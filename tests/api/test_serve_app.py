@@ -20,6 +20,7 @@ from api.graphql import MAX_COST
 from api.view import FleetView
 from schemas import subjects
 from schemas.plant import MachineSpec
+from tests.api.conftest import next_data, subscribe
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -164,66 +165,45 @@ def test_queries_answer_what_the_twins_hold(stack: Stack) -> None:
     assert status == 404 and "NOPE-1" in missing["error"]["message"]
 
 
-async def _ws(stack: Stack, token: str | None, query: str) -> Any:
-    """A graphql-transport-ws connection, acknowledged and subscribed to ``query``."""
-    ws = await connect(
-        stack.url.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]
-    )  # type: ignore[list-item]
-    payload = {} if token is None else {"Authorization": f"Bearer {token}"}
-    await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-    ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert ack["type"] == "connection_ack", ack
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-    return ws
-
-
-async def _next(ws: Any, timeout: float) -> dict[str, Any]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            continue
-        assert message["type"] == "next", message
-        assert "errors" not in message["payload"], message
-        return dict(message["payload"]["data"])
-
-
 def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
     spec = stack.machines[1]
     viewer = stack.token(Role.VIEWER)
 
     async def scenario() -> None:
-        state = await _ws(
-            stack,
+        state = await subscribe(
+            stack.url,
             viewer,
             f'subscription {{ assetStateChanged(assetId: "{spec.id}") '
             "{ assetId version healthScore status lastUpdate "
             "changedSensors { sensorId value unit } } }",
         )
-        anomalies = await _ws(
-            stack,
+        anomalies = await subscribe(
+            stack.url,
             viewer,
             f'subscription {{ anomalyDetected(assetId: "{spec.id}") '
             "{ id assetId sensorId severity type reason } }",
         )
-        everything = await _ws(stack, viewer, "subscription { anomalyDetected { id assetId } }")
-        fleet = await _ws(
-            stack,
+        everything = await subscribe(
+            stack.url, viewer, "subscription { anomalyDetected { id assetId } }"
+        )
+        fleet = await subscribe(
+            stack.url,
             viewer,
             "subscription { fleetHealthChanged { machines reporting byStatus { status count } } }",
         )
-        first = await _next(fleet, 5)
+        first = await next_data(fleet, 5)
         assert first["fleetHealthChanged"]["machines"] == len(stack.machines)
         await asyncio.sleep(0.5)  # the subscriptions are registered in the replica
         now = int(time.time() * 1000)
         sent_at = time.perf_counter()
         await asyncio.to_thread(send, stack, spec, rows(spec, now - 60_000, 1))
-        update = (await _next(state, 5))["assetStateChanged"]
+        update = (await next_data(state, 5))["assetStateChanged"]
         took = time.perf_counter() - sent_at
         assert took < 1.0, f"the update came {took:.3f} s after the telemetry"
         assert update["assetId"] == spec.id and update["version"] >= 1
         values = {r["sensorId"]: r["value"] for r in update["changedSensors"]}
         assert values == {f"{spec.id}.{n}": pytest.approx(v) for n, v in nominal(spec, 0).items()}
-        assert (await _next(fleet, 5))["fleetHealthChanged"]["reporting"] >= 1
+        assert (await next_data(fleet, 5))["fleetHealthChanged"]["reporting"] >= 1
         # a reading far above the critical limit is an anomaly, pushed to both subscribers
         vibration = spec.sensor("vibration")
         assert vibration.critical_high is not None
@@ -231,12 +211,12 @@ def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
         await asyncio.to_thread(
             send, stack, spec, rows(spec, now, 1, vibration=vibration.critical_high * 2)
         )
-        found = (await _next(anomalies, 5))["anomalyDetected"]
+        found = (await next_data(anomalies, 5))["anomalyDetected"]
         assert time.perf_counter() - sent_at < 1.0
         assert found["assetId"] == spec.id and found["sensorId"] == f"{spec.id}.vibration"
-        assert (await _next(everything, 5))["anomalyDetected"]["id"] == found["id"]
+        assert (await next_data(everything, 5))["anomalyDetected"]["id"] == found["id"]
         # a subscription that does not validate is refused with an error message
-        wrong = await _ws(stack, viewer, "subscription { nope }")
+        wrong = await subscribe(stack.url, viewer, "subscription { nope }")
         refusal = json.loads(await asyncio.wait_for(wrong.recv(), 5))
         assert refusal["type"] == "error" and "nope" in refusal["payload"][0]["message"]
         for ws in (state, anomalies, everything, fleet, wrong):

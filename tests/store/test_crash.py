@@ -26,18 +26,20 @@ PER_MESSAGE = 1_000
 
 
 def _messages(plant: Plant, n: int) -> list[tuple[str, bytes]]:
-    """``n`` messages of 1,000 readings (10 sensors x 100 seconds), every (sensor, time)
-    unique, so a duplicate row would show."""
+    """``n`` messages of 1,000 readings (10 sensors x 100 scans 0.1 s apart), every
+    (sensor, time) unique, so a duplicate row would show. All within the last hour: a day
+    that has closed would be compacted by the writer's maintenance (which runs when each
+    writer starts), moving readings out of ``readings`` mid-test, depending on the hour."""
     machine = plant.machines[0]
     sensors = (machine.sensor_ids() * 10)[:10]  # repeats are told apart by their times
-    base = int(time.time() * 1000) - 2 * 86_400_000
+    base = int(time.time() * 1000) - 3_600_000
     out = []
     for i in range(n):
         s, t, v = [], [], []
         for j in range(100):
             for k, sensor in enumerate(sensors):
                 s.append(sensor)
-                t.append(base + (i * 100 + j) * 1000 + k)  # unique even for a repeated id
+                t.append(base + (i * 100 + j) * 100 + k)  # unique even for a repeated id
                 v.append(float(i + j / 100))
         out.append((subjects.telemetry(SITE, machine.id), batch_json(f"c-{i}", s, t, v)))
     return out
