@@ -383,13 +383,14 @@ class MaintenanceService:
                 self.counters["workorders_pruned"] += 1
 
     async def _replan(self, horizon_h: float) -> MaintenancePlan:
-        """Plan every open order now (call with the lock held)."""
+        """Plan every open order from the next whole minute (call with the lock held)."""
         now = self.clock()
+        start = planning.next_minute(now)
         open_orders = self.orders.open_orders()
-        orders, busy = planning.orders(self.plant, open_orders, self.predictions, now, horizon_h)
-        crews = planning.crews(self.plant, now, horizon_h, busy)
+        orders, busy = planning.orders(self.plant, open_orders, self.predictions, start, horizon_h)
+        crews = planning.crews(self.plant, start, horizon_h, busy)
         result = await asyncio.to_thread(solve, orders, crews, horizon_h, self.plan_time_limit_s, 2)
-        view, changed = planning.apply(result, open_orders, now, horizon_h, now)
+        view, changed = planning.apply(result, open_orders, start, horizon_h, now)
         for order in changed:
             self.orders.keep(order)
             await self._save_order(order, "scheduled")

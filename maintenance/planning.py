@@ -39,6 +39,20 @@ from schemas.rul import RulPrediction
 WAITING_COST_PER_H = {"low": 1.0, "medium": 5.0, "high": 25.0, "critical": 100.0}
 
 
+def next_minute(t: datetime) -> datetime:
+    """The plan's start: the solver counts whole minutes from it, so a shift that starts
+    on the hour keeps its full length (from 20:50:13.1, an 8 h shift would be 479 minutes).
+
+    >>> from datetime import UTC
+    >>> next_minute(datetime(2026, 11, 29, 20, 50, 13, tzinfo=UTC)).time()
+    datetime.time(20, 51)
+    >>> next_minute(datetime(2026, 11, 29, 20, 50, tzinfo=UTC)).time()
+    datetime.time(20, 50)
+    """
+    whole = t.replace(second=0, microsecond=0)
+    return whole if whole == t else whole + timedelta(minutes=1)
+
+
 def _hours(t: datetime, start: datetime) -> float:
     return (t - start).total_seconds() / 3600
 

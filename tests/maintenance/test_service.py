@@ -339,6 +339,8 @@ def test_an_infeasible_plan_says_which_orders_and_why(nats_server: NatsServer) -
             return str(reply["ok"]["work_order"]["workorder_id"])
 
         request_ = request
+        # Not on a whole minute: shifts keep their full length in the plan all the same.
+        clock.t = T0 + timedelta(seconds=13, microseconds=123_456)
         # The assembly line may be stopped only at night and at weekends; the only
         # electrician at the north plant works 14:00-22:00 on weekdays.
         rewind = await create(
