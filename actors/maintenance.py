@@ -337,11 +337,13 @@ class MaintenanceService:
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
-        """One round: "no data" alerts, escalations, repairs not yet told to the twin, and
-        a re-plan when one is due."""
+        """One round: "no data" alerts, alerts back to normal, escalations, repairs not yet
+        told to the twin, forgetting old closed records, and a re-plan when one is due."""
         now = self.clock()
         async with self._lock:
             await self._raised(self.alerts.check_no_data(now))
+            for alert in self.alerts.clear_quiet(now):
+                await self._save_alert(alert, "resolved")
             for alert in self.alerts.escalate_due(now):
                 await self._save_alert(alert, "escalated")
             await self._tell_repairs()

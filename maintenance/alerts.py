@@ -10,7 +10,9 @@ Once resolved (or marked false positive), the next occurrence opens a new alert.
 
 A critical alert nobody acknowledged escalates after the rule's (or the plant's)
 ``escalate_after_minutes``, then again after each further period: ``escalation_level``
-counts the escalations. "No data" alerts resolve themselves when data returns.
+counts the escalations. "No data" alerts resolve themselves when data returns; an
+anomaly or threshold alert whose rule sets ``clear_after_minutes`` resolves itself (return
+to normal) when its condition has not repeated for that long.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from schemas.plant import load_plant
@@ -301,6 +303,21 @@ class AlertBook:
                 }
             )
         )
+
+    def clear_quiet(self, now: datetime) -> list[Alert]:
+        """Resolve the alerts whose condition has not repeated for its rule's
+        ``clear_after_minutes`` (return to normal)."""
+        rules = {r.id: r for r in self.rules if r.clear_after_minutes is not None}
+        out = []
+        for alert in list(self.alerts.values()):
+            rule = rules.get(alert.rule_id)
+            if rule is None or alert.status.closed or rule.clear_after_minutes is None:
+                continue
+            quiet = now - alert.last_raised_at
+            if quiet >= timedelta(minutes=rule.clear_after_minutes):
+                note = f"returned to normal: no repeat for {rule.clear_after_minutes:g} min"
+                out.append(self._close(alert, AlertStatus.RESOLVED, SYSTEM, note, now))
+        return out
 
     def escalate_due(self, now: datetime) -> list[Alert]:
         """Escalate critical alerts nobody acknowledged: level n after n periods."""

@@ -65,6 +65,11 @@ class AlertRule(BaseModel):
     horizon_hours: Annotated[int, Field(gt=0)] | None = None
     probability: Annotated[float, Field(gt=0, lt=1)] | None = None
     min_severity: Severity = Severity.HIGH
+    clear_after_minutes: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="anomaly/threshold: resolve the alert (return to normal) when the "
+        "condition has not repeated for this long; None: people resolve it",
+    )
     escalate_after_minutes: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
         None,
         description="escalate a critical alert nobody acknowledged after this long "
@@ -95,7 +100,9 @@ class AlertRule(BaseModel):
 def default_rules() -> list[AlertRule]:
     """What a plant file without ``alert_rules`` gets."""
     return [
-        AlertRule(id="anomaly", kind=RuleKind.ANOMALY, min_severity=Severity.HIGH),
+        AlertRule(
+            id="anomaly", kind=RuleKind.ANOMALY, min_severity=Severity.HIGH, clear_after_minutes=60
+        ),
         AlertRule(id="no-data", kind=RuleKind.NO_DATA, minutes=10, severity=Severity.MEDIUM),
         AlertRule(id="rul-low", kind=RuleKind.RUL_BELOW, hours=240, severity=Severity.HIGH),
         AlertRule(

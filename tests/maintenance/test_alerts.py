@@ -76,3 +76,16 @@ def test_rul_rules_and_the_probability_between_horizons() -> None:
     assert failure_within(worn, 168) == pytest.approx(p[168])
     assert failure_within(worn, 120) == pytest.approx(p[72] + (p[168] - p[72]) * 48 / 96)
     assert failure_within(worn, 2000) == pytest.approx(p[720])
+
+
+def test_an_anomaly_alert_returns_to_normal_when_its_condition_stops() -> None:
+    book = AlertBook(plant())  # the example plant's anomaly rule: clear after 60 minutes
+    (first,) = book.on_anomaly(anomaly("vibration", "spike", "high"), T0)
+    book.on_anomaly(anomaly("vibration", "spike", "high"), T0 + timedelta(minutes=30))
+    assert book.clear_quiet(T0 + timedelta(minutes=89)) == []
+    (cleared,) = book.clear_quiet(T0 + timedelta(minutes=90))
+    assert cleared.alert_id == first.alert.alert_id and cleared.status is AlertStatus.RESOLVED
+    assert cleared.resolved_by == "system" and cleared.note.startswith("returned to normal")
+    assert book.clear_quiet(T0 + timedelta(hours=5)) == []
+    (again,) = book.on_anomaly(anomaly("vibration", "spike", "high"), T0 + timedelta(hours=6))
+    assert again.new

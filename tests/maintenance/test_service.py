@@ -319,12 +319,29 @@ def test_an_unacknowledged_critical_alert_escalates_on_time(nats_server: NatsSer
         assert escalated.machine_id == "C-301" and escalated.escalation_level == 1
         assert escalated.escalated_at == clock.t
         await svc.tick()  # not twice for the same period
+        # The condition repeats at 50 min (so it has not returned to normal at 61).
+        clock.t = T0 + timedelta(minutes=50)
+        again = anomaly("C-301", "vibration", clock.t)
+        await publish(
+            nats_server.url, [(subjects.anomaly("C-301"), again.model_dump_json().encode())]
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 3, "the repeat")
         clock.t = T0 + timedelta(minutes=61)
         await svc.tick()
-        note = json.loads((await notes.next_msg(5)).data)
-        assert Alert.model_validate(note["alert"]).escalation_level == 2
+        # C-301 escalates again; C-302 (acknowledged, so never escalated), quiet for 60
+        # minutes, returned to normal (the example plant's anomaly rule).
+        notes_61 = [json.loads((await notes.next_msg(5)).data) for _ in range(2)]
+        by_machine = {n["alert"]["machine_id"]: n for n in notes_61}
+        assert by_machine["C-301"]["event"] == "escalated"
+        assert Alert.model_validate(by_machine["C-301"]["alert"]).escalation_level == 2
+        assert by_machine["C-302"]["event"] == "resolved"
+        assert by_machine["C-302"]["alert"]["resolved_by"] == "system"
         with pytest.raises(nats.errors.TimeoutError):
-            await notes.next_msg(0.5)  # C-302 was acknowledged: never escalated
+            await notes.next_msg(0.5)
+        clock.t = T0 + timedelta(minutes=110)
+        await svc.tick()
+        note = json.loads((await notes.next_msg(5)).data)
+        assert (note["event"], note["alert"]["machine_id"]) == ("resolved", "C-301")
         await nc.drain()
 
     run(nats_server, body)
