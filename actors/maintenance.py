@@ -64,7 +64,7 @@ from schemas.maintenance_api import (
 )
 from schemas.plant import Plant
 from schemas.rul import RulPrediction
-from schemas.twin import TwinState
+from schemas.twin import TwinChanged
 
 log = logging.getLogger("twinfleet.maintenance")
 
@@ -317,13 +317,14 @@ class MaintenanceService:
         await self._raised(raised)
 
     async def _on_twin(self, msg: Any) -> None:
+        """A twin applied readings (the compact event of the host actors)."""
         try:
-            state = TwinState.model_validate_json(msg.data)
+            event = TwinChanged.model_validate_json(msg.data)
         except ValidationError:
             self.counters["twin_rejected"] += 1
             return
         async with self._lock:
-            await self._raised(self.alerts.on_twin(state, self.clock()))
+            await self._raised(self.alerts.on_twin(event, self.clock()))
 
     # -- periodic work ---------------------------------------------------------------------
 

@@ -35,12 +35,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from maintenance.errors import Conflict, NotFound
+from maintenance.schedule import failure_probability
 from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
+from schemas.common import Quality
 from schemas.maintenance_api import AlertFilter
 from schemas.plant import MachineSpec, Plant
 from schemas.rul import RulPrediction
-from schemas.twin import TwinState
+from schemas.twin import TwinChanged
 
 SYSTEM = "system"
 
@@ -186,24 +188,24 @@ class AlertBook:
                 out.append(self.raise_condition(p.machine_id, rule, mode, message, now, value=prob))
         return out
 
-    def on_twin(self, state: TwinState, now: datetime) -> list[Raised]:
-        """Threshold rules on the twin's latest values; notes that the machine reported.
+    def on_twin(self, event: TwinChanged, now: datetime) -> list[Raised]:
+        """Threshold rules on the readings a twin just applied; notes that the machine
+        reported.
 
         "No data" counts from when new readings last *arrived* (``now`` of the update that
         brought them), not from their timestamps: a backlog replayed after an outage is
         data arriving, and a plant whose clock is off is not silent."""
         out: list[Raised] = []
-        if state.last_update is not None and state.last_update > self._data_ms.get(
-            state.machine_id, -1
-        ):
-            self._data_ms[state.machine_id] = state.last_update
-            self.last_seen[state.machine_id] = now
-            out.extend(self._data_returned(state.machine_id, now))
-        for rule in self._rules(state.machine_id, RuleKind.THRESHOLD):
-            sensor = state.sensors.get(f"{state.machine_id}.{rule.sensor}")
-            if sensor is None or sensor.value is None or sensor.stale:
+        machine = event.machine_id
+        if event.last_update is not None and event.last_update > self._data_ms.get(machine, -1):
+            self._data_ms[machine] = event.last_update
+            self.last_seen[machine] = now
+            out.extend(self._data_returned(machine, now))
+        for rule in self._rules(machine, RuleKind.THRESHOLD):
+            reading = event.sensors.get(f"{machine}.{rule.sensor}")
+            if reading is None or reading.value is None or reading.quality is Quality.BAD:
                 continue
-            v = sensor.value
+            v = reading.value
             crossed = (rule.above is not None and v > rule.above) or (
                 rule.below is not None and v < rule.below
             )
@@ -211,11 +213,9 @@ class AlertBook:
                 limit = (
                     f"above {rule.above:g}" if rule.above is not None else f"below {rule.below:g}"
                 )
-                message = f"{state.machine_id}.{rule.sensor} = {v:g} is {limit} (rule {rule.id})"
+                message = f"{machine}.{rule.sensor} = {v:g} is {limit} (rule {rule.id})"
                 out.append(
-                    self.raise_condition(
-                        state.machine_id, rule, rule.sensor or "", message, now, value=v
-                    )
+                    self.raise_condition(machine, rule, rule.sensor or "", message, now, value=v)
                 )
         return out
 
@@ -356,10 +356,4 @@ class AlertBook:
 
 def failure_within(p: RulPrediction, horizon_h: float) -> float:
     """P(failure within ``horizon_h``), interpolated between the stated horizons."""
-    points = sorted(p.failure_probability.items())
-    prev_h, prev_p = 0.0, 0.0
-    for h, prob in points:
-        if horizon_h <= h:
-            return prev_p + (prob - prev_p) * (horizon_h - prev_h) / (h - prev_h)
-        prev_h, prev_p = float(h), prob
-    return prev_p
+    return failure_probability(sorted(p.failure_probability.items()), horizon_h)

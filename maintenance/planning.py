@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from maintenance.schedule import Crew, Order, Plan
-from maintenance.shifts import shift_intervals
+from maintenance.schedule import Crew, Order, Plan, failure_probability
+from maintenance.shifts import shift_hours, shift_intervals
 from schemas.common import ms_to_datetime
 from schemas.maintenance import CostEstimate, WorkOrder, WorkOrderStatus, WorkOrderType
 from schemas.maintenance_api import (
@@ -70,12 +71,7 @@ def failure_cdf(p: RulPrediction, start: datetime) -> tuple[tuple[float, float],
 
 
 def _survival(curve: list[tuple[float, float]], h: float) -> float:
-    prev_h, prev_s = 0.0, 1.0
-    for ch, cs in curve:
-        if h <= ch:
-            return prev_s if ch == prev_h else prev_s + (cs - prev_s) * (h - prev_h) / (ch - prev_h)
-        prev_h, prev_s = ch, cs
-    return prev_s
+    return 1.0 - failure_probability([(ch, 1.0 - cs) for ch, cs in curve], h)
 
 
 def crews(plant: Plant, start: datetime, horizon_h: float, busy: dict[str, float]) -> list[Crew]:
@@ -177,8 +173,7 @@ def _longest_shift(plant: Plant) -> dict[str, float]:
     """The longest shift (hours) of any technician at each site."""
     out: dict[str, float] = {}
     for t in plant.technicians:
-        a, b = (int(x[:2]) * 60 + int(x[3:]) for x in (t.shift.start, t.shift.end))
-        hours = ((b - a) % 1440 or 1440) / 60
+        hours = shift_hours(t.shift)
         for site in [t.site_id] if t.site_id else [s.id for s in plant.sites]:
             out[site] = max(out.get(site, 0.0), hours)
     return out
@@ -258,11 +253,11 @@ def apply(
         totals = _add(totals, cost)
         if any(getattr(o, k) != v for k, v in new.items()):
             changed.append(o.model_copy(update={**new, "updated_at": now}))
+    ids = [p.order_id for p in plan.placements] + [u.order_id for u in plan.unplaced]
+    visit_count = Counter(_workorder_of(i) for i in ids)
     for wo, u in missing.items():
         o = by_id[wo]
-        n = len([p for p in plan.placements if _workorder_of(p.order_id) == wo]) + len(
-            [x for x in plan.unplaced if _workorder_of(x.order_id) == wo]
-        )
+        n = visit_count[wo]
         said = _VISIT.sub(r"\1", u.reason)  # "waits for WO-…/2": the order, not its visit
         reason = said if n == 1 else f"visit {u.order_id.split('/')[1]} of {n}: {said}"
         unscheduled.append(

@@ -30,12 +30,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.maintenance import Shift
 
-__all__ = ["shift_intervals"]
+__all__ = ["shift_hours", "shift_intervals"]
 
 
 def _wall_time(text: str) -> time:
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
+
+
+def shift_hours(shift: Shift) -> float:
+    """How long one of its shifts lasts (hours; one that ends when it starts lasts 24).
+
+    >>> night, all_day = Shift(start="22:00", end="06:00"), Shift(start="00:00", end="00:00")
+    >>> shift_hours(night), shift_hours(all_day)
+    (8.0, 24.0)
+    """
+    on, off = (_wall_time(t) for t in (shift.start, shift.end))
+    minutes = (off.hour * 60 + off.minute - on.hour * 60 - on.minute) % 1440
+    return (minutes or 1440) / 60
 
 
 def shift_intervals(

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,3 +62,28 @@ class TwinState(BaseModel):
     features: dict[str, dict[str, FiniteFloat]] = Field(default_factory=dict)
     active_anomalies: Annotated[int, Field(ge=0)] = 0
     rul: RulPrediction | None = None
+
+
+class TwinChanged(BaseModel):
+    """The compact "twin changed" event on ``tf.twin.<machine>``
+    (:func:`actors.host_actor.twin_event`): the twin's data time and the new readings of
+    the sensors the message changed, ``sensors: {sensor id: [value, timestamp ms,
+    quality]}``. Fields added later are ignored by readers.
+
+    >>> e = TwinChanged.model_validate_json('{"machine_id": "P-101", "version": 3, '
+    ...     '"last_update": 1700000000000, "sensors": {"P-101.flow": [41.2, 1700000000000, 0]}}')
+    >>> e.sensors["P-101.flow"].value
+    41.2
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    class Reading(NamedTuple):
+        value: FiniteFloat | None
+        timestamp: EpochMs | None
+        quality: Quality
+
+    machine_id: Identifier
+    version: Annotated[int, Field(ge=0)]
+    last_update: EpochMs | None = None
+    sensors: dict[str, Reading] = Field(default_factory=dict)

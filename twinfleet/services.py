@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -51,7 +52,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ChildServer:
+class ChildServer(ABC):
     """A server run as a child process of ours: :meth:`stop` sends ``STOP_SIGNAL``, then
     SIGKILL after a grace period; as a context manager it is started and stopped."""
 
@@ -59,8 +60,9 @@ class ChildServer:
     GRACE_S = 5.0
     process: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def start(self, timeout_s: float = 10.0) -> Self:
-        raise NotImplementedError
+        """Start the server and wait until it answers."""
 
     def stop(self, grace_s: float | None = None) -> None:
         proc, self.process = self.process, None

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from schemas import subjects
 from schemas.anomaly import AnomalyRecord
 from schemas.plant import Plant, load_plant
 from tests.api.conftest import LiveApi as SharedLiveApi
-from tests.api.conftest import next_data, subscribe
+from tests.api.conftest import next_data, subscribe, wait_for
 from twinfleet.services import NatsServer
 
 pytestmark = [pytest.mark.slow]
@@ -46,16 +46,6 @@ BEARING_JOB = {
     "required_skills": ["mechanical", "bearings"],
     "parts_required": [{"part_number": "BRG-6309-2Z", "quantity": 1, "description": "bearing"}],
 }
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 # -- the service and the API, each in a thread with its own event loop ------------------------

@@ -491,23 +491,31 @@ def test_a_completed_order_is_told_to_the_twin_once_and_closes_its_alerts(
 
 
 def test_threshold_and_no_data_rules_follow_the_twin_updates(nats_server: NatsServer) -> None:
-    from schemas.twin import SensorState, TwinState
+    from actors.host import MachineHost
+    from actors.host_actor import twin_event
+    from schemas.telemetry import TelemetryBatch
+
+    host = MachineHost([plant().machine("P-201")])
 
     def state(version: int, seal_temp: float, at: datetime) -> bytes:
-        return (
-            TwinState(
-                machine_id="P-201",
-                version=version,
-                last_update=datetime_to_ms(at),
-                health_score=80,
-                status="running",
-                sensors={
-                    "P-201.seal_temp": SensorState(value=seal_temp, timestamp=datetime_to_ms(at))
+        """What P-201's host actor publishes after applying a seal temperature."""
+        batch = TelemetryBatch.model_validate(
+            {
+                "gateway_id": "gw-1",
+                "site_id": "plant-north",
+                "batch_id": f"b-{version}",
+                "sent_at": datetime_to_ms(at),
+                "readings": {
+                    "machine_id": ["P-201"],
+                    "sensor_id": ["P-201.seal_temp"],
+                    "timestamp": [datetime_to_ms(at)],
+                    "value": [seal_temp],
                 },
-            )
-            .model_dump_json()
-            .encode()
+            },
+            context={"now_ms": datetime_to_ms(T0)},
         )
+        twin = host.twins["P-201"]
+        return twin_event("P-201", version, twin.apply(batch), twin)
 
     async def body(svc: MaintenanceService, clock: Clock) -> None:
         import nats
