@@ -82,3 +82,19 @@ def fit_toy_model(spec: MachineSpec, penalizer: float = 0.1) -> bytes:
 @pytest.fixture(scope="session")
 def toy_model() -> Callable[[MachineSpec, float], bytes]:
     return fit_toy_model
+
+
+SERVER_FIXTURES = frozenset(
+    {"nats_server", "postgres", "database", "local_ray", "hub", "stack", "registered"}
+)
+"""Fixtures that start a real server (nats-server, PostgreSQL, Ray, an edge hub, the API)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts a server, or whose module drives real protocol servers
+    (tests/drivers), as ``integration``; the fast tier is ``-m "not integration and not
+    slow"``."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES or "tests/drivers/" in item.nodeid:
+            item.add_marker(pytest.mark.integration)

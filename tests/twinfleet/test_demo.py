@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from twinfleet.cli import _plant
 from twinfleet.demo import run
+
+pytestmark = pytest.mark.slow
 
 SETTINGS = {
     "step_minutes": 10,
