@@ -118,6 +118,36 @@ class MaintenanceTask(_Strict):
     parts_cost: Annotated[float, Field(ge=0)] = 0.0
 
 
+class OperatingConditionSpec(_Strict):
+    """Which sensors (or set-points) say at what operating point a machine runs.
+
+    The same machine reads differently at another load, speed or flow set-point. Its twin
+    groups what these sensors read into *operating regimes* (idle and start-up are
+    regimes too), judges every other sensor against what is normal in the regime it is
+    in, and holds its learned detectors while the machine settles after a change of
+    regime (a start-up or a load step is not an anomaly).
+
+    ``regime_width`` is the width of a regime in units of each condition sensor's scale
+    (its ``rated`` value, else its normal range, else its magnitude when first seen):
+    readings within it belong to the same regime. ``settle_minutes`` is how long readings
+    are transient after a regime change.
+
+    >>> OperatingConditionSpec(sensors=["load_setpoint"]).settle_minutes
+    90.0
+    >>> OperatingConditionSpec(sensors=[])
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for OperatingConditionSpec
+    sensors
+      List should have at least 1 item after validation, not 0 ...
+    """
+
+    sensors: Annotated[list[Identifier], Field(min_length=1, max_length=8)]
+    regime_width: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.1
+    settle_minutes: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 90.0
+    max_regimes: Annotated[int, Field(ge=1, le=32)] = 8
+
+
 class MachineType(_Strict):
     """A class of asset declared once in the plant file and shared by its machines."""
 
@@ -127,10 +157,12 @@ class MachineType(_Strict):
     failure_modes: list[FailureMode] = Field(default_factory=list)
     maintenance: list[MaintenanceTask] = Field(default_factory=list)
     policy: MaintenancePolicy = MaintenancePolicy()
+    operating_condition: OperatingConditionSpec | None = None
 
     @model_validator(mode="after")
     def _unique_sensors(self) -> Self:
         _no_duplicates([s.name for s in self.sensors], "sensors", "name")
+        _condition_sensors_known(self.operating_condition, [s.name for s in self.sensors])
         return self
 
 
@@ -190,6 +222,19 @@ class MachineSpec(_Strict):
     maintenance_windows: list[Shift] = Field(default_factory=list)
     critical: bool = False
     installed_hours: Annotated[float, Field(ge=0)] = 0.0
+    operating_condition: OperatingConditionSpec | None = None
+
+    @model_validator(mode="after")
+    def _condition_known(self) -> Self:
+        _condition_sensors_known(self.operating_condition, [s.name for s in self.sensors])
+        return self
+
+    def condition_indices(self) -> list[int]:
+        """Column indices of the operating-condition sensors (empty without any)."""
+        if self.operating_condition is None:
+            return []
+        names = [s.name for s in self.sensors]
+        return [names.index(n) for n in self.operating_condition.sensors]
 
     def sensor_ids(self) -> list[str]:
         return [sensor_id(self.id, s.name) for s in self.sensors]
@@ -276,6 +321,18 @@ def _report_duplicates(
             first[value] = i
 
 
+def _condition_sensors_known(condition: OperatingConditionSpec | None, names: list[str]) -> None:
+    if condition is None:
+        return
+    _no_duplicates(condition.sensors, "operating_condition.sensors", "name")
+    unknown = [n for n in condition.sensors if n not in names]
+    if unknown:
+        raise ValueError(
+            f"operating_condition.sensors: {unknown[0]!r} is not a sensor of this machine "
+            f"(sensors: {', '.join(names)})"
+        )
+
+
 def _no_duplicates(values: list[str], where: str, what: str) -> None:
     seen: set[str] = set()
     for i, v in enumerate(values):
@@ -322,6 +379,7 @@ def _expand_machine(
                 "maintenance_windows": line.maintenance_windows,
                 "critical": entry.critical,
                 "installed_hours": entry.installed_hours,
+                "operating_condition": mtype.operating_condition,
             }
         )
     except ValidationError as exc:

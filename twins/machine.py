@@ -55,17 +55,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from schemas.anomaly import AnomalyRecord, AnomalyType
 from schemas.common import Quality, SensorKind
-from schemas.plant import MachineSpec
+from schemas.plant import MachineSpec, SensorSpec
 from schemas.rul import ContributingFactor, RulPrediction, SurvivalPoint
 from schemas.telemetry import TelemetryBatch
 from schemas.twin import MachineStatus, SensorState, TwinState
-from twins.detectors.base import Scan, SensorDetector
+from twins.baseline import WEEK_S, RegimeBaseline
+from twins.condition import IDLE, OperatingCondition
+from twins.detectors.base import ALARM, Scan, SensorDetector
 from twins.detectors.ensemble import DetectorSet, Finding
 from twins.detectors.multivariate import PCAMonitor
 from twins.detectors.robust import RobustZScore
@@ -73,11 +75,15 @@ from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, Thr
 from twins.detectors.smoothed import SmoothedPCAMonitor
 from twins.features import FEATURE_NAMES, RollingFeatures
 from twins.health import RISK_HORIZON_H, HealthModel
+from twins.regimes import OperatingRegimes
 from twins.rul import RulModel
 from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 _HOUR_S = 3600.0
+FALSE_POSITIVE_SPREADS = 3.0
+"""How far (in spreads of its normal) a sensor must move from the level at which people
+marked its alarm a false positive before its learned detectors judge it again."""
 IDLE_FRACTION = 0.1
 """Below this fraction of its rated speed (or, without a speed sensor, rated current) a
 machine is idle: learned detectors pause and low limits do not apply."""
@@ -117,6 +123,12 @@ class TwinConfig:
     """False leaves out the per-sensor robust z-score (for rigs whose levels drift)."""
     detect: bool = True
     """False runs features, trend and RUL only (used to replay histories for training)."""
+    persist_s: float = 3600.0
+    """A learned detector's anomaly rises a severity level after this long in alarm."""
+    baseline_warmup: int = 30
+    """Settled readings of a sensor in an operating regime before it has a normal there."""
+    baseline_adapt_s: float = WEEK_S
+    """Time constant of the slow adaptation of each regime's normal (running time)."""
 
     def __post_init__(self) -> None:
         if self.trend_window < 2:
@@ -125,6 +137,12 @@ class TwinConfig:
             raise ValueError(f"rul_every_hours must be positive, got {self.rul_every_hours}")
         if self.rul_min_hours < 2:
             raise ValueError(f"rul_min_hours must be at least 2, got {self.rul_min_hours}")
+        if not self.persist_s >= 0:
+            raise ValueError(f"persist_s must be >= 0, got {self.persist_s}")
+        if self.baseline_warmup < 3:
+            raise ValueError(f"baseline_warmup must be at least 3, got {self.baseline_warmup}")
+        if not self.baseline_adapt_s > 0:
+            raise ValueError(f"baseline_adapt_s must be positive, got {self.baseline_adapt_s}")
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,41 @@ def default_detectors(spec: MachineSpec, config: TwinConfig) -> list[SensorDetec
     return detectors
 
 
+def operating_condition(
+    spec: MachineSpec, regimes: OperatingRegimes | None = None
+) -> OperatingCondition:
+    """The machine's operating regimes as its plant file describes them (one running
+    regime, settling at once, when it names no condition sensors)."""
+    oc = spec.operating_condition
+    if oc is None:
+        if regimes is not None:
+            raise ValueError(
+                f"regimes were given but machine {spec.id} names no operating_condition sensors"
+            )
+        return OperatingCondition([], settle_s=0.0)
+    index = spec.condition_indices()
+    scale = [_scale(spec.sensors[i]) for i in index]
+    return OperatingCondition(
+        index,
+        scale,
+        width=oc.regime_width,
+        settle_s=oc.settle_minutes * 60.0,
+        max_regimes=oc.max_regimes,
+        regimes=regimes,
+    )
+
+
+def _scale(sensor: SensorSpec) -> float | None:
+    """The unit a condition sensor's regimes are measured in: its rated value, else its
+    normal range (None: learned from its first reading)."""
+    if sensor.rated:
+        return abs(sensor.rated)
+    lo, hi = sensor.normal_low, sensor.normal_high
+    if lo is not None and hi is not None and hi > lo:
+        return hi - lo
+    return None
+
+
 class MachineTwin:
     """The digital twin of one machine (see the module docstring for its rules)."""
 
@@ -195,6 +248,7 @@ class MachineTwin:
         rul_model: RulModel | None = None,
         config: TwinConfig | None = None,
         detectors: list[SensorDetector] | None = None,
+        regimes: OperatingRegimes | None = None,
     ) -> None:
         self.spec = spec
         self.config = config or TwinConfig()
@@ -208,10 +262,26 @@ class MachineTwin:
         self.features = RollingFeatures(n, self.config.windows)
         self.trend = RollingFeatures(n, (self.config.trend_window,))
         self.detectors = (
-            DetectorSet(detectors or default_detectors(spec, self.config))
+            DetectorSet(
+                detectors or default_detectors(spec, self.config),
+                persist_s=self.config.persist_s,
+            )
             if self.config.detect
             else None
         )
+        self.condition = operating_condition(spec, regimes)
+        self.baseline = RegimeBaseline(
+            n,
+            self.condition.max_regimes + 1,
+            warmup=self.config.baseline_warmup,
+            adapt_s=self.config.baseline_adapt_s,
+        )
+        self._condition_mask = np.zeros(n, dtype=bool)
+        self._condition_mask[self.condition.condition] = True
+        # Levels people accepted as normal (alarm marked a false positive), per regime and
+        # sensor; NaN: none. Its learned detectors stay silent there until the sensor moves
+        # FALSE_POSITIVE_SPREADS of its normal spread away from that level.
+        self._accepted = np.full((self.condition.max_regimes + 1, n), np.nan)
         self.health = HealthModel(spec)
         self._vibration = np.array(
             [i for i, s in enumerate(spec.sensors) if s.kind == "vibration"], dtype=np.int64
@@ -403,11 +473,16 @@ class MachineTwin:
         scan_values[sensors] = values
         scan_times = np.full(self.n_sensors, np.nan)
         scan_times[sensors] = times_s
-        scan = Scan(scan_values, scan_times, self._value.copy(), now_ms / 1000.0, self._running)
+        now_s = now_ms / 1000.0
+        scan = Scan(scan_values, scan_times, self._value.copy(), now_s, self._running)
         self.features.update(sensors, times_s, values)
         self._accumulate_trend(sensors, values, now_ms)
         if self.detectors is not None:
-            verdict = self.detectors.process(scan)
+            regime, settled = self.condition.update(self._value, now_s, self._running)
+            normalised = self._normalised(scan, regime, settled)
+            verdict = self.detectors.process(scan, normalised, self._muted(regime))
+            if settled:  # what the machine reads here now is its normal, unless in alarm
+                self.baseline.learn(regime, scan_values, now_s, hold=verdict.sensor_scores >= ALARM)
             result.scan_times_ms.append(now_ms)
             result.scan_scores.append(verdict.score)
             if verdict.findings:
@@ -415,6 +490,72 @@ class MachineTwin:
         self.last_update_ms = (
             now_ms if self.last_update_ms is None else max(self.last_update_ms, now_ms)
         )
+
+    def _normalised(self, scan: Scan, regime: int, settled: bool) -> Scan | None:
+        """The scan as the learned detectors see it: every sensor against its normal in the
+        machine's operating regime (NaN while it has none there), the condition sensors
+        only in the state (they say which regime, not how the machine is), judged only
+        once the machine has settled in a running regime. None (the raw scan) for a
+        machine without condition sensors."""
+        if not self._condition_mask.any():
+            return None
+        if regime <= IDLE:
+            nan = np.full(self.n_sensors, np.nan)
+            return Scan(nan, scan.times_s, nan, scan.now_s, False)
+        state = self.baseline.normalise(regime, scan.state)
+        values = np.where(
+            self._condition_mask, np.nan, self.baseline.normalise(regime, scan.values)
+        )
+        return Scan(values, scan.times_s, state, scan.now_s, scan.running and settled)
+
+    def _muted(self, regime: int) -> np.ndarray | None:
+        """Sensors whose learned detectors are silent in ``regime`` (last entry: the
+        machine level, never muted here), or None. A sensor that moved materially from the
+        level people accepted is judged again (its acceptance lapses)."""
+        if regime <= IDLE:
+            return None
+        accepted = self._accepted[regime]
+        marked = ~np.isnan(accepted)
+        if not marked.any():
+            return None
+        recent = self.baseline.recent(regime)
+        spread = self.baseline.spread(regime)
+        with np.errstate(invalid="ignore"):
+            moved = np.abs(recent - accepted) > FALSE_POSITIVE_SPREADS * spread
+        lapsed = marked & moved
+        if lapsed.any():
+            self._accepted[regime] = np.where(lapsed, np.nan, accepted)
+        return np.append(marked & ~lapsed, False)
+
+    def mark_false_positive(self, sensor: str | None, at_ms: int) -> None:
+        """People judged an alarm of ``sensor`` (its name, e.g. ``"vibration"``; None: the
+        machine-level monitor) a false positive at ``at_ms``.
+
+        A sensor's learned detectors stay silent on this machine, in the operating regime
+        it is in (or last ran in), while the sensor stays within
+        :data:`FALSE_POSITIVE_SPREADS` spreads of its normal from its recent level there;
+        a material change raises it again. A machine-level false positive makes the
+        multivariate monitor learn the machine afresh. Limits are never silenced. A mark
+        older than the last repair of the machine is ignored (it was about other parts).
+        """
+        index = None
+        if sensor is not None:
+            names = [s.name for s in self.spec.sensors]
+            if sensor not in names:
+                raise ValueError(f"machine {self.machine_id} has no sensor {sensor!r}")
+            index = names.index(sensor)
+        if self._repaired_ms and at_ms < max(self._repaired_ms.values()):
+            return
+        self.counters["false_positives"] = self.counters.get("false_positives", 0) + 1
+        if index is None:
+            for d in self.detectors.detectors if self.detectors is not None else []:
+                refit = getattr(d, "refit", None)
+                if d.machine_level and callable(refit):
+                    refit()
+            return
+        regime = max(self.condition.last_running, 1)
+        level = self.baseline.recent(regime)[index]
+        self._accepted[regime, index] = level if math.isfinite(level) else self._value[index]
 
     def _accumulate_trend(self, sensors: np.ndarray, values: np.ndarray, now_ms: int) -> None:
         self._roll_bucket(now_ms)
@@ -445,7 +586,11 @@ class MachineTwin:
             now_ms / 1000.0,
             self._running,
         )
-        verdict = self.detectors.tick(empty.now_s, state, self._running)
+        regime, settled = self.condition.update(state, empty.now_s, self._running)
+        normalised = self._normalised(empty, regime, settled)
+        verdict = self.detectors.tick(
+            empty.now_s, state, self._running, normalised, self._muted(regime)
+        )
         result.anomalies.extend(self._records(verdict.findings, empty, now_ms))
         return self._finish(result, now_ms=now_ms)
 
@@ -461,6 +606,11 @@ class MachineTwin:
                 sensor_id: str | None = self.sensor_ids[f.sensor]
             else:
                 value, when, sensor_id = math.nan, now_ms, None
+            expected = f.expected
+            if f.anomaly_type is AnomalyType.STATISTICAL and self._condition_mask.any():
+                regime = self.condition.regime  # detectors judged it against this normal
+                expected = float(self.baseline.expected(max(regime, 0))[f.sensor])
+                f = replace(f, expected=expected)
             out.append(
                 AnomalyRecord(
                     machine_id=self.machine_id,
@@ -470,7 +620,7 @@ class MachineTwin:
                     severity=f.severity,
                     score=round(min(max(f.score, 0.0), 1.0), 6),
                     value=None if math.isnan(value) else float(value),
-                    expected_value=None if math.isnan(f.expected) else float(f.expected),
+                    expected_value=None if math.isnan(expected) else float(expected),
                     reason=self._reason(f, value, now_ms),
                     detector=f.detector,
                     contributing_sensors=[self.sensor_ids[i] for i in f.contributing],
@@ -508,7 +658,20 @@ class MachineTwin:
         if f.anomaly_type is AnomalyType.SPIKE:
             rate = f"{s.max_rate_per_s:g} {s.unit}/s"
             return f"{s.name} jumped to {value:.4g} {s.unit} faster than {rate}{also}"
-        return f"{s.name} {value:.4g} {s.unit} is far from its usual {f.expected:.4g}{also}"
+        return (
+            f"{s.name} {value:.4g} {s.unit} is far from its usual {f.expected:.4g}"
+            f"{self._operating_point()}{also}"
+        )
+
+    def _operating_point(self) -> str:
+        """Where the machine runs, for people: the condition sensors' current values."""
+        if not self._condition_mask.any():
+            return ""
+        parts = [
+            f"{self.spec.sensors[i].name} {self._value[i]:.3g} {self.spec.sensors[i].unit}"
+            for i in np.flatnonzero(self._condition_mask).tolist()
+        ]
+        return f" at this operating point ({', '.join(parts)})"
 
     # -- health, RUL, state --------------------------------------------------------------
     def _finish(self, result: ApplyResult, now_ms: int | None = None) -> ApplyResult:
@@ -590,6 +753,10 @@ class MachineTwin:
         self._trend_start_ms = int(at_ms)
         self._last_rul_ms = None
         self._rul = None
+        # The repaired machine reads differently: its normal in every regime is learned
+        # again, and what people accepted about the old part no longer applies.
+        self.baseline.relearn()
+        self._accepted[:] = np.nan
 
     def rul_features(self) -> dict[str, float]:
         """Condition features a RUL model reads, per sensor (NaN while unknown):
@@ -770,6 +937,7 @@ class MachineTwin:
             "bucket_count": self._bucket_count,
             "life_sum": self._life_sum,
             "life_count": self._life_count,
+            "accepted": self._accepted,
         }
         return pack(
             {
@@ -777,6 +945,8 @@ class MachineTwin:
                 **prefixed("features", self.features.state_dict()),
                 **prefixed("trend", self.trend.state_dict()),
                 **prefixed("detectors", self.detectors.state_dict() if self.detectors else {}),
+                **prefixed("condition", self.condition.state_dict()),
+                **prefixed("baseline", self.baseline.state_dict()),
             }
         )
 
@@ -798,6 +968,8 @@ class MachineTwin:
         self.trend.load_state_dict(section("trend", state))
         if self.detectors is not None:
             self.detectors.load_state_dict(section("detectors", state))
+        self.condition.load_state_dict(section("condition", state))
+        self.baseline.load_state_dict(section("baseline", state))
         self.version = int(twin["version"])
         self.last_update_ms = twin["last_update_ms"]
         self._first_ms = twin["first_ms"]
@@ -821,9 +993,13 @@ class MachineTwin:
             "bucket_count",
             "life_sum",
             "life_count",
+            "accepted",
         ):
             current = getattr(self, "_" + key)
-            setattr(self, "_" + key, np.asarray(twin[key], dtype=current.dtype).copy())
+            restored = np.asarray(twin[key], dtype=current.dtype)
+            if restored.shape != current.shape:
+                raise SnapshotError(f"{key}: shape {restored.shape} != {current.shape}")
+            setattr(self, "_" + key, restored.copy())
         condition = self.health.condition(self._value, self._prev_value, self._running)
         self._beyond_critical = bool((condition >= 1.0).any())
 

@@ -109,15 +109,47 @@ def test_two_detectors_on_one_sensor_and_scan_give_one_finding_naming_the_other(
             RateOfChangeRule(2, max_rate_per_s=[1.0, 1.0]),
         ]
     )
-    verdicts = run(ds, [[50.0, 50.0], [50.0, 50.0], [95.0, 50.0]])
+    verdicts = run(ds, [[50.0, 50.0], [50.0, 50.0], [105.0, 50.0], [105.0, 50.0]])
     got = findings(verdicts)
-    assert len(got) == 1
-    i, f = got[0]
-    assert (i, f.sensor) == (2, 0)
-    assert f.detector == "rate_of_change" and f.anomaly_type == AnomalyType.SPIKE  # the top score
-    assert f.also == ("threshold",)
-    assert f.score == 1.0 and f.severity == Severity.CRITICAL
-    assert f.expected == 50.0  # the rate rule expected the previous reading
+    assert [(i, f.sensor) for i, f in got] == [(2, 0), (3, 0)]
+    _, jump = got[0]
+    # An implausibly fast jump beyond the critical limit is first a data glitch (low) ...
+    assert jump.detector == "rate_of_change" and jump.anomaly_type == AnomalyType.SPIKE
+    assert jump.also == ("threshold",)
+    assert jump.score == 1.0 and jump.severity == Severity.LOW
+    assert jump.expected == 50.0  # the rate rule expected the previous reading
+    # ... and critical once the next reading confirms it.
+    _, confirmed = got[1]
+    assert confirmed.detector == "threshold" and confirmed.severity == Severity.CRITICAL
+
+
+def test_a_single_reading_beyond_the_critical_limit_after_a_jump_stays_low() -> None:
+    ds = DetectorSet(
+        [
+            ThresholdRule(1, normal_high=[80.0], critical_high=[100.0]),
+            RateOfChangeRule(1, max_rate_per_s=[1.0]),
+        ]
+    )
+    got = findings(run(ds, [[50.0], [50.0], [170.0], [50.0], [51.0]]))
+    assert [f.severity for _, f in got] == [Severity.LOW]  # the glitch, nothing critical
+
+
+def test_learned_anomalies_start_low_and_rise_with_persistence_and_corroboration() -> None:
+    ds = DetectorSet([RobustZScore(2, threshold=4.0, warmup=10)], persist_s=60.0)
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        ds.process(scan(list(10.0 + rng.normal(0, 0.1, 2)), i))
+    severities = []
+    for i in range(40, 140):  # scans 10 s apart: sensor 0 far off from scan 40, 1 from 120
+        v = [20.0, 20.0 if i >= 120 else 10.0 + rng.normal(0, 0.1)]
+        severities += [(i, f.sensor, f.severity) for f in ds.process(scan(v, i)).findings]
+    assert severities == [  # each counts from its second reading in alarm (on-delay)
+        (41, 0, Severity.LOW),  # new and alone
+        (47, 0, Severity.MEDIUM),  # a minute in alarm
+        (121, 0, Severity.HIGH),  # persistent, and now corroborated by sensor 1
+        (121, 1, Severity.MEDIUM),  # new, but corroborated
+        (127, 1, Severity.HIGH),  # and a minute later persistent too
+    ]
 
 
 def test_a_detector_below_the_alarm_is_not_named() -> None:
@@ -154,8 +186,9 @@ BREAK = [-1.0, -1.0, 4.5, 0.0]  # sensor 2 reads high while the load is low
 
 def test_multivariate_finding_is_reported_at_machine_level_with_its_contributors() -> None:
     ds = pca_set(with_threshold_on_2=False)
-    v = ds.process(scan(BREAK, 400))
-    assert v.machine_score > ALARM
+    first = ds.process(scan(BREAK, 400))
+    assert first.machine_score > ALARM and first.findings == []  # on-delay: one reading
+    v = ds.process(scan(BREAK, 400.5))
     assert len(v.findings) == 1
     f = v.findings[0]
     assert f.sensor == -1 and f.detector == "pca_t2_q"
@@ -163,6 +196,13 @@ def test_multivariate_finding_is_reported_at_machine_level_with_its_contributors
     assert f.contributing[0] == 2 and len(f.contributing) <= 3
     assert np.isnan(f.expected)
     assert ds.process(scan(BREAK, 401)).findings == [], "the machine condition stays open"
+
+
+def test_one_reading_at_the_control_limit_is_not_a_learned_condition() -> None:
+    ds = pca_set(with_threshold_on_2=False)
+    assert ds.process(scan(BREAK, 400)).findings == []
+    normal = correlated(np.random.default_rng(6), 5)
+    assert all(ds.process(scan(list(row), 401 + i)).findings == [] for i, row in enumerate(normal))
 
 
 def test_multivariate_finding_is_folded_into_the_flagged_sensors_finding() -> None:
@@ -220,12 +260,14 @@ def test_state_round_trip_restores_open_conditions() -> None:
     ds = build()
     rows = [[50.0 + rng.normal(), 50.0 + rng.normal()] for _ in range(20)] + [[90.0, 50.0]]
     run(ds, rows)
-    assert ds.open_severity.tolist() == [3, 0, 0]  # the robust z-score: 40 sigma
+    # 90 is medium by its limits; the robust z-score (40 sigma) is new (low), corroborated
+    # by the limit (medium).
+    assert ds.open_severity.tolist() == [2, 0, 0]
     blob = pack(ds.state_dict())
     restored = build()
     restored.load_state_dict(unpack(blob))
     assert pack(restored.state_dict()) == blob
-    assert restored.open_severity.tolist() == [3, 0, 0]
+    assert restored.open_severity.tolist() == [2, 0, 0]
     again = [[90.0, 50.0 + rng.normal()] for _ in range(5)] + [[50.0, 50.0]] * 2 + [[92.0, 50.0]]
     a, b = run(ds, again, start=30), run(restored, again, start=30)
     assert findings(b) == findings(a)

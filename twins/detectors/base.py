@@ -140,6 +140,13 @@ class SensorDetector(ABC):
         """Create the state (subclasses add their arrays, then call this)."""
         self._built = True
 
+    @property
+    def normalised(self) -> bool:
+        """Whether this detector judges scans normalised against the machine's operating
+        regime (the learned, statistical and multivariate, detectors do; rules read the
+        raw values their limits are written in)."""
+        return self.anomaly_type in (AnomalyType.STATISTICAL, AnomalyType.MULTIVARIATE)
+
     def _check(self, scan: Scan) -> None:
         if scan.values.shape != (self.n_sensors,) or scan.state.shape != (self.n_sensors,):
             raise ValueError(
