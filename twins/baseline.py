@@ -16,10 +16,10 @@ readings:
 * **No learning a fault away.** Readings of a sensor the detectors hold in alarm are not
   learned (the caller says which), so a developing fault cannot become the normal while
   it is reported.
-* **Told, not guessed.** :meth:`RegimeBaseline.relearn` forgets every regime's normal
-  (after a repair the machine is a different machine), to be learned again from the next
-  readings. The recent level (:meth:`RegimeBaseline.recent`, an hour's average) is what a
-  twin remembers when a person marks an alarm a false positive.
+* **Told, not guessed.** :meth:`RegimeBaseline.accept` makes a level the normal of a
+  sensor in a regime (a person marked its alarm a false positive);
+  :meth:`RegimeBaseline.relearn` forgets every regime's normal (after a repair the machine
+  is a different machine), to be learned again from the next readings.
 
 The spread is floored at ``min_spread`` times the mean's magnitude (and an absolute
 ``1e-9``), so a sensor that never moves in a regime cannot divide by zero.
@@ -170,6 +170,12 @@ class RegimeBaseline:
         """Each sensor's normal spread in ``regime`` (NaN while warming up)."""
         _, spread, warm = self._normal(regime)
         return np.where(warm, spread, np.nan)
+
+    def accept(self, regime: int, sensor: int, level: float) -> None:
+        """Make ``level`` the sensor's normal in ``regime`` (people said it is normal);
+        its spread stays. A sensor without a normal there yet learns one anyway."""
+        if self._count[regime, sensor] >= self.warmup:
+            self._mean[regime, sensor] = level
 
     def relearn(self) -> None:
         """Forget every regime's normal; it is learned again from the next readings."""

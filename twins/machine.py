@@ -81,9 +81,6 @@ from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
 
 SNAPSHOT_FORMAT = 3
 _HOUR_S = 3600.0
-FALSE_POSITIVE_SPREADS = 3.0
-"""How far (in spreads of its normal) a sensor must move from the level at which people
-marked its alarm a false positive before its learned detectors judge it again."""
 IDLE_FRACTION = 0.1
 """Below this fraction of its rated speed (or, without a speed sensor, rated current) a
 machine is idle: learned detectors pause and low limits do not apply."""
@@ -278,10 +275,11 @@ class MachineTwin:
         )
         self._condition_mask = np.zeros(n, dtype=bool)
         self._condition_mask[self.condition.condition] = True
-        # Levels people accepted as normal (alarm marked a false positive), per regime and
-        # sensor; NaN: none. Its learned detectors stay silent there until the sensor moves
-        # FALSE_POSITIVE_SPREADS of its normal spread away from that level.
-        self._accepted = np.full((self.condition.max_regimes + 1, n), np.nan)
+        # What people accepted as normal (an alarm marked a false positive) on a machine
+        # without condition sensors: subtracted before its learned detectors judge it.
+        self._offset = np.zeros(n)
+        self._alarm_regime = np.full(n, -1, dtype=np.int64)  # of each sensor's last learned
+        # anomaly: where a false positive people mark applies
         self.health = HealthModel(spec)
         self._vibration = np.array(
             [i for i, s in enumerate(spec.sensors) if s.kind == "vibration"], dtype=np.int64
@@ -480,7 +478,7 @@ class MachineTwin:
         if self.detectors is not None:
             regime, settled = self.condition.update(self._value, now_s, self._running)
             normalised = self._normalised(scan, regime, settled)
-            verdict = self.detectors.process(scan, normalised, self._muted(regime))
+            verdict = self.detectors.process(scan, normalised)
             if settled:  # what the machine reads here now is its normal, unless in alarm
                 self.baseline.learn(regime, scan_values, now_s, hold=verdict.sensor_scores >= ALARM)
             result.scan_times_ms.append(now_ms)
@@ -498,7 +496,15 @@ class MachineTwin:
         once the machine has settled in a running regime. None (the raw scan) for a
         machine without condition sensors."""
         if not self._condition_mask.any():
-            return None
+            if not self._offset.any():
+                return None
+            return Scan(
+                scan.values - self._offset,
+                scan.times_s,
+                scan.state - self._offset,
+                scan.now_s,
+                scan.running,
+            )
         if regime <= IDLE:
             nan = np.full(self.n_sensors, np.nan)
             return Scan(nan, scan.times_s, nan, scan.now_s, False)
@@ -508,35 +514,18 @@ class MachineTwin:
         )
         return Scan(values, scan.times_s, state, scan.now_s, scan.running and settled)
 
-    def _muted(self, regime: int) -> np.ndarray | None:
-        """Sensors whose learned detectors are silent in ``regime`` (last entry: the
-        machine level, never muted here), or None. A sensor that moved materially from the
-        level people accepted is judged again (its acceptance lapses)."""
-        if regime <= IDLE:
-            return None
-        accepted = self._accepted[regime]
-        marked = ~np.isnan(accepted)
-        if not marked.any():
-            return None
-        recent = self.baseline.recent(regime)
-        spread = self.baseline.spread(regime)
-        with np.errstate(invalid="ignore"):
-            moved = np.abs(recent - accepted) > FALSE_POSITIVE_SPREADS * spread
-        lapsed = marked & moved
-        if lapsed.any():
-            self._accepted[regime] = np.where(lapsed, np.nan, accepted)
-        return np.append(marked & ~lapsed, False)
-
     def mark_false_positive(self, sensor: str | None, at_ms: int) -> None:
         """People judged an alarm of ``sensor`` (its name, e.g. ``"vibration"``; None: the
-        machine-level monitor) a false positive at ``at_ms``.
+        machine-level monitor) a false positive at ``at_ms``: what the sensor reads now is
+        normal for this machine.
 
-        A sensor's learned detectors stay silent on this machine, in the operating regime
-        it is in (or last ran in), while the sensor stays within
-        :data:`FALSE_POSITIVE_SPREADS` spreads of its normal from its recent level there;
-        a material change raises it again. A machine-level false positive makes the
-        multivariate monitor learn the machine afresh. Limits are never silenced. A mark
-        older than the last repair of the machine is ignored (it was about other parts).
+        The sensor's level becomes its normal in the operating regime of its last learned
+        anomaly (else the one the machine runs or last ran in), so the condition stops
+        alarming there, and alarms again only when the sensor moves materially (as far as
+        the detectors' own thresholds) from it; other regimes keep their normal. A
+        machine-level false positive makes the multivariate monitor learn the machine
+        afresh. Limits are never silenced. A mark older than the machine's last repair is
+        ignored (it was about the old part).
         """
         index = None
         if sensor is not None:
@@ -553,9 +542,24 @@ class MachineTwin:
                 if d.machine_level and callable(refit):
                     refit()
             return
-        regime = max(self.condition.last_running, 1)
-        level = self.baseline.recent(regime)[index]
-        self._accepted[regime, index] = level if math.isfinite(level) else self._value[index]
+        regime = int(self._alarm_regime[index])
+        if regime <= IDLE:  # no learned anomaly of it seen: where it runs (or last ran)
+            regime = max(self.condition.last_running, 1)
+        # The latest reading where it runs now (the hour's average may still be catching
+        # up); the recent level of another regime.
+        level = (
+            self._value[index]
+            if regime == self.condition.regime
+            else self.baseline.recent(regime)[index]
+        )
+        if not math.isfinite(level):
+            return
+        if self._condition_mask.any():
+            self.baseline.accept(regime, index, level)
+        else:
+            normal = self.baseline.expected(regime)[index]
+            if math.isfinite(normal):
+                self._offset[index] = level - normal
 
     def _accumulate_trend(self, sensors: np.ndarray, values: np.ndarray, now_ms: int) -> None:
         self._roll_bucket(now_ms)
@@ -588,9 +592,7 @@ class MachineTwin:
         )
         regime, settled = self.condition.update(state, empty.now_s, self._running)
         normalised = self._normalised(empty, regime, settled)
-        verdict = self.detectors.tick(
-            empty.now_s, state, self._running, normalised, self._muted(regime)
-        )
+        verdict = self.detectors.tick(empty.now_s, state, self._running, normalised)
         result.anomalies.extend(self._records(verdict.findings, empty, now_ms))
         return self._finish(result, now_ms=now_ms)
 
@@ -607,10 +609,12 @@ class MachineTwin:
             else:
                 value, when, sensor_id = math.nan, now_ms, None
             expected = f.expected
-            if f.anomaly_type is AnomalyType.STATISTICAL and self._condition_mask.any():
+            if f.anomaly_type is AnomalyType.STATISTICAL:
                 regime = self.condition.regime  # detectors judged it against this normal
-                expected = float(self.baseline.expected(max(regime, 0))[f.sensor])
-                f = replace(f, expected=expected)
+                self._alarm_regime[f.sensor] = regime
+                if self._condition_mask.any():
+                    expected = float(self.baseline.expected(max(regime, 0))[f.sensor])
+                    f = replace(f, expected=expected)
             out.append(
                 AnomalyRecord(
                     machine_id=self.machine_id,
@@ -756,7 +760,8 @@ class MachineTwin:
         # The repaired machine reads differently: its normal in every regime is learned
         # again, and what people accepted about the old part no longer applies.
         self.baseline.relearn()
-        self._accepted[:] = np.nan
+        self._offset[:] = 0.0
+        self._alarm_regime[:] = -1
 
     def rul_features(self) -> dict[str, float]:
         """Condition features a RUL model reads, per sensor (NaN while unknown):
@@ -937,7 +942,8 @@ class MachineTwin:
             "bucket_count": self._bucket_count,
             "life_sum": self._life_sum,
             "life_count": self._life_count,
-            "accepted": self._accepted,
+            "offset": self._offset,
+            "alarm_regime": self._alarm_regime,
         }
         return pack(
             {
@@ -993,7 +999,8 @@ class MachineTwin:
             "bucket_count",
             "life_sum",
             "life_count",
-            "accepted",
+            "offset",
+            "alarm_regime",
         ):
             current = getattr(self, "_" + key)
             restored = np.asarray(twin[key], dtype=current.dtype)

@@ -8,6 +8,7 @@ step, and still finds a fault inside either regime."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -44,9 +45,15 @@ def spec(condition: bool) -> MachineSpec:
     )
 
 
-def readings(hours: float, seed: int, fault_from_h: float | None = None) -> np.ndarray:
+def readings(
+    hours: float,
+    seed: int,
+    fault_from_h: float | None = None,
+    extra: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """(scans, 3): load alternating 50 % / 90 % every 2 h; from ``fault_from_h`` the
-    winding runs 6 degC hotter than its load explains (a developing insulation fault)."""
+    winding runs 6 degC hotter than its load explains (a developing insulation fault);
+    ``extra(hours, load)`` adds more degC."""
     rng = np.random.default_rng(seed)
     n = int(hours * 3600 / STEP_S)
     t_h = np.arange(n) * STEP_S / 3600
@@ -54,6 +61,8 @@ def readings(hours: float, seed: int, fault_from_h: float | None = None) -> np.n
     steady = 30.0 + 0.4 * load
     if fault_from_h is not None:
         steady = steady + np.where(t_h >= fault_from_h, 6.0, 0.0)
+    if extra is not None:
+        steady = steady + extra(t_h, load)
     temp = np.empty(n)
     temp[0] = steady[0]
     keep = math.exp(-STEP_S / TAU_S)
@@ -175,3 +184,64 @@ def test_bad_arguments_name_what_is_wrong() -> None:
                 "operating_condition": {"sensors": ["flow"]},
             }
         )
+
+
+def test_a_false_positive_silences_that_condition_in_that_regime_until_it_worsens() -> None:
+    def hotter(t_h: np.ndarray, load: np.ndarray) -> np.ndarray:
+        # From hour 24 the winding runs 4 degC hotter at 50 % load (a new cooling fan
+        # setting people know about), and from hour 40 another 6 degC hotter at 50 %.
+        at_half = load == 50.0
+        return np.where(at_half & (t_h >= 24), 4.0, 0.0) + np.where(at_half & (t_h >= 40), 6.0, 0.0)
+
+    def winding(found: list) -> list[float]:
+        return [
+            round((a.timestamp - T0) / 3_600_000, 2)
+            for a in learned(found)
+            if a.sensor_id == "M-9.winding_temp"
+        ]
+
+    data = readings(48, seed=4, extra=hotter)
+    twin = MachineTwin(spec(condition=True), config=CONFIG)
+    step = int(3600 / STEP_S)
+    assert winding(run(twin, data[: 26 * step], 0.0))  # the 4 degC step is found at 24 h
+    twin.mark_false_positive("winding_temp", T0 + 26 * 3_600_000)  # people: it is fine
+    quiet = winding(run(twin, data[26 * step : 40 * step], 26 * 3600.0))
+    assert quiet == []  # the same level at 50 % load (hours 28-30, 32-34 ...) is accepted
+    worse = winding(run(twin, data[40 * step :], 40 * 3600.0))
+    assert worse and worse[0] < 41.5  # 6 degC more: a material change, found again (once
+    # settled in the 50 % regime from 40 h)
+    with pytest.raises(ValueError, match="no sensor 'flow'"):
+        twin.mark_false_positive("flow", T0)
+
+
+def test_a_false_positive_marked_before_a_repair_is_ignored() -> None:
+    twin = MachineTwin(spec(condition=True), config=CONFIG)
+    run(twin, readings(3, seed=5), 0.0)
+    twin.record_repair("winding_insulation", T0 + 3 * 3_600_000)
+    twin.mark_false_positive("winding_temp", T0 + 3_600_000)  # about the old winding
+    assert twin.counters.get("false_positives", 0) == 0
+    twin.mark_false_positive("winding_temp", T0 + 4 * 3_600_000)
+    assert twin.counters["false_positives"] == 1
+
+
+def test_a_false_positive_on_a_machine_without_condition_sensors_shifts_its_normal() -> None:
+    rng = np.random.default_rng(6)
+    n = 24 * 60
+    t_h = np.arange(n) / 60
+    temp = 50.0 + np.where(t_h >= 8, 4.0, 0.0) + np.where(t_h >= 18, 6.0, 0.0)
+    data = np.column_stack(
+        [np.full(n, 70.0), temp + rng.normal(0, 0.3, n), 2.4 + rng.normal(0, 0.05, n)]
+    )
+    twin = MachineTwin(spec(condition=False), config=CONFIG)
+
+    def hot(rows: slice) -> list:
+        found = run(twin, data[rows], rows.start * STEP_S)
+        return [a for a in learned(found) if a.sensor_id == "M-9.winding_temp"]
+
+    assert hot(slice(0, 9 * 60))  # the 4 degC step at 8 h
+    twin.mark_false_positive("winding_temp", T0 + 9 * 3_600_000)
+    assert hot(slice(9 * 60, 18 * 60)) == []
+    assert hot(slice(18 * 60, n))  # 6 degC more
+    restored = MachineTwin(spec(condition=False), config=CONFIG)
+    restored.restore(twin.snapshot())
+    assert restored.snapshot() == twin.snapshot()

@@ -123,13 +123,9 @@ class DetectorSet:
         self._since = np.full(self.n_sensors + 1, np.nan)  # learned alarm began (data time)
         self._armed = np.zeros(self.n_sensors + 1, dtype=bool)  # in alarm at the last reading
 
-    def process(
-        self, scan: Scan, normalised: Scan | None = None, muted: np.ndarray | None = None
-    ) -> Verdict:
+    def process(self, scan: Scan, normalised: Scan | None = None) -> Verdict:
         """Score the scan with every detector, then let each learn from it. The learned
-        detectors see ``normalised`` (the scan against its operating regime) if given;
-        ``muted`` (one flag per sensor, then one for the machine) silences the learned
-        detectors there (a condition people marked a false positive)."""
+        detectors see ``normalised`` (the scan against its operating regime) if given."""
         self.detectors[0]._check(scan)  # all watch the same sensors: check once
         if normalised is not None:
             self.detectors[0]._check(normalised)
@@ -138,11 +134,6 @@ class DetectorSet:
             for d in self.detectors
         ]
         scores = [d.score_checked(x) for d, x in zip(self.detectors, seen, strict=True)]
-        if muted is not None and muted.any():
-            for i, d in enumerate(self.detectors):
-                if d.normalised:
-                    silent = muted[-1] if d.machine_level else muted[:-1]
-                    scores[i] = np.where(silent, 0.0, scores[i])
         s = self.n_sensors
         if self._sensor_level:
             stacked = np.stack([scores[i] for i in self._sensor_level])
@@ -279,12 +270,11 @@ class DetectorSet:
         state: np.ndarray,
         running: bool = True,
         normalised: Scan | None = None,
-        muted: np.ndarray | None = None,
     ) -> Verdict:
-        """Judge a moment with no new readings (finds stale sensors); ``normalised`` and
-        ``muted`` as in :meth:`process`."""
+        """Judge a moment with no new readings (finds stale sensors); ``normalised`` as in
+        :meth:`process`."""
         empty = np.full(self.n_sensors, np.nan)
-        return self.process(Scan(empty, empty, state, now_s, running), normalised, muted)
+        return self.process(Scan(empty, empty, state, now_s, running), normalised)
 
     def clone(self) -> DetectorSet:
         return copy.deepcopy(self)
