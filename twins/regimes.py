@@ -9,9 +9,15 @@ mean and spread of the sensor in regime ``r``, learned from training data.
 Regimes are found by clustering the operating settings (k-means on standardised
 settings, scikit-learn). The number of regimes is chosen, not given: the ``k`` up to
 ``max_regimes`` with the crispest clustering (highest silhouette), if that is at least
-``min_silhouette``; settings that only jitter around one point are one regime. A sensor
-that does not vary within any regime carries no information and is reported in
-``constant_``.
+``min_silhouette``; settings that only jitter around one point are one regime.
+
+**Resolution.** A sensor is read to some resolution (C-MAPSS writes two decimals): its
+``resolution_`` is the smallest step between two of its distinct training readings. A
+sensor whose spread within a regime is below one step only flips between neighbouring
+values there (rounding, not the machine), and a z-score against that spread turns a flip
+into a spike of dozens of standard deviations. So the spread is never taken below one
+step, and a sensor that does not vary by more than a step within any regime carries no
+information and is reported in ``constant_``.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -101,9 +107,14 @@ class OperatingRegimes:
                 raise ValueError(f"regime {r} has fewer than 2 training rows")
             self.sensor_mean_[r] = rows.mean(axis=0)
             self.sensor_std_[r] = rows.std(axis=0)
+        self.resolution_ = _resolution(v)
         tiny = self.sensor_std_ <= 1e-9 * np.maximum(np.abs(self.sensor_mean_), 1.0)
-        self.constant_ = tiny.all(axis=0)
-        self.sensor_std_ = np.where(tiny, 1.0, self.sensor_std_)
+        unresolved = tiny | (self.sensor_std_ <= self.resolution_)
+        self.constant_ = unresolved.all(axis=0)
+        floor = np.where(self.resolution_ > 0, self.resolution_, 1.0)
+        self.sensor_std_ = np.where(
+            unresolved, np.maximum(self.sensor_std_, floor), self.sensor_std_
+        )
         return self
 
     @property
@@ -147,8 +158,24 @@ class OperatingRegimes:
             "centres": self.centres_.tolist(),
             "sensor_mean": self.sensor_mean_.tolist(),
             "sensor_std": self.sensor_std_.tolist(),
+            "resolution": self.resolution_.tolist(),
             "constant": self.constant_.tolist(),
         }
+
+
+def _resolution(values: np.ndarray) -> np.ndarray:
+    """Per sensor, the smallest step between two distinct readings (0 for a sensor with a
+    single value). Steps below 1e-9 of the sensor's magnitude are float noise, not
+    resolution, and are ignored."""
+    out = np.zeros(values.shape[1])
+    for j in range(values.shape[1]):
+        distinct = np.unique(values[:, j])
+        if len(distinct) < 2:
+            continue
+        steps = np.diff(distinct)
+        steps = steps[steps > 1e-9 * max(float(np.abs(distinct).max()), 1.0)]
+        out[j] = float(steps.min()) if steps.size else 0.0
+    return out
 
 
 def _check(settings: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

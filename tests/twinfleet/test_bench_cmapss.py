@@ -70,9 +70,14 @@ def test_runs_end_to_end_and_predicts_wear(tmp_path: Path, regimes: int) -> None
     assert out.rmse < 0.65 * truth.std()
     assert 0.5 <= out.coverage <= 1.0
     assert np.all(out.lower <= out.median) and np.all(out.median <= out.upper)
-    # regimes were found and the constant sensors left out
+    # regimes were found, the constant sensors left out, the wear index is a channel
     assert out.model.features[0].startswith("s1.")
     assert not any(f.startswith(("s2.", "s6.", "s10.")) for f in out.model.features)
+    assert "wear_index.drift" in out.model.features
+    # what a median that stops at the cap could reach, from the truth and the cap alone
+    capped = np.minimum(truth, 125.0)
+    assert out.beyond_cap == int(np.sum(truth > 125))
+    assert out.rmse_floor == pytest.approx(float(np.sqrt(np.mean((capped - truth) ** 2))))
 
 
 @pytest.mark.slow
@@ -86,6 +91,8 @@ def test_main_and_the_cli_print_every_figure(
     assert "operating regimes: 1" in text
     for figure in ("RMSE", "PHM'08 score", "90 % interval", "mean interval width"):
         assert figure in text
+    assert "and the wear index" in text
+    assert re.search(r"true RUL above the cap \(100\) for \d+ of 20 test engines", text)
     rmse = float(re.search(r"RMSE (\d+\.\d+)", text).group(1))  # type: ignore[union-attr]
     assert rmse < 15
 

@@ -145,3 +145,53 @@ def test_bad_hyper_parameters_are_named(kwargs: dict[str, object], match: str) -
     args: dict[str, object] = {"features": ["wear"], **kwargs}
     with pytest.raises(ValueError, match=match):
         BoostedRulModel(**args)  # type: ignore[arg-type]
+
+
+def test_beyond_the_cap_the_interval_follows_the_fleets_lives() -> None:
+    # cap 60: early in life the index can only say "more than 60", the lives say how much
+    frame = landmarks()
+    model = BoostedRulModel(["wear", "noise"], cap=60.0, max_iter=80).fit(frame)
+    assert model.tail_ is not None
+    new = model.predict([0.0, 0.0], age=10.0)
+    assert new.median <= 61
+    assert new.upper > 150  # lives run 150-300 hours: far past the cap
+    test = landmarks(units=30, seed=9)
+    truth = (test["duration"] - test["entry"]).to_numpy()
+    inside = []
+    for row, age, r in zip(test[["wear", "noise"]].to_numpy(), test["entry"], truth, strict=True):
+        est = model.predict(row, age=float(age))
+        inside.append(est.lower <= r <= est.upper)
+    assert 0.8 <= np.mean(inside) <= 0.97
+    # the curve is one distribution: 0.5 at the median, the tails at the bounds, continuous
+    h = np.linspace(0, new.upper * 1.25, 2001)
+    s = model._survival(h, new.median)
+    assert np.all(np.diff(s) <= 1e-12)
+    junction = max(60.0, new.median)
+    below, above = model._survival(np.array([junction - 1e-6, junction + 1e-6]), new.median)
+    assert below == pytest.approx(above, abs=1e-6)
+    for level, at in ((0.5, new.median), (0.95, new.lower), (0.05, new.upper)):
+        assert float(model._survival(np.array([at]), new.median)[0]) == pytest.approx(
+            level, abs=1e-6
+        )
+
+
+def test_the_spread_is_calibrated_out_of_fold(model: BoostedRulModel) -> None:
+    s = model.summary_
+    # the factor is chosen so the out-of-fold interval holds exactly `confidence`
+    assert s["interval_coverage"] == pytest.approx(model.confidence, abs=0.01)
+    assert 0.25 <= model.spread_factor_ <= 4.0
+    assert s["spread_factor"] == model.spread_factor_
+
+
+def test_an_artifact_from_before_the_tail_still_loads(model: BoostedRulModel) -> None:
+    doc = json.loads(model.to_bytes())
+    old = BoostedRulModel.from_bytes(model.to_bytes())
+    old.tail_, old.spread_factor_ = None, 1.0  # what the first version fitted
+    old.version_ = old._version()
+    blob = old.to_bytes()
+    assert "tail" not in json.loads(blob) and "spread_factor" not in json.loads(blob)
+    again = BoostedRulModel.from_bytes(blob)
+    assert again.tail_ is None and again.spread_factor_ == 1.0
+    est = again.predict([0.5, 0.1], age=50.0)
+    assert est.lower < est.median < est.upper
+    assert doc["spread_factor"] == model.spread_factor_

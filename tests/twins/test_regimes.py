@@ -57,6 +57,39 @@ def test_per_regime_normalisation_removes_what_a_global_one_leaves() -> None:
     assert np.corrcoef(z[:, 0], global_z)[0, 1] < 0.2
 
 
+def test_a_sensor_read_at_its_resolution_gives_no_spikes_and_is_left_out() -> None:
+    # Like C-MAPSS sensor 10 on FD002: two decimals, and within each regime it only
+    # flips between two neighbouring values (a few rows of one regime at the other).
+    settings, values, regime = fleet()
+    rng = np.random.default_rng(2)
+    base = np.array([1.02, 1.3, 0.94, 1.08, 1.26, 1.02])[regime]
+    flips = np.where(rng.random(len(regime)) < 0.002, -0.01, 0.0)
+    quantised = np.round(base + flips, 2)
+    # and a coarse sensor that does vary: whole degrees, spread of several degrees
+    coarse = np.round(300 + 5 * regime + rng.normal(0, 3, len(regime)))
+    values = np.column_stack([values, quantised, coarse])
+    regimes = OperatingRegimes().fit(settings, values)
+    assert regimes.resolution_[3] == pytest.approx(0.01)
+    assert regimes.resolution_[4] == pytest.approx(1.0)
+    assert regimes.constant_.tolist() == [False, True, False, True, False]
+    z = regimes.transform(settings, values)
+    # one step is at most about one unit, not the dozens a z-score against the flips gives
+    assert np.abs(z[:, 3]).max() <= 1.01
+    # what the floor prevents: against its own spread in a regime, a flip is a spike
+    one = regime == regime[np.flatnonzero(flips)[0]]
+    naive = (quantised[one] - quantised[one].mean()) / quantised[one].std()
+    assert np.abs(naive).max() > 10
+    assert np.allclose(z[:, 4].std(), 1, atol=0.05)
+    assert regimes.to_dict()["resolution"][3] == pytest.approx(0.01)
+
+
+def test_a_continuous_sensor_has_no_resolution_floor() -> None:
+    settings, values, _ = fleet()
+    regimes = OperatingRegimes().fit(settings, values)
+    assert regimes.resolution_[0] < 1e-3
+    assert regimes.resolution_[1] == 0.0  # a single value: no step at all
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
