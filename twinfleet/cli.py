@@ -243,9 +243,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from twinfleet.benchmarks.cmapss import main as rul_main
 
         return rul_main(args.args)
+    from twinfleet.benchmarks import nab
+
+    rest = list(args.args)
+    if rest and rest[0] == "--nab":
+        return nab.main(rest[1:])
+    if len(rest) == 1 and nab.is_nab_root(rest[0]):  # a NAB folder given as the only PATH
+        return nab.main(rest)
     from twinfleet.benchmarks.skab import main as anomaly_main
 
-    return anomaly_main(args.args)
+    return anomaly_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,8 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="public benchmarks: rul (NASA C-MAPSS) or anomaly (SKAB)",
-        description="rul TRAIN TEST RUL [--cap 125] | anomaly PATH... "
+        help="public benchmarks: rul (NASA C-MAPSS) or anomaly (SKAB, NAB)",
+        description="rul TRAIN TEST RUL [--cap 125] | anomaly PATH... (SKAB files or folders) "
+        "| anomaly --nab [NAB_DIR] (NAB; a NAB folder, one holding combined_windows.json, "
+        "given as the only PATH also runs NAB) "
         "(each reads only the files it is given; add -h after the name for details)",
     )
     bench.add_argument("benchmark", choices=["rul", "anomaly"])

@@ -12,6 +12,7 @@ import pytest
 
 from schemas.anomaly import AnomalyType
 from twins.detectors.base import Detector, Scan, ScanBlock, SensorDetector
+from twins.detectors.drift import DriftDetector
 from twins.detectors.multivariate import PCAMonitor
 from twins.detectors.robust import RobustZScore
 from twins.detectors.rules import FlatlineRule, RateOfChangeRule, StaleRule, ThresholdRule
@@ -43,6 +44,7 @@ FACTORIES: dict[str, Callable[[int], SensorDetector]] = {
     "stale": lambda n: StaleRule(n, max_age_s=per_sensor([25.0, 60.0, None, 15.0], n)),
     "robust_zscore": lambda n: RobustZScore(n, threshold=4.0, warmup=20),
     "pca": lambda n: PCAMonitor(n, n_fit=50, variance=0.8, alpha=0.01),
+    "drift": lambda n: DriftDetector(n, warmup=20, accept_after=30),
     "smoothed_pca": lambda n: SmoothedPCAMonitor(  # fitted before WARM's stuck run
         n, n_fit=20, n_calibrate=10, smoothing=0.5, hold=1, window=2, slow_block=4, slow_share=0.9
     ),
@@ -420,6 +422,10 @@ BAD_ARGUMENTS: list[tuple[Callable[..., Any], dict[str, Any], str]] = [
     (SmoothedPCAMonitor, {"n_sensors": 4, "slow_block": 1}, "slow_block"),
     (SmoothedPCAMonitor, {"n_sensors": 4, "n_fit": 40, "slow_block": 21}, "slow_block"),
     (SmoothedPCAMonitor, {"n_sensors": 4, "slow_share": 0.0}, "slow_share"),
+    (DriftDetector, {"n_sensors": 0}, "n_sensors"),
+    (DriftDetector, {"n_sensors": 1, "margin": 1.0}, "margin"),
+    (DriftDetector, {"n_sensors": 1, "spans": [0.5]}, "spans"),
+    (DriftDetector, {"n_sensors": 1, "warmup": 1}, "warmup"),
 ]
 
 
