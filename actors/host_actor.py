@@ -334,6 +334,19 @@ class HostActor:
         await self._write_checkpoint(machine_id)
         return twin.state().model_dump_json()
 
+    async def mark_false_positive(self, machine_id: str, sensor: str | None, at_ms: int) -> str:
+        """People marked a condition false positive (``sensor``: the sensor's short name,
+        None for a machine-level one): the twin stops alarming on it for the machine and
+        its operating regime until it changes materially. The state and the checkpoint
+        are written at once, like :meth:`record_repair`. Returns the twin's new state
+        (JSON). An unknown machine raises ``KeyError``; what the twin refuses (an unknown
+        sensor) its ``ValueError``."""
+        twin = self.host.twins[machine_id]
+        twin.mark_false_positive(sensor, at_ms)
+        await self._write_state(machine_id)
+        await self._write_checkpoint(machine_id)
+        return twin.state().model_dump_json()
+
     async def sequences(self) -> dict[str, int]:
         return dict(self.ingest.sequence)
 

@@ -19,10 +19,23 @@ restarted by Ray). It
 * re-plans (CP-SAT, :mod:`maintenance.schedule`) when an order is created or changes,
   when a prediction moves an order's latest safe finish, and every ``replan_every_s``;
 * on a completed work order, tells the machine's twin (``repairs``: in ``twinfleet up``,
-  the fleet's host actor) so its wear for that failure mode starts again.
+  the fleet's host actor) so its wear for that failure mode starts again;
+* on an anomaly alert marked false positive, tells the machine's twin
+  (``false_positives``: the host actor's ``mark_false_positive``) so that the condition
+  stops alarming; kept in the bucket (``fp.<alert id>``) and retried each tick until the
+  twin has it, once. Other alerts marked false positive are only recorded (the
+  ``alerts`` table): a threshold rule is the plant's own limit, "no data" is a fact about
+  arrival, and a prediction's feedback is the training data of the RUL model;
+* answers the alarm KPIs (:mod:`maintenance.kpis`) over a period, and over the alerts
+  raised since it started in :meth:`MaintenanceService.status`.
 
-The clock is injectable (``clock``) so escalation is tested without sleeping; ``tick``
-runs one round of the periodic work by hand.
+Time is the plant's (:class:`maintenance.alerts.PlantClock`): the wall clock held back to
+the data's time in a replay, so that raising, clearing, escalation, shelving and "no data"
+run on the plant's minutes, not the replay's. Its offset is stored in the bucket
+(``clock.offset``) so a restart keeps it. The clock is injectable (``clock``: a plain
+clock replaces the plant clock, a :class:`PlantClock` over a test's wall clock keeps it) so
+escalation is tested without sleeping; ``tick`` runs one round of the periodic work by
+hand. The re-plan cadence (``replan_every_s``) counts wall time.
 """
 
 from __future__ import annotations
@@ -43,8 +56,9 @@ from pydantic import BaseModel, ValidationError
 from actors.bus import EVENTS, MAINTENANCE, ensure_bucket, ensure_jetstream
 from actors.notify import Webhook
 from maintenance import cmms, planning
-from maintenance.alerts import AlertBook, Raised
+from maintenance.alerts import AlertBook, PlantClock, Raised
 from maintenance.errors import Invalid, MaintenanceError
+from maintenance.kpis import alarm_kpis
 from maintenance.orders import WorkOrderBook
 from maintenance.schedule import plan as solve
 from schemas import subjects
@@ -53,11 +67,14 @@ from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import datetime_to_ms
 from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus
 from schemas.maintenance_api import (
+    AlarmKpis,
     AlertAction,
     AlertFilter,
     CreateWorkOrder,
+    KpiRequest,
     MaintenancePlan,
     ScheduleRequest,
+    ShelveAlert,
     UpdateWorkOrder,
     WorkOrderCreated,
     WorkOrderFilter,
@@ -69,6 +86,10 @@ from schemas.twin import TwinChanged
 log = logging.getLogger("twinfleet.maintenance")
 
 Repairs = Callable[[str, str | None, int], Awaitable[Any]]
+FalsePositives = Callable[[str, str | None, int], Awaitable[Any]]
+"""``(machine_id, sensor name or None, at_ms)``: tell the twin a condition was wrong."""
+KPI_SPAN = timedelta(hours=24)
+"""The alarm KPIs' default period: the day before now."""
 SCHEDULE_RULE = AlertRule(id="schedule", kind=RuleKind.SCHEDULE, severity=Severity.CRITICAL)
 """Built in: an order the planner cannot place before its latest safe finish."""
 
@@ -87,8 +108,9 @@ class MaintenanceService:
         plant: Plant,
         nats_url: str,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] | None = None,
         repairs: Repairs | None = None,
+        false_positives: FalsePositives | None = None,
         tick_s: float = 5.0,
         plan_time_limit_s: float = 5.0,
         horizon_h: float = 168.0,
@@ -97,8 +119,11 @@ class MaintenanceService:
     ):
         self.plant = plant
         self.nats_url = nats_url
-        self.clock = clock
+        self.clock: Callable[[], datetime] = clock if clock is not None else PlantClock(utc_now)
+        self.plant_clock = self.clock if isinstance(self.clock, PlantClock) else None
+        self._wall = self.plant_clock.wall if self.plant_clock is not None else self.clock
         self.repairs = repairs
+        self.false_positives = false_positives
         self.tick_s = tick_s
         self.plan_time_limit_s = plan_time_limit_s
         self.horizon_h = horizon_h
@@ -116,6 +141,12 @@ class MaintenanceService:
         self._pending_repairs: dict[str, tuple[str, str | None, int]] = {}
         """Completed work orders whose repair the twin has not been told yet (also in the
         bucket under ``repair.<id>``, so a restart does not forget them)."""
+        self._pending_feedback: dict[str, tuple[str, str | None, int]] = {}
+        """Alerts marked false positive the twin has not been told yet (``fp.<id>``)."""
+        self.last_feedback_refusal: str | None = None
+        self._stored_offset: int | None = None
+        self._since: datetime | None = None
+        """The alarm KPIs of :meth:`status` count the alerts raised since then."""
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[Any] = []
         self._nc: Any = None
@@ -135,6 +166,12 @@ class MaintenanceService:
         await ensure_jetstream(self._js)
         self._kv = await ensure_bucket(self._js, MAINTENANCE)
         await self._load()
+        if self.plant_clock is None or self.plant_clock.offset_ms is not None:
+            self._since = self.clock()
+        for rule in self.plant.alert_rules:
+            advice = rule.advice()
+            if advice:
+                log.warning("alert rules: %s", advice)
         alerting = self.plant.alerting
         if alerting.webhook_url:
             self.alert_hook = Webhook(alerting.webhook_url, alerting.webhook_retries).start()
@@ -194,6 +231,13 @@ class MaintenanceService:
             elif kind == "repair":
                 machine, mode, at_ms = json.loads(entry.value)
                 self._pending_repairs[name] = (machine, mode, int(at_ms))
+            elif kind == "fp":
+                machine, sensor, at_ms = json.loads(entry.value)
+                self._pending_feedback[name] = (machine, sensor, int(at_ms))
+            elif key == "clock.offset" and self.plant_clock is not None:
+                self._stored_offset = int(entry.value)
+                if self.plant_clock.offset_ms is None:
+                    self.plant_clock.offset_ms = self._stored_offset
         self.alerts = AlertBook(self.plant, alerts)
         self.orders = WorkOrderBook(self.plant, orders)
         self._replan_due = bool(self.orders.open_orders())
@@ -217,8 +261,15 @@ class MaintenanceService:
         return alert
 
     async def _raised(self, raised: list[Raised]) -> None:
+        """Store each; notify the new ones and those whose severity went up (unless
+        shelved)."""
         for r in raised:
-            await self._save_alert(r.alert, "raised" if r.new else None)
+            event = None
+            if r.new:
+                event = "raised"
+            elif r.worse and not r.alert.shelved:
+                event = "severity_raised"
+            await self._save_alert(r.alert, event)
             if not r.new:
                 self.counters["alerts_repeated"] += 1
 
@@ -232,7 +283,7 @@ class MaintenanceService:
         )
         if self.cmms_hook is not None:
             self.cmms_hook.send(
-                cmms.webhook_body(event, order, self.clock()), {"Idempotency-Key": key}
+                cmms.webhook_body(event, order, self._wall()), {"Idempotency-Key": key}
             )
         self.counters[f"workorders_{event}"] += 1
         return order
@@ -277,15 +328,24 @@ class MaintenanceService:
                     )
                 await msg.ack()
 
+    def _observe(self, data_ms: int | None) -> None:
+        """An event's data time moves the plant clock (see :class:`PlantClock`)."""
+        if self.plant_clock is None or data_ms is None:
+            return
+        self.plant_clock.observe(data_ms)
+        if self._since is None and self.plant_clock.offset_ms is not None:
+            self._since = self.clock()  # the data time of the first event
+
     async def _apply_event(self, kind: str, data: bytes) -> None:
-        now = self.clock()
         try:
             if kind == "anomaly":
-                await self._raised(
-                    self.alerts.on_anomaly(AnomalyRecord.model_validate_json(data), now)
-                )
+                anomaly = AnomalyRecord.model_validate_json(data)
+                self._observe(anomaly.timestamp)
+                await self._raised(self.alerts.on_anomaly(anomaly, self.clock()))
             else:
-                await self._on_rul(RulPrediction.model_validate_json(data), now)
+                prediction = RulPrediction.model_validate_json(data)
+                self._observe(prediction.predicted_at)
+                await self._on_rul(prediction, self.clock())
             self.counters[f"{kind}_events"] += 1
         except ValidationError as exc:
             self.counters[f"{kind}_rejected"] += 1
@@ -324,6 +384,7 @@ class MaintenanceService:
             self.counters["twin_rejected"] += 1
             return
         async with self._lock:
+            self._observe(event.last_update)
             await self._raised(self.alerts.on_twin(event, self.clock()))
 
     # -- periodic work ---------------------------------------------------------------------
@@ -343,13 +404,18 @@ class MaintenanceService:
         now = self.clock()
         async with self._lock:
             await self._raised(self.alerts.check_no_data(now))
+            for alert, active in self.alerts.unshelve_due(now):
+                self.counters["shelves_expired"] += 1
+                await self._save_alert(alert, "unshelved" if active else None)
             for alert in self.alerts.clear_quiet(now):
                 await self._save_alert(alert, "resolved")
             for alert in self.alerts.escalate_due(now):
                 await self._save_alert(alert, "escalated")
             await self._tell_repairs()
+            await self._tell_false_positives()
             await self._prune(now)
-            stale = self._last_plan is None or now - self._last_plan > timedelta(
+            await self._store_clock()
+            stale = self._last_plan is None or self._wall() - self._last_plan > timedelta(
                 seconds=self.replan_every_s
             )
             if self._replan_due or (stale and self.orders.open_orders()):
@@ -367,6 +433,46 @@ class MaintenanceService:
                 self.counters["repairs_told"] += 1
             del self._pending_repairs[workorder_id]
             await self._kv.delete(f"repair.{workorder_id}")
+
+    async def _tell_false_positives(self) -> None:
+        """Tell the twins the conditions marked false positive; a host that is restarting
+        is asked again at the next tick, one that refuses (an unknown machine or sensor, a
+        twin without the method) is not asked again: logged and counted."""
+        for alert_id, (machine_id, sensor, at_ms) in list(self._pending_feedback.items()):
+            if self.false_positives is not None:
+                try:
+                    await self.false_positives(machine_id, sensor, at_ms)
+                except (ValueError, KeyError, AttributeError, TypeError) as exc:
+                    log.error(
+                        "%s's twin refused the false positive of %s (%s): %s",
+                        machine_id,
+                        alert_id,
+                        sensor,
+                        exc,
+                    )
+                    self.counters["false_positives_refused"] += 1
+                    self.last_feedback_refusal = f"{alert_id} on {machine_id}: {exc!r}"[:1000]
+                except Exception as exc:  # the twin's host is restarting: at the next tick
+                    log.warning(
+                        "could not tell %s's twin about a false positive: %s", machine_id, exc
+                    )
+                    self.counters["false_positives_retried"] += 1
+                    continue
+                else:
+                    self.counters["false_positives_told"] += 1
+            del self._pending_feedback[alert_id]
+            await self._kv.delete(f"fp.{alert_id}")
+
+    async def _store_clock(self) -> None:
+        """Keep the plant clock's offset in the bucket (when it moved)."""
+        clock = self.plant_clock
+        if (
+            clock is not None
+            and clock.offset_ms is not None
+            and clock.offset_ms != self._stored_offset
+        ):
+            await self._kv.put("clock.offset", str(clock.offset_ms).encode())
+            self._stored_offset = clock.offset_ms
 
     async def _prune(self, now: datetime) -> None:
         """Forget alerts and work orders closed more than ``keep_closed_days`` ago (they
@@ -420,7 +526,7 @@ class MaintenanceService:
                 )
                 await self._raised([r])
         self.plan = view
-        self._last_plan = now
+        self._last_plan = self._wall()
         self._replan_due = False
         self.counters["replans"] += 1
         return view
@@ -530,7 +636,56 @@ class MaintenanceService:
                 a.alert_id, a.actor, a.note, self.clock(), false_positive=a.false_positive
             )
             false = alert.status is AlertStatus.FALSE_POSITIVE
-            return await self._save_alert(alert, "false_positive" if false else "resolved")
+            alert = await self._save_alert(alert, "false_positive" if false else "resolved")
+            if false:
+                await self._feedback(alert)
+            return alert
+
+    async def _feedback(self, alert: Alert) -> None:
+        """An anomaly alert marked false positive goes to the machine's twin: the sensor's
+        short name (None for a machine-level condition) and when it was marked."""
+        if alert.kind is not RuleKind.ANOMALY:
+            self.counters["false_positives_recorded_only"] += 1
+            return
+        sensor = None if alert.subject in ("", "machine") else alert.subject
+        at = alert.resolved_at or self.clock()
+        feedback = (alert.machine_id, sensor, datetime_to_ms(at))
+        self._pending_feedback[alert.alert_id] = feedback
+        await self._kv.put(f"fp.{alert.alert_id}", json.dumps(feedback).encode())
+        await self._tell_false_positives()
+
+    async def shelve(self, s: ShelveAlert) -> Alert:
+        async with self._lock:
+            alert = self.alerts.shelve(s.alert_id, s.actor, s.reason, s.minutes, self.clock())
+            return await self._save_alert(alert, "shelved")
+
+    async def unshelve(self, a: AlertAction) -> Alert:
+        async with self._lock:
+            alert = self.alerts.unshelve(a.alert_id, a.actor, a.note, self.clock())
+            return await self._save_alert(alert, "unshelved")
+
+    def kpis(self, start: datetime | None = None, end: datetime | None = None) -> AlarmKpis:
+        """The alarm KPIs over ``[start, end)`` (default: the day before the plant's now)
+        of the alerts the service holds (closed ones for ``keep_closed_days``)."""
+        end = end if end is not None else self.clock()
+        start = start if start is not None else end - KPI_SPAN
+        site_of = {m.id: m.site for m in self.plant.machines}
+        return alarm_kpis(self.alerts.alerts.values(), site_of, start, end)
+
+    async def alarm_kpis(self, r: KpiRequest) -> AlarmKpis:
+        end = r.end if r.end is not None else self.clock()
+        start = r.start if r.start is not None else end - KPI_SPAN
+        if start >= end:
+            raise Invalid(
+                f"start ({start.isoformat()}) must be before end ({end.isoformat()})", "start"
+            )
+        if end - start > timedelta(days=self.keep_closed_days):
+            raise Invalid(
+                f"the period is at most {self.keep_closed_days:g} days (what the service "
+                "keeps of closed alerts)",
+                "start",
+            )
+        return self.kpis(start, end)
 
     async def schedule(self, r: ScheduleRequest) -> MaintenancePlan:
         if self.plan is not None and self.plan.horizon_hours == r.horizon_hours:
@@ -552,19 +707,37 @@ class MaintenanceService:
         "alerts.list": (AlertFilter, list_alerts),
         "alerts.acknowledge": (AlertAction, acknowledge),
         "alerts.resolve": (AlertAction, resolve),
+        "alerts.shelve": (ShelveAlert, shelve),
+        "alerts.unshelve": (AlertAction, unshelve),
+        "alerts.kpis": (KpiRequest, alarm_kpis),
         "schedule": (ScheduleRequest, schedule),
         "replan": (ScheduleRequest, replan),
         "export.csv": (WorkOrderFilter, export_csv),
     }
 
     async def status(self) -> dict[str, Any]:
-        """Counts, the next scheduled work, what could not be scheduled, the plan's cost."""
+        """Counts, the next scheduled work, what could not be scheduled, the plan's cost,
+        the alarm KPIs of the alerts raised since the service started (``alarm_kpis``, and
+        as text ``alarm_kpis_text``), the plant clock and advice on the alert rules."""
         open_alerts = [a for a in self.alerts.alerts.values() if not a.status.closed]
         plan = self.plan
         titles = {o.workorder_id: o.title for o in self.orders.orders.values()}
+        now = self.clock()
+        since = self._since if self._since is not None else now
+        kpis = self.kpis(since, now) if since < now else None
+        clock = self.plant_clock
         return {
             "open_alerts": len(open_alerts),
             "critical_alerts": sum(a.severity is Severity.CRITICAL for a in open_alerts),
+            "shelved_alerts": sum(a.shelved for a in open_alerts),
+            "plant_time": now.isoformat(),
+            "plant_clock_offset_s": (
+                None if clock is None or clock.offset_ms is None else min(clock.offset_ms, 0) / 1000
+            ),
+            "alarm_kpis": kpis.model_dump(mode="json") if kpis else None,
+            "alarm_kpis_text": kpis.lines() if kpis else [],
+            "rule_advice": [a for r in self.plant.alert_rules if (a := r.advice())],
+            "last_feedback_refusal": self.last_feedback_refusal,
             "open_work_orders": len(self.orders.open_orders()),
             "unscheduled": len(plan.unscheduled) if plan else 0,
             "next": [
@@ -590,6 +763,22 @@ def _jsonable(result: Any) -> Any:
     return result
 
 
+def fleet_false_positives(access: Any) -> FalsePositives:
+    """Tell a false positive to the machine's host actor (``access``: an
+    :class:`actors.access.FleetAccess`), whose ``mark_false_positive`` writes the twin's state
+    and checkpoint. An actor Ray cannot find now (the registry or the host restarting) is a
+    ``ConnectionError``, retried, not a refusal."""
+
+    async def false_positive(machine_id: str, sensor: str | None, at_ms: int) -> str:
+        try:
+            host = await access.host_of(machine_id)
+        except ValueError as exc:  # ray.get_actor: no such actor (yet)
+            raise ConnectionError(str(exc)) from exc
+        return str(await host.mark_false_positive.remote(machine_id, sensor, at_ms))
+
+    return false_positive
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
 class MaintenanceActor:
     """The service in ``twinfleet up``: it tells completed repairs to the fleet's twins;
@@ -601,7 +790,10 @@ class MaintenanceActor:
 
         access = FleetAccess(fleet_name)
         self.service = MaintenanceService(
-            Plant.model_validate_json(plant_json), nats_url, repairs=access.record_repair
+            Plant.model_validate_json(plant_json),
+            nats_url,
+            repairs=access.record_repair,
+            false_positives=fleet_false_positives(access),
         )
         self.started: asyncio.Task[MaintenanceService] | None = None
 

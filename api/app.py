@@ -30,6 +30,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
@@ -58,9 +59,12 @@ from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
 from schemas import subjects
 from schemas.maintenance_api import (
+    AlertAction,
     AlertFilter,
     CreateWorkOrder,
+    KpiRequest,
     ScheduleRequest,
+    ShelveAlert,
     WorkOrderFilter,
     WorkOrderRequest,
 )
@@ -415,6 +419,7 @@ def create_app(services: Services) -> FastAPI:
         status: Annotated[list[str] | None, Query()] = None,
         min_severity: str | None = None,
         rule_id: str | None = None,
+        shelved: bool | None = None,
         limit: int = 1_000,
     ) -> dict[str, Any]:
         """Alerts (``status`` repeated or comma-separated), as the alert manager holds
@@ -425,10 +430,59 @@ def create_app(services: Services) -> FastAPI:
             status=_split(status),
             min_severity=min_severity,
             rule_id=rule_id,
+            shelved=shelved,
             limit=limit,
         )
         alerts = await services.require_maintenance().list_alerts(wanted)
         return {"count": len(alerts), "alerts": [alert_doc(a) for a in alerts]}
+
+    @app.get("/api/v1/maintenance/alerts/kpis", tags=["maintenance"])
+    async def alarm_kpis(
+        who: Annotated[Principal, Depends(viewer)],
+        start: str | None = None,
+        end: str | None = None,
+    ) -> dict[str, Any]:
+        """Alarm KPIs (ISA-18.2, EEMUA 191) of the alerts raised in ``[start, end)``
+        (ISO 8601 with a zone; default: the 24 hours before the plant's now): per site
+        and hour, the peak in 10 minutes, the share by priority, standing alerts, the top
+        bad actors."""
+        request = valid(KpiRequest, start=parse_time(start, "start"), end=parse_time(end, "end"))
+        kpis = await services.require_maintenance().alarm_kpis(request)
+        return kpis.model_dump(mode="json")
+
+    @app.post("/api/v1/maintenance/alerts/{alert_id}/shelve", tags=["maintenance"])
+    async def shelve_alert(
+        alert_id: str, body: ShelveBody, who: Annotated[Principal, Depends(operator)]
+    ) -> dict[str, Any]:
+        """Shelve an alert for ``minutes`` (at most the plant's
+        ``alerting.max_shelve_minutes``, 24 h by default) with a ``reason``: it notifies
+        nothing and does not escalate until it comes back by itself."""
+        request = valid(
+            ShelveAlert,
+            alert_id=alert_id,
+            actor=who.subject,
+            minutes=body.minutes,
+            reason=body.reason,
+        )
+        alert = await services.require_maintenance().shelve_alert(request)
+        await audit.record(
+            services,
+            who,
+            "shelve_alert",
+            alert.alert_id,
+            {"minutes": body.minutes, "reason": body.reason},
+        )
+        return alert_doc(alert)
+
+    @app.delete("/api/v1/maintenance/alerts/{alert_id}/shelve", tags=["maintenance"])
+    async def unshelve_alert(
+        alert_id: str, who: Annotated[Principal, Depends(operator)], note: str = ""
+    ) -> dict[str, Any]:
+        """Bring a shelved alert back before its time is up."""
+        action = valid(AlertAction, alert_id=alert_id, actor=who.subject, note=note)
+        alert = await services.require_maintenance().unshelve_alert(action)
+        await audit.record(services, who, "unshelve_alert", alert.alert_id, {"note": note})
+        return alert_doc(alert)
 
     # -- GraphQL --------------------------------------------------------------------------
     async def graphql_context(connection: HTTPConnection) -> dict[str, Any]:
@@ -504,6 +558,15 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(router, prefix="/graphql")
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     return app
+
+
+class ShelveBody(BaseModel):
+    """The body of ``POST /api/v1/maintenance/alerts/{alert_id}/shelve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minutes: float
+    reason: str
 
 
 def _split(values: list[str] | None) -> list[str]:

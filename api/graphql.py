@@ -6,11 +6,12 @@ A machine's sensors (``Asset.sensors``, ``Asset.sensor(name)``) have their time 
 (``Asset.history(start, end)``), read from PostgreSQL (:mod:`api.history`); times are
 ``DateTime`` with a zone, the range defaults to the 24 hours before now.
 
-Work orders, alerts and the technicians' plan (``workOrders``, ``alerts``, ``schedule``,
-``Asset.maintenanceSchedule``; the mutations ``createWorkOrder``, ``updateWorkOrder``,
-``acknowledgeAlert``, ``resolveAlert``, ``replan``) come from the maintenance service over
-NATS (:mod:`api.maintenance`); ``alertRaised`` and ``workOrderChanged`` deliver every
-change it publishes.
+Work orders, alerts and the technicians' plan (``workOrders``, ``alerts``, ``alarmKpis``,
+``schedule``, ``Asset.maintenanceSchedule``; the mutations ``createWorkOrder``,
+``updateWorkOrder``, ``acknowledgeAlert``, ``resolveAlert``, ``shelveAlert``,
+``unshelveAlert``, ``replan``) come from the maintenance service over NATS
+(:mod:`api.maintenance`); ``alertRaised`` and ``workOrderChanged`` deliver every change it
+publishes.
 
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
 ``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
@@ -60,7 +61,9 @@ from schemas.maintenance_api import (
     AlertAction,
     AlertFilter,
     CreateWorkOrder,
+    KpiRequest,
     ScheduleRequest,
+    ShelveAlert,
     UpdateWorkOrder,
     WorkOrderFilter,
     WorkOrderRequest,
@@ -565,6 +568,12 @@ class Alert:
     escalation_level: int
     escalated_at: str | None
     workorder_id: strawberry.ID | None
+    first_seen_at: str | None
+    shelved: bool
+    shelved_until: str | None
+    shelved_at: str | None
+    shelved_by: str | None
+    shelve_reason: str
 
     @classmethod
     def of(cls, alert: Any) -> Alert:
@@ -593,6 +602,86 @@ class Alert:
             workorder_id=None
             if doc["workorder_id"] is None
             else strawberry.ID(doc["workorder_id"]),
+            first_seen_at=doc["first_seen_at"],
+            shelved=alert.shelved,
+            shelved_until=doc["shelved_until"],
+            shelved_at=doc["shelved_at"],
+            shelved_by=doc["shelved_by"],
+            shelve_reason=doc["shelve_reason"],
+        )
+
+
+@strawberry.type
+class SeverityShare:
+    severity: str
+    raised: int
+    share: float
+
+
+@strawberry.type
+class SiteAlarmKpis:
+    site_id: str
+    raised: int
+    per_hour: float
+    peak_10min: int
+    peak_10min_at: str | None
+    standing_24h: int
+
+
+@strawberry.type
+class BadActor:
+    """A source of many alerts: ``machine.sensor`` or ``machine/subject``."""
+
+    source: str
+    machine_id: strawberry.ID
+    site_id: str
+    raised: int
+    repeats: int
+
+
+@strawberry.type
+class AlarmKpis:
+    """Alarm KPIs (ISA-18.2, EEMUA 191) of the alerts raised in a period; ``text``: the
+    same for people."""
+
+    start: str
+    end: str
+    hours: float
+    raised: int
+    per_hour: float
+    peak_10min: int
+    peak_10min_at: str | None
+    by_severity: list[SeverityShare]
+    sites: list[SiteAlarmKpis]
+    standing_24h: int
+    bad_actors: list[BadActor]
+    text: list[str]
+
+    @classmethod
+    def of(cls, kpis: Any) -> AlarmKpis:
+        doc = kpis.model_dump(mode="json")
+        return cls(
+            start=doc["start"],
+            end=doc["end"],
+            hours=doc["hours"],
+            raised=doc["raised"],
+            per_hour=doc["per_hour"],
+            peak_10min=doc["peak_10min"],
+            peak_10min_at=doc["peak_10min_at"],
+            by_severity=[SeverityShare(**s) for s in doc["by_severity"]],
+            sites=[SiteAlarmKpis(**s) for s in doc["sites"]],
+            standing_24h=doc["standing_24h"],
+            bad_actors=[
+                BadActor(
+                    source=b["source"],
+                    machine_id=strawberry.ID(b["machine_id"]),
+                    site_id=b["site_id"],
+                    raised=b["raised"],
+                    repeats=b["repeats"],
+                )
+                for b in doc["bad_actors"]
+            ],
+            text=kpis.lines(),
         )
 
 
@@ -1012,6 +1101,7 @@ class AlertFilterInput:
     status: list[str] | None = None
     min_severity: str | None = None
     rule_id: str | None = None
+    shelved: bool | None = None
 
 
 @strawberry.input
@@ -1191,12 +1281,28 @@ class Query:
                     "status": f.status,
                     "min_severity": f.min_severity,
                     "rule_id": f.rule_id,
+                    "shelved": f.shelved,
                 }
             ),
             limit=_limit(limit),
         )
         alerts = await _asked(_maintenance(info).list_alerts(wanted))
         return [Alert.of(a) for a in alerts]
+
+    @strawberry.field
+    async def alarm_kpis(
+        self, info: Info, start: datetime | None = None, end: datetime | None = None
+    ) -> AlarmKpis:
+        """Alarm KPIs of the alerts raised in ``[start, end)`` (default: the 24 hours
+        before the plant's now)."""
+        _need(info, Role.VIEWER, "reading alarm KPIs")
+        try:
+            lo = None if start is None else aware(start, "start")
+            hi = None if end is None else aware(end, "end")
+        except ApiError as exc:
+            raise _error(exc) from None
+        request = _model(KpiRequest, **_present({"start": lo, "end": hi}))
+        return AlarmKpis.of(await _asked(_maintenance(info).alarm_kpis(request)))
 
     @strawberry.field
     async def schedule(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:
@@ -1518,6 +1624,38 @@ class Mutation:
             alert.alert_id,
             {"note": note, "false_positive": false_positive},
         )
+        return Alert.of(alert)
+
+    @strawberry.mutation
+    async def shelve_alert(
+        self, info: Info, alert_id: strawberry.ID, minutes: float, reason: str
+    ) -> Alert:
+        """Shelve the alert for ``minutes`` (at most the plant's
+        ``alerting.max_shelve_minutes``) saying why: no notifications and no escalation
+        until it comes back by itself."""
+        who = _need(info, Role.OPERATOR, "shelving an alert")
+        request = _model(
+            ShelveAlert, alert_id=str(alert_id), actor=who.subject, minutes=minutes, reason=reason
+        )
+        alert = await _asked(_maintenance(info).shelve_alert(request))
+        await audit.record(
+            _services(info),
+            who,
+            "shelve_alert",
+            alert.alert_id,
+            {"minutes": minutes, "reason": reason},
+        )
+        return Alert.of(alert)
+
+    @strawberry.mutation
+    async def unshelve_alert(
+        self, info: Info, alert_id: strawberry.ID, note: str | None = None
+    ) -> Alert:
+        """Bring a shelved alert back before its time is up."""
+        who = _need(info, Role.OPERATOR, "unshelving an alert")
+        action = _model(AlertAction, alert_id=str(alert_id), actor=who.subject, note=note or "")
+        alert = await _asked(_maintenance(info).unshelve_alert(action))
+        await audit.record(_services(info), who, "unshelve_alert", alert.alert_id, {"note": note})
         return Alert.of(alert)
 
     @strawberry.mutation

@@ -35,11 +35,14 @@ from schemas import subjects
 from schemas.alerts import Alert
 from schemas.maintenance import Technician, WorkOrder
 from schemas.maintenance_api import (
+    AlarmKpis,
     AlertAction,
     AlertFilter,
     CreateWorkOrder,
+    KpiRequest,
     MaintenancePlan,
     ScheduleRequest,
+    ShelveAlert,
     UpdateWorkOrder,
     WorkOrderCreated,
     WorkOrderFilter,
@@ -230,6 +233,20 @@ class MaintenanceClient:
 
     async def resolve_alert(self, action: AlertAction) -> Alert:
         result: Alert = await self._typed("alerts.resolve", action, Alert.model_validate)
+        return result
+
+    async def shelve_alert(self, request: ShelveAlert) -> Alert:
+        result: Alert = await self._typed("alerts.shelve", request, Alert.model_validate)
+        return result
+
+    async def unshelve_alert(self, action: AlertAction) -> Alert:
+        result: Alert = await self._typed("alerts.unshelve", action, Alert.model_validate)
+        return result
+
+    async def alarm_kpis(self, request: KpiRequest | None = None) -> AlarmKpis:
+        result: AlarmKpis = await self._typed(
+            "alerts.kpis", request or KpiRequest(), AlarmKpis.model_validate
+        )
         return result
 
     async def schedule(self, request: ScheduleRequest | None = None) -> MaintenancePlan:

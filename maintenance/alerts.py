@@ -8,11 +8,34 @@ While an alert for it is open or acknowledged, a repeat adds to its ``count`` (a
 raises its severity if the repeat is worse) instead of raising another.
 Once resolved (or marked false positive), the next occurrence opens a new alert.
 
+Alarm management (ISA-18.2, EEMUA 191):
+
+* **Severity.** A threshold anomaly keeps the detector's severity (critical only beyond a
+  critical limit). An alert on a statistical anomaly starts at its rule's ``severity``
+  (low by default) and goes up one step for each ``persist_minutes`` its condition has
+  kept repeating, and one step when it is corroborated: another sensor or detector of
+  the machine in alarm within ``corroborate_minutes``, a worsening RUL prediction
+  (median :data:`RUL_WORSENING` lower than the one before, made within
+  :data:`RUL_FRESH`), or an open RUL alert of the machine. Never above ``escalate_to``.
+  A predictive rule gives its ``severity``; ``within_repair_lead_time`` measures the
+  failure probability over the repair's duration plus a planning lead.
+* **On-delay.** A condition is raised only once it has kept repeating for its rule's
+  ``on_delay_minutes`` (a critical one at once); until then it is pending. A pending
+  condition quiet for the rule's ``clear_after_minutes`` (or :data:`PENDING_QUIET`) is
+  forgotten.
+* **Off-delay.** An anomaly or threshold alert whose rule sets ``clear_after_minutes``
+  resolves itself (return to normal) when its condition has not repeated for that long.
+  "No data" alerts resolve themselves when data returns.
+* **Deadband.** A threshold condition, once crossed, lasts until the value is back past
+  the limit by the rule's ``deadband``: readings in between are repeats.
+* **Shelving.** An operator shelves an alert for a bounded time with a reason: it
+  notifies nothing, does not escalate and does not return to normal while shelved; at
+  expiry it comes back (or, if its condition stopped, resolves).
+
 A critical alert nobody acknowledged escalates after the rule's (or the plant's)
 ``escalate_after_minutes``, then again after each further period: ``escalation_level``
-counts the escalations. "No data" alerts resolve themselves when data returns; an
-anomaly or threshold alert whose rule sets ``clear_after_minutes`` resolves itself (return
-to normal) when its condition has not repeated for that long.
+counts the escalations, from when the alert became critical (time spent shelved does not
+count).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from schemas.plant import load_plant
@@ -30,29 +53,109 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from maintenance.errors import Conflict, NotFound
+from maintenance.errors import Conflict, Invalid, NotFound
 from maintenance.schedule import failure_probability
-from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
+from schemas.alerts import STATISTICAL_TYPES, Alert, AlertRule, AlertStatus, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
-from schemas.common import Quality
+from schemas.common import Quality, datetime_to_ms
 from schemas.maintenance_api import AlertFilter
 from schemas.plant import MachineSpec, Plant
 from schemas.rul import RulPrediction
 from schemas.twin import TwinChanged
 
 SYSTEM = "system"
+SEVERITIES = sorted(Severity, key=lambda s: s.rank)
+PENDING_QUIET = timedelta(minutes=60)
+"""A pending condition (on-delay) of a rule without ``clear_after_minutes`` is forgotten
+after this long without a repeat."""
+RUL_WORSENING = 0.1
+"""A prediction whose median is this fraction lower than the one before is worsening."""
+RUL_FRESH = timedelta(hours=24)
+"""A worsening prediction corroborates for this long."""
+Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
 class Raised:
-    """An alert after an observation; ``new``: first occurrence (notify), else a repeat."""
+    """An alert after an observation; ``new``: first occurrence (notify), else a repeat;
+    ``worse``: a repeat that raised the alert's severity."""
 
     alert: Alert
     new: bool
+    worse: bool = False
+
+
+@dataclass
+class Pending:
+    """A condition waiting out its rule's on-delay."""
+
+    first: datetime
+    last: datetime
+    count: int
+    severity: Severity
+
+
+class PlantClock:
+    """The plant's time: the wall clock, held back to the data's time in a replay.
+
+    ``now = wall + min(offset, 0)`` where ``offset`` is the largest (event data time -
+    wall time when it was observed) over the events observed. In live operation that is
+    minus the smallest latency, so the plant clock is the wall clock less a little; in a
+    replay of past data (``twinfleet up``) it follows the data. It never runs ahead of
+    the wall clock, and it never goes back (the offset only grows, the wall clock too).
+    An event dated more than ``future_tolerance_s`` after the wall clock (a gateway whose
+    clock is wrong) is ignored and counted in ``ignored``. Before any event it is the wall
+    clock (or the stored ``offset_ms`` of an earlier run).
+
+    >>> from datetime import UTC, datetime
+    >>> wall = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    >>> clock = PlantClock(lambda: wall)
+    >>> clock.observe(datetime_to_ms(wall) - 86_400_000)  # data from a day ago
+    >>> clock().isoformat()
+    '2026-11-28T12:00:00+00:00'
+    >>> clock.observe(datetime_to_ms(wall) + 3_600_000)  # an hour in the future: ignored
+    >>> clock().isoformat(), clock.ignored
+    ('2026-11-28T12:00:00+00:00', 1)
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], datetime],
+        *,
+        future_tolerance_s: float = 300.0,
+        offset_ms: int | None = None,
+    ) -> None:
+        if not future_tolerance_s >= 0:
+            raise ValueError(f"future_tolerance_s must be >= 0, got {future_tolerance_s}")
+        self.wall = wall
+        self.future_tolerance_ms = int(future_tolerance_s * 1000)
+        self.offset_ms = offset_ms
+        self.first_ms: int | None = None
+        """The data time of the first event observed (not later than the wall clock)."""
+        self.ignored = 0
+
+    def observe(self, data_ms: int | None) -> None:
+        if data_ms is None:
+            return
+        wall_ms = datetime_to_ms(self.wall())
+        offset = data_ms - wall_ms
+        if offset > self.future_tolerance_ms:
+            self.ignored += 1
+            return
+        if self.first_ms is None:
+            self.first_ms = min(data_ms, wall_ms)
+        if self.offset_ms is None or offset > self.offset_ms:
+            self.offset_ms = offset
+
+    def __call__(self) -> datetime:
+        wall = self.wall()
+        if self.offset_ms is None or self.offset_ms >= 0:
+            return wall
+        return wall + timedelta(milliseconds=self.offset_ms)
 
 
 def alert_id(machine_id: str, rule_id: str, subject: str, occurrence: int, first: datetime) -> str:
@@ -65,11 +168,21 @@ def alert_id(machine_id: str, rule_id: str, subject: str, occurrence: int, first
 class AlertBook:
     def __init__(self, plant: Plant, alerts: Iterable[Alert] = ()):
         self.rules = list(plant.alert_rules)
+        self._rule = {r.id: r for r in self.rules}
         self.alerting = plant.alerting
         self.machines: dict[str, MachineSpec] = {m.id: m for m in plant.machines}
         self.alerts: dict[str, Alert] = {}
-        self._open: dict[tuple[str, str, str], str] = {}
-        self._occurrences: Counter[tuple[str, str, str]] = Counter()
+        self._open: dict[Key, str] = {}
+        self._occurrences: Counter[Key] = Counter()
+        self._pending: dict[Key, Pending] = {}
+        self._back_to_normal: set[Key] = set()
+        """Threshold conditions back past their deadband whose alert is still open."""
+        self._alarms: dict[str, dict[tuple[str, str], datetime]] = {}
+        """Per machine: (subject, source) -> when last in alarm (for corroboration)."""
+        windows = [r.corroborate_minutes for r in self.rules if r.corroborate_minutes]
+        self._alarm_window = timedelta(minutes=max(windows, default=15.0))
+        self._rul_trend: dict[str, tuple[float, float | None, datetime]] = {}
+        """Per machine: latest median RUL, the one before, when the latest came."""
         self.last_seen: dict[str, datetime] = {}
         """When new readings of each machine last arrived (from twin updates)."""
         self._data_ms: dict[str, int] = {}
@@ -84,6 +197,7 @@ class AlertBook:
         if alert.status.closed:
             if self._open.get(key) == alert.alert_id:
                 del self._open[key]
+                self._back_to_normal.discard(key)
         else:
             self._open[key] = alert.alert_id
         return alert
@@ -104,13 +218,18 @@ class AlertBook:
         severity: Severity | None = None,
         value: float | None = None,
         workorder_id: str | None = None,
+        count: int = 1,
+        first_seen: datetime | None = None,
     ) -> Raised:
-        """Open an alert for the condition, or count a repeat of the open one."""
+        """Open an alert for the condition (seen ``count`` times since ``first_seen``), or
+        count a repeat of the open one."""
         severity = severity or rule.severity
         key = (machine_id, rule.id, subject)
         current = self.alerts.get(self._open.get(key, ""))
         if current is not None:
             worse = severity.rank > current.severity.rank
+            # escalation counts from when an alert became critical
+            critical_now = worse and severity is Severity.CRITICAL
             return Raised(
                 self.keep(
                     current.model_copy(
@@ -121,10 +240,12 @@ class AlertBook:
                             "severity": severity if worse else current.severity,
                             "message": message if worse else current.message,
                             "workorder_id": workorder_id or current.workorder_id,
+                            "escalation_from": now if critical_now else current.escalation_from,
                         }
                     )
                 ),
                 new=False,
+                worse=worse,
             )
         alert = Alert(
             alert_id=alert_id(machine_id, rule.id, subject, self._occurrences[key], now),
@@ -134,36 +255,170 @@ class AlertBook:
             subject=subject,
             severity=severity,
             message=message,
+            count=count,
             value=value,
             first_raised_at=now,
             last_raised_at=now,
+            first_seen_at=first_seen if first_seen is not None and first_seen < now else None,
             workorder_id=workorder_id,
         )
         return Raised(self.keep(alert), new=True)
 
+    # -- chattering: on-delay, pending conditions -------------------------------------------
+
+    def _quiet(self, rule: AlertRule) -> timedelta:
+        """How long without a repeat ends a condition (the off-delay)."""
+        if rule.clear_after_minutes is not None:
+            return timedelta(minutes=rule.clear_after_minutes)
+        return PENDING_QUIET
+
+    def _pending_of(self, key: Key, rule: AlertRule, now: datetime) -> Pending | None:
+        p = self._pending.get(key)
+        if p is not None and now - p.last > self._quiet(rule):
+            del self._pending[key]
+            return None
+        return p
+
+    def _occur(
+        self,
+        machine_id: str,
+        rule: AlertRule,
+        subject: str,
+        message: str,
+        now: datetime,
+        severity: Severity,
+        value: float | None,
+    ) -> Raised | None:
+        """One occurrence of a condition: a repeat of its open alert, a new alert once the
+        rule's on-delay has passed (at once when critical), else pending (None)."""
+        key = (machine_id, rule.id, subject)
+        if key in self._open:
+            return self.raise_condition(machine_id, rule, subject, message, now, severity, value)
+        p = self._pending_of(key, rule, now)
+        first = p.first if p is not None else now
+        count = 1 + (p.count if p is not None else 0)
+        if p is not None and p.severity.rank > severity.rank:
+            severity = p.severity
+        if severity is Severity.CRITICAL or now - first >= timedelta(minutes=rule.on_delay_minutes):
+            self._pending.pop(key, None)
+            return self.raise_condition(
+                machine_id, rule, subject, message, now, severity, value, None, count, first
+            )
+        self._pending[key] = Pending(first, now, count, severity)
+        return None
+
+    def pending(self) -> dict[Key, Pending]:
+        """The conditions waiting out an on-delay."""
+        return dict(self._pending)
+
+    # -- severity of statistical anomalies ---------------------------------------------------
+
+    def _note_alarm(self, machine_id: str, subject: str, source: str, now: datetime) -> None:
+        seen = self._alarms.setdefault(machine_id, {})
+        seen[(subject, source)] = now
+        for k in [k for k, t in seen.items() if now - t > self._alarm_window]:
+            del seen[k]
+
+    def _corroboration(
+        self, machine_id: str, subject: str, source: str, now: datetime, window: timedelta
+    ) -> str | None:
+        """What else says the machine is in trouble now (None: nothing)."""
+        others = sorted(
+            f"{machine_id}.{s} ({src})" if s != "machine" else f"{machine_id} ({src})"
+            for (s, src), t in self._alarms.get(machine_id, {}).items()
+            if (s, src) != (subject, source) and now - t <= window
+        )
+        if others:
+            return ", ".join(others[:3])
+        trend = self._rul_trend.get(machine_id)
+        if trend is not None:
+            latest, before, at = trend
+            if (
+                before is not None
+                and latest <= before * (1 - RUL_WORSENING)
+                and now - at <= RUL_FRESH
+            ):
+                return f"a worsening RUL prediction (median {before:.0f} h, then {latest:.0f} h)"
+        for (machine, _, _), aid in self._open.items():
+            a = self.alerts[aid]
+            if machine == machine_id and a.kind in (
+                RuleKind.RUL_BELOW,
+                RuleKind.FAILURE_PROBABILITY,
+            ):
+                return f"the open alert {a.rule_id} ({a.subject})"
+        return None
+
+    def _statistical_severity(
+        self, rule: AlertRule, machine_id: str, subject: str, source: str, now: datetime
+    ) -> tuple[Severity, str]:
+        """The rule's starting severity, one step up per persistence period and one if
+        corroborated, capped at ``escalate_to``; and why, for the message."""
+        key = (machine_id, rule.id, subject)
+        current = self.alerts.get(self._open.get(key, ""))
+        pending = self._pending_of(key, rule, now)
+        since = (
+            current.condition_since
+            if current is not None
+            else pending.first
+            if pending is not None
+            else now
+        )
+        rank, why = rule.severity.rank, []
+        if rule.persist_minutes is not None:
+            periods = int((now - since) / timedelta(minutes=rule.persist_minutes))
+            if periods > 0:
+                rank += periods
+                why.append(f"persisting {(now - since).total_seconds() / 60:.0f} min")
+        if rule.corroborate_minutes is not None:
+            window = timedelta(minutes=rule.corroborate_minutes)
+            by = self._corroboration(machine_id, subject, source, now, window)
+            if by is not None:
+                rank += 1
+                why.append(f"corroborated by {by}")
+        rank = min(rank, rule.escalate_to.rank)
+        return SEVERITIES[rank - 1], f" ({'; '.join(why)})" if why else ""
+
     # -- observations -------------------------------------------------------------------
 
     def on_anomaly(self, a: AnomalyRecord, now: datetime) -> list[Raised]:
+        rules = [
+            r
+            for r in self._rules(a.machine_id, RuleKind.ANOMALY)
+            if a.severity.rank >= r.min_severity.rank
+            and (not r.anomaly_types or a.type in r.anomaly_types)
+        ]
+        if not rules:
+            return []
+        sensor = a.sensor_id.split(".", 1)[1] if a.sensor_id else "machine"
+        self._note_alarm(a.machine_id, sensor, a.type.value, now)
         out = []
-        for rule in self._rules(a.machine_id, RuleKind.ANOMALY):
-            if a.severity.rank < rule.min_severity.rank:
-                continue
-            sensor = a.sensor_id.split(".", 1)[1] if a.sensor_id else "machine"
-            out.append(
-                self.raise_condition(
-                    a.machine_id,
-                    rule,
-                    sensor,
-                    f"{a.type.value} anomaly on {a.sensor_id or a.machine_id}: {a.reason}",
-                    now,
-                    severity=max(a.severity, rule.severity, key=lambda s: s.rank),
-                    value=a.value,
+        for rule in rules:
+            message = f"{a.type.value} anomaly on {a.sensor_id or a.machine_id}: {a.reason}"
+            severity = a.severity
+            if a.type in STATISTICAL_TYPES:
+                severity, why = self._statistical_severity(
+                    rule, a.machine_id, sensor, a.type.value, now
                 )
-            )
+                message += why
+            r = self._occur(a.machine_id, rule, sensor, message, now, severity, a.value)
+            if r is not None:
+                out.append(r)
         return out
+
+    def repair_lead_time(
+        self, machine_id: str, mode: str | None, rule: AlertRule
+    ) -> tuple[float, float]:
+        """(The repair lead time, the repair's part of it) in hours: the catalogue's
+        duration of the failure mode's repair plus the rule's planning lead."""
+        from maintenance.policy import task_for  # it imports this module
+
+        repair = task_for(self.machines[machine_id], mode).duration_hours
+        return repair + rule.planning_lead_hours, repair
 
     def on_rul(self, p: RulPrediction, now: datetime) -> list[Raised]:
         out = []
+        before = self._rul_trend.get(p.machine_id)
+        self._rul_trend[p.machine_id] = (p.median_hours, before[0] if before else None, now)
         mode = p.failure_mode.value if p.failure_mode else p.component
         for rule in self._rules(p.machine_id, RuleKind.RUL_BELOW):
             assert rule.hours is not None
@@ -178,11 +433,21 @@ class AlertBook:
                     )
                 )
         for rule in self._rules(p.machine_id, RuleKind.FAILURE_PROBABILITY):
-            assert rule.horizon_hours is not None and rule.probability is not None
-            prob = failure_within(p, rule.horizon_hours)
+            assert rule.probability is not None
+            if rule.horizon_hours is not None:
+                horizon = float(rule.horizon_hours)
+                within = f"{rule.horizon_hours} h"
+            else:
+                mode_name = p.failure_mode.value if p.failure_mode else None
+                horizon, repair = self.repair_lead_time(p.machine_id, mode_name, rule)
+                within = (
+                    f"the repair lead time, {horizon:g} h: {repair:g} h repair + "
+                    f"{rule.planning_lead_hours:g} h planning"
+                )
+            prob = failure_within(p, horizon)
             if prob > rule.probability:
                 message = (
-                    f"{p.machine_id}: P(failure within {rule.horizon_hours} h) = {prob:.2f} "
+                    f"{p.machine_id}: P(failure within {within}) = {prob:.2f} "
                     f"({mode}) is above {rule.probability:g}"
                 )
                 out.append(self.raise_condition(p.machine_id, rule, mode, message, now, value=prob))
@@ -192,9 +457,9 @@ class AlertBook:
         """Threshold rules on the readings a twin just applied; notes that the machine
         reported.
 
-        "No data" counts from when new readings last *arrived* (``now`` of the update that
-        brought them), not from their timestamps: a backlog replayed after an outage is
-        data arriving, and a plant whose clock is off is not silent."""
+        "No data" counts from when new readings of a machine last *arrived* (``now`` of
+        the update that brought them), not from their timestamps: a backlog replayed after
+        an outage is data arriving, and a plant whose clock is off is not silent."""
         out: list[Raised] = []
         machine = event.machine_id
         if event.last_update is not None and event.last_update > self._data_ms.get(machine, -1):
@@ -202,22 +467,39 @@ class AlertBook:
             self.last_seen[machine] = now
             out.extend(self._data_returned(machine, now))
         for rule in self._rules(machine, RuleKind.THRESHOLD):
-            reading = event.sensors.get(f"{machine}.{rule.sensor}")
+            sensor = rule.sensor or ""
+            reading = event.sensors.get(f"{machine}.{sensor}")
             if reading is None or reading.value is None or reading.quality is Quality.BAD:
                 continue
             v = reading.value
-            crossed = (rule.above is not None and v > rule.above) or (
-                rule.below is not None and v < rule.below
-            )
-            if crossed:
-                limit = (
-                    f"above {rule.above:g}" if rule.above is not None else f"below {rule.below:g}"
+            key = (machine, rule.id, sensor)
+            above = rule.above is not None and v > rule.above
+            below = rule.below is not None and v < rule.below
+            limit = f"above {rule.above:g}" if rule.above is not None else f"below {rule.below:g}"
+            message = f"{machine}.{sensor} = {v:g} is {limit} (rule {rule.id})"
+            if not (above or below) and rule.deadband > 0 and self._in_alarm(key, rule, now):
+                held = (rule.above is not None and v > rule.above - rule.deadband) or (
+                    rule.below is not None and v < rule.below + rule.deadband
                 )
-                message = f"{machine}.{rule.sensor} = {v:g} is {limit} (rule {rule.id})"
-                out.append(
-                    self.raise_condition(machine, rule, rule.sensor or "", message, now, value=v)
-                )
+                if held:
+                    above = True  # still in alarm: inside the deadband
+                    message = (
+                        f"{machine}.{sensor} = {v:g} is inside the deadband "
+                        f"({rule.deadband:g}) of its limit (rule {rule.id})"
+                    )
+            if above or below:
+                self._back_to_normal.discard(key)
+                self._note_alarm(machine, sensor, f"rule {rule.id}", now)
+                r = self._occur(machine, rule, sensor, message, now, rule.severity, v)
+                if r is not None:
+                    out.append(r)
+            elif key in self._open or key in self._pending:
+                self._back_to_normal.add(key)
         return out
+
+    def _in_alarm(self, key: Key, rule: AlertRule, now: datetime) -> bool:
+        active = key in self._open or self._pending_of(key, rule, now) is not None
+        return active and key not in self._back_to_normal
 
     def _data_returned(self, machine_id: str, now: datetime) -> list[Raised]:
         out = []
@@ -300,18 +582,107 @@ class AlertBook:
                     "resolved_at": now,
                     "resolved_by": actor,
                     "note": note or alert.note,
+                    "shelved_until": None,
                 }
             )
         )
 
-    def clear_quiet(self, now: datetime) -> list[Alert]:
-        """Resolve the alerts whose condition has not repeated for its rule's
-        ``clear_after_minutes`` (return to normal)."""
-        rules = {r.id: r for r in self.rules if r.clear_after_minutes is not None}
+    def shelve(
+        self, alert_id: str, actor: str, reason: str, minutes: float, now: datetime
+    ) -> Alert:
+        """Shelve an open or acknowledged alert for ``minutes`` (at most the plant's
+        ``alerting.max_shelve_minutes``); shelving a shelved one sets a new expiry."""
+        alert = self.get(alert_id)
+        if alert.status.closed:
+            raise Conflict(
+                f"alert {alert_id} is {alert.status.value}; only an open or acknowledged "
+                "alert can be shelved",
+                "alert_id",
+            )
+        longest = self.alerting.max_shelve_minutes
+        if not 0 < minutes <= longest:
+            raise Invalid(
+                f"minutes: an alert is shelved for more than 0 and at most {longest:g} minutes "
+                f"(alerting.max_shelve_minutes), got {minutes:g}",
+                "minutes",
+            )
+        if not reason.strip():
+            raise Invalid("reason: say why the alert is shelved", "reason")
+        return self.keep(
+            alert.model_copy(
+                update={
+                    "shelved_until": now + timedelta(minutes=minutes),
+                    "shelved_at": alert.shelved_at if alert.shelved else now,
+                    "shelved_by": actor,
+                    "shelve_reason": reason,
+                }
+            )
+        )
+
+    def unshelve(self, alert_id: str, actor: str, note: str, now: datetime) -> Alert:
+        """Bring a shelved alert back before its expiry."""
+        alert = self.get(alert_id)
+        if not alert.shelved:
+            raise Conflict(f"alert {alert_id} is not shelved", "alert_id")
+        return self._unshelve(alert, now, note)
+
+    def _unshelve(self, alert: Alert, until: datetime, note: str = "") -> Alert:
+        """Back from the shelf at ``until``: the escalation clock resumes where it stopped."""
+        paused = until - (alert.shelved_at or until)
+        start = alert.escalation_from or alert.first_raised_at
+        return self.keep(
+            alert.model_copy(
+                update={
+                    "shelved_until": None,
+                    "escalation_from": start + max(paused, timedelta(0)),
+                    "note": note or alert.note,
+                }
+            )
+        )
+
+    def unshelve_due(self, now: datetime) -> list[tuple[Alert, bool]]:
+        """Shelved alerts whose time is up, each with whether its condition is still
+        active: then it is back (and should be notified); else it returned to normal while
+        shelved and is resolved."""
         out = []
         for alert in list(self.alerts.values()):
-            rule = rules.get(alert.rule_id)
-            if rule is None or alert.status.closed or rule.clear_after_minutes is None:
+            if not alert.shelved or alert.shelved_until is None or alert.shelved_until > now:
+                continue
+            rule = self._rule.get(alert.rule_id)
+            quiet = now - alert.last_raised_at
+            if (
+                rule is not None
+                and rule.clear_after_minutes is not None
+                and quiet >= timedelta(minutes=rule.clear_after_minutes)
+            ):
+                note = (
+                    "returned to normal while shelved: no repeat for "
+                    f"{rule.clear_after_minutes:g} min"
+                )
+                out.append((self._close(alert, AlertStatus.RESOLVED, SYSTEM, note, now), False))
+            else:
+                out.append((self._unshelve(alert, alert.shelved_until), True))
+        return out
+
+    def clear_quiet(self, now: datetime) -> list[Alert]:
+        """Resolve the alerts whose condition has not repeated for its rule's
+        ``clear_after_minutes`` (return to normal; a shelved alert waits for its expiry),
+        and forget pending conditions that went quiet."""
+        for key in list(self._pending):
+            rule = self._rule.get(key[1])
+            if rule is None:
+                del self._pending[key]
+            else:
+                self._pending_of(key, rule, now)
+        out = []
+        for alert in list(self.alerts.values()):
+            rule = self._rule.get(alert.rule_id)
+            if (
+                rule is None
+                or rule.clear_after_minutes is None
+                or alert.status.closed
+                or alert.shelved
+            ):
                 continue
             quiet = now - alert.last_raised_at
             if quiet >= timedelta(minutes=rule.clear_after_minutes):
@@ -320,13 +691,18 @@ class AlertBook:
         return out
 
     def escalate_due(self, now: datetime) -> list[Alert]:
-        """Escalate critical alerts nobody acknowledged: level n after n periods."""
+        """Escalate critical alerts nobody acknowledged (and nobody shelved): level n
+        after n periods."""
         out = []
         for alert in list(self.alerts.values()):
-            if alert.status is not AlertStatus.OPEN or alert.severity is not Severity.CRITICAL:
+            if (
+                alert.status is not AlertStatus.OPEN
+                or alert.severity is not Severity.CRITICAL
+                or alert.shelved
+            ):
                 continue
             period = timedelta(minutes=self._escalate_after(alert))
-            level = int((now - alert.first_raised_at) / period)
+            level = int((now - (alert.escalation_from or alert.first_raised_at)) / period)
             if level > alert.escalation_level:
                 out.append(
                     self.keep(
@@ -336,7 +712,7 @@ class AlertBook:
         return out
 
     def _escalate_after(self, alert: Alert) -> float:
-        rule = next((r for r in self.rules if r.id == alert.rule_id), None)
+        rule = self._rule.get(alert.rule_id)
         if rule is not None and rule.escalate_after_minutes is not None:
             return rule.escalate_after_minutes
         return self.alerting.escalate_after_minutes
@@ -349,6 +725,7 @@ class AlertBook:
             and (not f.status or a.status in f.status)
             and (f.min_severity is None or a.severity.rank >= f.min_severity.rank)
             and (f.rule_id is None or a.rule_id == f.rule_id)
+            and (f.shelved is None or a.shelved == f.shelved)
         ]
         out.sort(key=lambda a: (a.last_raised_at, a.alert_id), reverse=True)
         return out[: f.limit]

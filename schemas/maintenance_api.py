@@ -14,6 +14,9 @@ operation                  request                               ``ok``
 ``alerts.list``            :class:`AlertFilter`                  ``[Alert]``
 ``alerts.acknowledge``     :class:`AlertAction`                  ``Alert``
 ``alerts.resolve``         :class:`AlertAction`                  ``Alert``
+``alerts.shelve``          :class:`ShelveAlert`                  ``Alert``
+``alerts.unshelve``        :class:`AlertAction`                  ``Alert``
+``alerts.kpis``            :class:`KpiRequest`                   :class:`AlarmKpis`
 ``schedule``               :class:`ScheduleRequest`              :class:`MaintenancePlan`
 ``replan``                 :class:`ScheduleRequest`              :class:`MaintenancePlan`
 ``export.csv``             :class:`WorkOrderFilter`              ``str`` (CSV text)
@@ -22,9 +25,10 @@ operation                  request                               ``ok``
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from schemas.alerts import AlertStatus
 from schemas.anomaly import Severity
@@ -117,6 +121,7 @@ class AlertFilter(_Request):
     status: list[AlertStatus] = Field(default_factory=list)
     min_severity: Severity | None = None
     rule_id: Identifier | None = None
+    shelved: bool | None = Field(None, description="only shelved (true) or unshelved (false)")
     limit: Annotated[int, Field(ge=1, le=10_000)] = 1_000
 
 
@@ -125,6 +130,112 @@ class AlertAction(_Request):
     actor: Actor
     note: Text = ""
     false_positive: bool = Field(False, description="resolve: the alert was wrong")
+
+
+class ShelveAlert(_Request):
+    """Shelve an alert: no notifications and no escalation until it comes back by itself
+    after ``minutes`` (at most the plant's ``alerting.max_shelve_minutes``)."""
+
+    alert_id: str
+    actor: Actor
+    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60, allow_inf_nan=False)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="why it is shelved (kept with the alert and in the audit log)"
+    )
+
+
+class KpiRequest(_Request):
+    """The alarm KPIs over ``[start, end)``; default: the 24 hours before the plant's now."""
+
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start")
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"must be after start ({start.isoformat()}), got {end.isoformat()}")
+        return end
+
+
+class SeverityShare(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severity: Severity
+    raised: int
+    share: float = Field(description="of the alerts raised in the period, 0..1")
+
+
+class SiteAlarmKpis(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site_id: str
+    raised: int
+    per_hour: float = Field(description="alerts raised per hour, averaged over the period")
+    peak_10min: int = Field(description="most alerts raised in any 10 minutes")
+    peak_10min_at: UtcDatetime | None = Field(None, description="when that window began")
+    standing_24h: int = Field(description="alerts open at the end, raised over 24 h before it")
+
+
+class BadActor(BaseModel):
+    """A source that raises many alerts: ``machine.sensor``, or ``machine/subject``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    machine_id: str
+    site_id: str
+    raised: int = Field(description="alerts raised in the period")
+    repeats: int = Field(description="repeats those alerts counted besides their first")
+
+
+class AlarmKpis(BaseModel):
+    """Alarm-management KPIs (ISA-18.2, EEMUA 191) over a period
+    (:func:`maintenance.kpis.alarm_kpis`); :meth:`lines` for people."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: UtcDatetime
+    end: UtcDatetime
+    hours: float
+    raised: int
+    per_hour: float
+    peak_10min: int
+    peak_10min_at: UtcDatetime | None = None
+    by_severity: list[SeverityShare]
+    sites: list[SiteAlarmKpis]
+    standing_24h: int
+    bad_actors: list[BadActor]
+
+    def lines(self) -> list[str]:
+        """A few lines of text with the targets of EEMUA 191 beside the figures."""
+
+        def t(d: UtcDatetime) -> str:
+            return d.strftime("%Y-%m-%d %H:%M")
+
+        peak_at = f" at {t(self.peak_10min_at)}" if self.peak_10min_at else ""
+        shares = ", ".join(
+            f"{s.severity.value} {s.raised} ({s.share:.0%})" for s in self.by_severity
+        )
+        out = [
+            f"alarm KPIs {t(self.start)} to {t(self.end)} UTC ({self.hours:.0f} h): "
+            f"{self.raised} alerts raised, {self.per_hour:.2f} per hour (target: 6 or fewer)",
+            f"  peak: {self.peak_10min} in 10 minutes{peak_at} (target: 10 or fewer)",
+            f"  by priority: {shares}",
+            f"  standing over 24 h at the end: {self.standing_24h}",
+        ]
+        for s in self.sites:
+            out.append(
+                f"  {s.site_id}: {s.raised} raised, {s.per_hour:.2f}/h, peak {s.peak_10min} "
+                f"in 10 min, {s.standing_24h} standing over 24 h"
+            )
+        if self.bad_actors:
+            out.append(
+                "  bad actors: "
+                + ", ".join(f"{b.source} {b.raised} ({b.repeats} repeats)" for b in self.bad_actors)
+            )
+        return out
 
 
 class ScheduleRequest(_Request):

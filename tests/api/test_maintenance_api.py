@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -50,11 +50,14 @@ BEARING_JOB = {
 
 # -- the service and the API, each in a thread with its own event loop ------------------------
 class LiveService:
-    """The maintenance service on ``nats_url`` until the block is left."""
+    """The maintenance service on ``nats_url`` until the block is left (``service_kw``:
+    more arguments of the service, e.g. its clock)."""
 
-    def __init__(self, plant: Plant, nats_url: str) -> None:
+    def __init__(self, plant: Plant, nats_url: str, **service_kw: Any) -> None:
         self.plant = plant
         self.nats_url = nats_url
+        self.service_kw: dict[str, Any] = {"clock": lambda: datetime.now(UTC), **service_kw}
+        self.service: Any = None
         self.error: BaseException | None = None
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,8 +76,9 @@ class LiveService:
                 await ensure_jetstream(nc.jetstream())
             finally:
                 await nc.close()
-            service = MaintenanceService(self.plant, self.nats_url, clock=lambda: datetime.now(UTC))
+            service = MaintenanceService(self.plant, self.nats_url, **self.service_kw)
             await service.start()
+            self.service = service
             try:
                 self._loop = asyncio.get_running_loop()
                 self._stop = asyncio.Event()
@@ -93,6 +97,11 @@ class LiveService:
         if self.error is not None:
             raise AssertionError(f"the maintenance service did not start: {self.error!r}")
         return self
+
+    def run(self, coroutine: Any, timeout_s: float = 60.0) -> Any:
+        """Run ``coroutine`` (of the service, e.g. ``tick()``) on the service's loop."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
 
     def __exit__(self, *exc: object) -> None:
         if self._loop is not None and self._stop is not None:
@@ -582,6 +591,342 @@ def test_graphql_work_orders_and_their_changes_over_a_subscription(
         {"a": MOTOR},
     )
     assert asset["data"]["asset"]["maintenanceSchedule"]["lastCompleted"] is not None
+
+
+# -- shelving -----------------------------------------------------------------------------------
+T0 = datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+
+
+class Clock:
+    """The service's clock, moved by the test (no sleeping for minutes)."""
+
+    def __init__(self, t: datetime = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+def hot_bearing(at: datetime, machine: str = MOTOR) -> AnomalyRecord:
+    """A sensor beyond its critical limit: a critical alert at once."""
+    return AnomalyRecord(
+        machine_id=machine,
+        sensor_id=f"{machine}.bearing_temp",
+        timestamp=int(at.timestamp() * 1000),
+        type="threshold",
+        severity="critical",
+        score=0.99,
+        value=101.0,
+        reason="above critical limit 95.0",
+        detector="threshold",
+    )
+
+
+def test_a_shelved_alert_neither_notifies_nor_escalates_and_returns_at_expiry(
+    nats_server: NatsServer, plant: Plant
+) -> None:
+    clock = Clock()
+    with (
+        LiveService(plant, nats_server.url, clock=clock, tick_s=3600) as live_service,
+        LiveApi(plant, nats_server.url) as api,
+    ):
+        svc = live_service.service
+
+        def the_alert() -> dict[str, Any]:
+            status, body = api.get("/api/v1/maintenance/alerts", machine_id=MOTOR)
+            assert status == 200, body
+            (alert,) = [a for a in body["alerts"] if a["kind"] == "anomaly"]
+            return dict(alert)
+
+        def tick_at(minutes: float) -> dict[str, Any]:
+            clock.t = T0 + timedelta(minutes=minutes)
+            live_service.run(svc.tick())
+            return the_alert()
+
+        publish_anomaly(nats_server.url, hot_bearing(T0))
+        wait_for(lambda: svc.counters["anomaly_events"] == 1, 20, "the anomaly")
+        alert = the_alert()
+        assert alert["severity"] == "critical" and svc.counters["alerts_raised"] == 1
+        path = f"/api/v1/maintenance/alerts/{alert['alert_id']}/shelve"
+        body = {"minutes": 60, "reason": "bearing sensor being recalibrated"}
+
+        # refused: a viewer, too long, nothing, no reason, an unknown alert
+        status, refused, _ = api.call("POST", path, body, Role.VIEWER)
+        assert status == 403 and refused["error"]["code"] == "forbidden", refused
+        for bad, field in (
+            ({**body, "minutes": 24 * 60 + 1}, "minutes"),
+            ({**body, "minutes": 0}, "minutes"),
+            ({"minutes": 60}, "reason"),
+            ({**body, "reason": ""}, "reason"),
+        ):
+            status, refused, _ = api.call("POST", path, bad, Role.OPERATOR)
+            assert status == 422 and refused["error"]["field"] == field, (bad, refused)
+        status, refused, _ = api.call(
+            "POST", "/api/v1/maintenance/alerts/AL-0000000000000000/shelve", body, Role.OPERATOR
+        )
+        assert status == 404, refused
+
+        status, shelved, _ = api.call("POST", path, body, Role.OPERATOR)
+        assert status == 200, shelved
+        assert shelved["shelved_until"] == "2026-11-30T06:00:00.000Z"
+        assert (shelved["shelved_by"], shelved["shelve_reason"]) == (
+            "operator-user",
+            "bearing sensor being recalibrated",
+        )
+        record = last_audit(nats_server.url, "shelve_alert")
+        assert record is not None and record["target"] == alert["alert_id"]
+        assert record["detail"] == body
+        status, listed = api.get("/api/v1/maintenance/alerts", shelved="true")
+        assert [a["alert_id"] for a in listed["alerts"]] == [alert["alert_id"]]
+
+        # 45 minutes: unshelved it would have escalated at 30; shelved, nothing
+        assert tick_at(45)["escalation_level"] == 0
+        assert svc.counters["alerts_escalated"] == 0
+        clock.t = T0 + timedelta(minutes=50)  # the condition is still there
+        publish_anomaly(nats_server.url, hot_bearing(clock.t))
+        wait_for(lambda: svc.counters["anomaly_events"] == 2, 20, "the repeat")
+        assert svc.counters["alerts_raised"] == 1 and svc.counters["alerts_unshelved"] == 0
+        # at expiry it comes back by itself, notified, and escalates 30 minutes later
+        assert tick_at(59)["shelved_until"] is not None
+        back = tick_at(61)
+        assert back["shelved_until"] is None and back["escalation_level"] == 0
+        assert back["escalation_from"] == "2026-11-30T06:00:00.000Z"
+        assert svc.counters["alerts_unshelved"] == 1
+        assert tick_at(89)["escalation_level"] == 0
+        assert tick_at(90)["escalation_level"] == 1 and svc.counters["alerts_escalated"] == 1
+
+        # GraphQL: shelveAlert / unshelveAlert
+        shelve = (
+            "mutation($id: ID!, $m: Float!, $r: String!) { shelveAlert(alertId: $id, "
+            "minutes: $m, reason: $r) { alertId shelved shelvedUntil shelvedBy shelveReason } }"
+        )
+        variables = {"id": alert["alert_id"], "m": 30, "r": "night shift knows"}
+        refused_gql = api.graphql(shelve, variables, Role.VIEWER)
+        assert refused_gql["errors"][0]["extensions"]["code"] == "forbidden", refused_gql
+        too_long = api.graphql(shelve, {**variables, "m": 5000}, Role.OPERATOR)
+        assert too_long["errors"][0]["extensions"]["field"] == "minutes", too_long
+        answer = api.graphql(shelve, variables, Role.OPERATOR)
+        assert "errors" not in answer, answer
+        assert answer["data"]["shelveAlert"]["shelved"] is True
+        assert answer["data"]["shelveAlert"]["shelvedUntil"] == "2026-11-30T07:00:00.000Z"
+        unshelve = 'mutation($id: ID!) { unshelveAlert(alertId: $id, note: "back") { shelved } }'
+        answer = api.graphql(unshelve, {"id": alert["alert_id"]}, Role.OPERATOR)
+        assert answer["data"]["unshelveAlert"] == {"shelved": False}, answer
+        record = last_audit(nats_server.url, "unshelve_alert")
+        assert record is not None and record["target"] == alert["alert_id"]
+        again = api.graphql(unshelve, {"id": alert["alert_id"]}, Role.OPERATOR)
+        assert again["errors"][0]["extensions"]["code"] == "conflict", again
+        status, refused, _ = api.call("DELETE", path, role=Role.OPERATOR)
+        assert status == 409, refused
+
+
+def test_alarm_kpis_over_rest_and_graphql(nats_server: NatsServer, plant: Plant) -> None:
+    clock = Clock()
+    with (
+        LiveService(plant, nats_server.url, clock=clock, tick_s=3600) as live_service,
+        LiveApi(plant, nats_server.url) as api,
+    ):
+        svc = live_service.service
+        for machine in (MOTOR, "C-301"):
+            publish_anomaly(nats_server.url, hot_bearing(T0, machine))
+        wait_for(lambda: svc.counters["anomaly_events"] == 2, 20, "the anomalies")
+        clock.t = T0 + timedelta(hours=1)  # raised at 05:00; the KPIs asked at 06:00
+        status, kpis = api.get("/api/v1/maintenance/alerts/kpis")  # the day before now
+        assert status == 200, kpis
+        assert kpis["end"] == "2026-11-30T06:00:00.000Z" and kpis["hours"] == 24
+        assert kpis["raised"] == 2 and kpis["peak_10min"] == 2
+        assert kpis["by_severity"][0] == {"severity": "critical", "raised": 2, "share": 1.0}
+        sites = {s["site_id"]: s["raised"] for s in kpis["sites"]}
+        assert sum(sites.values()) == 2
+        assert sorted(b["source"] for b in kpis["bad_actors"]) == sorted(
+            [f"{MOTOR}.bearing_temp", "C-301.bearing_temp"]
+        )
+        status, later = api.get(
+            "/api/v1/maintenance/alerts/kpis",
+            start="2026-11-30T05:30:00Z",
+            end="2026-11-30T06:00:00Z",
+        )
+        assert status == 200 and later["raised"] == 0, later
+        for params, field in (
+            ({"start": "yesterday"}, "start"),
+            ({"start": "2026-11-30T06:00:00"}, "start"),  # no zone
+            ({"start": "2026-11-30T06:00:00Z", "end": "2026-11-30T05:00:00Z"}, "end"),
+        ):
+            status, refused = api.get("/api/v1/maintenance/alerts/kpis", **params)
+            assert status == 422 and refused["error"]["field"] == field, (params, refused)
+        status, refused, _ = api.call("GET", "/api/v1/maintenance/alerts/kpis", role=None)
+        assert status == 401, refused
+        answer = api.graphql(
+            '{ alarmKpis(start: "2026-11-30T04:00:00Z", end: "2026-11-30T06:00:00Z") { raised '
+            "perHour peak10min bySeverity { severity raised share } sites { siteId raised "
+            "standing24h } badActors { source raised repeats } text } }"
+        )
+        assert "errors" not in answer, answer
+        got = answer["data"]["alarmKpis"]
+        assert (got["raised"], got["perHour"], got["peak10min"]) == (2, 1.0, 2)
+        assert any("2 alerts raised" in line for line in got["text"])
+
+
+# -- false positives reach the twin -------------------------------------------------------------
+TWIN_CONFIG = {"pca_fit_scans": 50, "zscore_warmup": 20, "multivariate": False}
+PUMP_LEVELS = {
+    "vibration": 2.0,
+    "bearing_temp": 45.0,
+    "seal_temp": 40.0,
+    "discharge_pressure": 8.0,
+    "flow": 180.0,
+    "current": 130.0,
+}
+
+
+def pump_batches(
+    spec: Any, start: datetime, minutes: range, vibration: Any, rng: Any
+) -> list[tuple[str, bytes]]:
+    """Telemetry of a pump every minute, 10 minutes a message, with 1 % noise;
+    ``vibration(minute)`` its vibration level."""
+    out = []
+    for m0 in range(minutes.start, minutes.stop, 10):
+        ids, times, values = [], [], []
+        for m in range(m0, min(m0 + 10, minutes.stop)):
+            t = int((start + timedelta(minutes=m)).timestamp() * 1000)
+            for s in spec.sensors:
+                level = vibration(m) if s.name == "vibration" else PUMP_LEVELS[s.name]
+                ids.append(f"{spec.id}.{s.name}")
+                times.append(t)
+                values.append(float(level * (1 + 0.01 * rng.standard_normal())))
+        body = {
+            "gateway_id": "gw-1",
+            "site_id": spec.site,
+            "batch_id": f"{spec.id}-{m0}",
+            "sent_at": times[-1],
+            "readings": {
+                "machine_id": [spec.id] * len(ids),
+                "sensor_id": ids,
+                "timestamp": times,
+                "value": values,
+            },
+        }
+        out.append((subjects.telemetry(spec.site, spec.id), json.dumps(body).encode()))
+    return out
+
+
+def publish_telemetry(nats_url: str, items: list[tuple[str, bytes]]) -> None:
+    async def send() -> None:
+        import nats
+
+        from actors.bus import ensure_jetstream
+
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_jetstream(js)
+            for subject, data in items:
+                await js.publish(subject, data)
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_false_positive_marked_through_the_api_silences_that_condition_in_the_twin(
+    nats_server: NatsServer, plant: Plant
+) -> None:
+    """Two identical pumps on a real fleet (Ray, JetStream): both vibrate more from minute
+    600 and their twins raise statistical anomalies. An operator marks P-201's alert a false
+    positive through GraphQL; the service tells P-201's host actor (machine, sensor, time),
+    which tells the twin. The same data then keeps P-202 (unmarked) alarming on vibration,
+    and P-201 not."""
+    import numpy as np
+    import ray
+
+    from actors.access import FleetAccess
+    from actors.fleet import Fleet
+    from actors.maintenance import fleet_false_positives, utc_now
+    from maintenance.alerts import PlantClock
+    from schemas.alerts import AlertRule
+    from schemas.common import datetime_to_ms
+
+    pumps = [plant.machine("P-201"), plant.machine("P-202")]
+    # every statistical anomaly raises an alert at once (the test watches the twin)
+    rules = [AlertRule(id="anomaly", kind="anomaly", min_severity="low", on_delay_minutes=0)]
+    watched = plant.model_copy(update={"alert_rules": rules})
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+
+    def step(m: int) -> float:
+        return 2.0 if m < 600 else 3.0
+
+    def telemetry(minutes: range) -> list[tuple[str, bytes]]:
+        items = []
+        for spec in pumps:  # the same noise for both pumps
+            items += pump_batches(spec, start, minutes, step, rngs[spec.id])
+        return items
+
+    rngs = {spec.id: np.random.default_rng(7) for spec in pumps}
+    fleet = Fleet(pumps, nats_server.url, config=TWIN_CONFIG, state_every_s=0.1, name="fp")
+    fleet.start()
+    calls: list[tuple[str, str | None, int]] = []
+    to_host = fleet_false_positives(FleetAccess("fp"))
+
+    async def false_positives(machine: str, sensor: str | None, at_ms: int) -> str:
+        calls.append((machine, sensor, at_ms))
+        return await to_host(machine, sensor, at_ms)
+
+    def applied_until(minute: int) -> bool:
+        for spec in pumps:
+            state_json, _ = ray.get(fleet.host_of(spec.id).state.remote(spec.id))
+            last = json.loads(state_json).get("last_update")
+            if last is None or last < (start + timedelta(minutes=minute)).isoformat()[:19]:
+                return False
+        return True
+
+    try:
+        fleet.wait_ready()
+        with (
+            LiveService(
+                watched,
+                nats_server.url,
+                clock=PlantClock(utc_now),
+                false_positives=false_positives,
+                tick_s=3600,
+            ) as live_service,
+            LiveApi(watched, nats_server.url) as api,
+        ):
+            svc = live_service.service
+            publish_telemetry(nats_server.url, telemetry(range(0, 660)))
+            wait_for(lambda: applied_until(659), 120, "the first 11 hours applied")
+
+            def vibration_alerts(machine: str) -> list[dict[str, Any]]:
+                status, body = api.get("/api/v1/maintenance/alerts", machine_id=machine)
+                assert status == 200, body
+                return [a for a in body["alerts"] if a["subject"] == "vibration"]
+
+            alert = wait_for(lambda: vibration_alerts("P-201"), 30, "P-201's vibration alert")[0]
+            control = wait_for(lambda: vibration_alerts("P-202"), 30, "P-202's alert")[0]
+            assert alert["message"].startswith("statistical anomaly on P-201.vibration")
+            resolve = (
+                'mutation($id: ID!) { resolveAlert(alertId: $id, note: "new baseline after '
+                'the impeller change", falsePositive: true) { status resolvedAt } }'
+            )
+            answer = api.graphql(resolve, {"id": alert["alert_id"]}, Role.OPERATOR)
+            assert "errors" not in answer, answer
+            resolved = answer["data"]["resolveAlert"]
+            assert resolved["status"] == "false_positive"
+            wait_for(lambda: svc.counters["false_positives_told"] == 1, 30, "the twin told")
+            at_ms = datetime_to_ms(datetime.fromisoformat(resolved["resolvedAt"]))
+            assert calls == [("P-201", "vibration", at_ms)]
+            # on plant time: the data's time (two days ago), not the wall clock's
+            assert abs(at_ms - (start + timedelta(minutes=659)).timestamp() * 1000) < 3_600_000
+            assert svc.counters["false_positives_refused"] == 0, svc.last_feedback_refusal
+
+            publish_telemetry(nats_server.url, telemetry(range(660, 1260)))
+            wait_for(lambda: applied_until(1259), 120, "the next 10 hours applied")
+            (still,) = vibration_alerts("P-202")
+            assert still["alert_id"] == control["alert_id"]
+            assert still["count"] > control["count"], (control, still)  # P-202 kept alarming
+            assert [a["alert_id"] for a in vibration_alerts("P-201")] == [alert["alert_id"]]
+    finally:
+        fleet.stop()
 
 
 # -- without the service --------------------------------------------------------------------------

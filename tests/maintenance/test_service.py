@@ -545,3 +545,254 @@ def test_threshold_and_no_data_rules_follow_the_twin_updates(nats_server: NatsSe
         await nc.close()
 
     run(nats_server, body)
+
+
+# -- plant time, false positives, shelving and KPIs over request/reply -----------------------
+def run_on_plant_time(
+    server: NatsServer,
+    body: Callable[[MaintenanceService, Clock], Awaitable[None]],
+    wall: Clock,
+    **kw: Any,
+) -> None:
+    """Like :func:`run`, on the plant clock over the test's wall clock ``wall``."""
+    from maintenance.alerts import PlantClock
+
+    async def main() -> None:
+        svc = await MaintenanceService(
+            plant(), server.url, clock=PlantClock(wall), tick_s=3600, plan_time_limit_s=2, **kw
+        ).start()
+        try:
+            await body(svc, wall)
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+
+
+def test_in_a_replay_alerts_live_on_the_datas_time_and_a_restart_keeps_it(
+    nats_server: NatsServer,
+) -> None:
+    """Two weeks of past data replayed while the wall clock stands still: the alert is
+    raised, escalated and counted at the data's time, and the offset survives a restart."""
+    past = T0 - timedelta(days=14)
+
+    async def body(svc: MaintenanceService, wall: Clock) -> None:
+        assert svc.clock() == T0  # nothing observed yet: the wall clock
+        await publish(
+            nats_server.url,
+            [
+                (
+                    subjects.anomaly("C-301"),
+                    anomaly("C-301", "vibration", past).model_dump_json().encode(),
+                )
+            ],
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 1, "the anomaly")
+        (alert,) = svc.alerts.alerts.values()
+        assert alert.first_raised_at == past and svc.clock() == past
+        await svc.tick()  # the wall clock is 14 days on: nothing escalates, nothing clears
+        assert svc.alerts.get(alert.alert_id).escalation_level == 0
+        later = past + timedelta(minutes=40)
+        await publish(
+            nats_server.url,
+            [
+                (
+                    subjects.anomaly("C-301"),
+                    anomaly("C-301", "vibration", later).model_dump_json().encode(),
+                )
+            ],
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 2, "the repeat")
+        await svc.tick()  # 40 minutes of plant time: one escalation period (30 min)
+        escalated = svc.alerts.get(alert.alert_id)
+        assert (escalated.escalation_level, escalated.escalated_at) == (1, later)
+        status = await svc.status()
+        assert status["plant_time"] == later.isoformat()
+        assert status["plant_clock_offset_s"] == (later - T0).total_seconds()
+        kpis = status["alarm_kpis"]
+        assert kpis["raised"] == 1 and kpis["start"] == "2026-11-16T05:00:00.000Z"
+        assert kpis["by_severity"][0] == {"severity": "critical", "raised": 1, "share": 1.0}
+        assert any("1 alerts raised" in line for line in status["alarm_kpis_text"])
+        assert any("failure-7d" in a for a in status["rule_advice"]) == (
+            any(r.advice() for r in svc.plant.alert_rules)
+        )
+
+    run_on_plant_time(nats_server, body, Clock())
+
+    async def restarted(svc: MaintenanceService, wall: Clock) -> None:
+        # 50 minutes of wall time later, before any event: the stored offset holds
+        assert svc.clock() == past + timedelta(minutes=90)
+        await svc.tick()
+        (alert,) = svc.alerts.alerts.values()
+        assert alert.escalation_level == 3  # 90 plant minutes since it was raised
+        assert alert.status is AlertStatus.OPEN  # quiet for 50 minutes, not the rule's 60
+
+    run_on_plant_time(nats_server, restarted, Clock(T0 + timedelta(minutes=50)))
+
+
+def test_a_false_positive_anomaly_is_told_to_the_twin_once_even_across_a_restart(
+    nats_server: NatsServer,
+) -> None:
+    told: list[tuple[str, str | None, int]] = []
+    failures = [1]
+
+    async def false_positives(machine: str, sensor: str | None, at_ms: int) -> None:
+        if machine == "P-203":
+            raise ValueError(f"machine {machine} has no sensor {sensor!r}")  # a refusal
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("host restarting")
+        told.append((machine, sensor, at_ms))
+
+    machine_level = AnomalyRecord(
+        machine_id="P-202",
+        timestamp=datetime_to_ms(T0),
+        type="multivariate",
+        severity="critical",
+        score=0.99,
+        reason="sensors no longer move together",
+        detector="pca",
+    )
+
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        await publish(
+            nats_server.url,
+            [
+                (
+                    subjects.anomaly("P-201"),
+                    anomaly("P-201", "vibration", T0).model_dump_json().encode(),
+                ),
+                (subjects.anomaly("P-202"), machine_level.model_dump_json().encode()),
+                (
+                    subjects.anomaly("P-203"),
+                    anomaly("P-203", "flow", T0).model_dump_json().encode(),
+                ),
+                (
+                    subjects.rul("P-204"),
+                    prediction("P-204", T0, 150, 70).model_dump_json().encode(),
+                ),
+            ],
+        )
+        await until(
+            lambda: svc.counters["anomaly_events"] == 3 and svc.counters["rul_events"] == 1,
+            "the events",
+        )
+
+        def alert_of(machine: str, kind: str = "anomaly") -> Alert:
+            return next(
+                a for a in svc.alerts.alerts.values() if a.machine_id == machine and a.kind == kind
+            )
+
+        # the machine-level condition is statistical: it waits out the rule's on-delay
+        clock.t = T0 + timedelta(minutes=10)
+        repeat = machine_level.model_copy(update={"timestamp": datetime_to_ms(clock.t)})
+        await publish(
+            nats_server.url, [(subjects.anomaly("P-202"), repeat.model_dump_json().encode())]
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 4, "the repeat")
+        assert alert_of("P-202").subject == "machine"
+        vib = alert_of("P-201")
+        clock.t = T0 + timedelta(minutes=12)
+        reply = await request(
+            nats_server.url,
+            "alerts.resolve",
+            {
+                "alert_id": vib.alert_id,
+                "actor": "ana",
+                "note": "loose cable",
+                "false_positive": True,
+            },
+        )
+        assert reply["ok"]["status"] == "false_positive"
+        assert told == [] and svc.counters["false_positives_retried"] == 1  # host restarting
+        # a prediction's alert marked false positive is recorded, not told to a twin
+        rul = alert_of("P-204", "rul_below")
+        await request(
+            nats_server.url,
+            "alerts.resolve",
+            {"alert_id": rul.alert_id, "actor": "ana", "false_positive": True},
+        )
+        assert svc.counters["false_positives_recorded_only"] == 1
+        # a refusal is not asked again
+        await request(
+            nats_server.url,
+            "alerts.resolve",
+            {"alert_id": alert_of("P-203").alert_id, "actor": "ana", "false_positive": True},
+        )
+        assert svc.counters["false_positives_refused"] == 1
+        assert "has no sensor 'flow'" in (svc.last_feedback_refusal or "")
+
+    run(nats_server, body, false_positives=false_positives)
+
+    async def restarted(svc: MaintenanceService, clock: Clock) -> None:
+        await svc.tick()  # the stored feedback: told now, once
+        at_ms = datetime_to_ms(T0 + timedelta(minutes=12))
+        assert told == [("P-201", "vibration", at_ms)]
+        await svc.tick()
+        assert len(told) == 1 and svc.counters["false_positives_refused"] == 0
+        p202 = next(a for a in svc.alerts.alerts.values() if a.machine_id == "P-202")
+        reply = await request(
+            nats_server.url,
+            "alerts.resolve",
+            {"alert_id": p202.alert_id, "actor": "ana", "false_positive": True},
+        )
+        assert reply["ok"]["subject"] == "machine"
+        assert told[-1] == ("P-202", None, datetime_to_ms(T0))  # a machine-level condition
+        assert svc._kv is not None
+        assert not [k for k in await svc._kv.keys() if k.startswith("fp.")]
+
+    run(nats_server, restarted, false_positives=false_positives)
+
+
+def test_shelving_and_kpis_over_request_reply(nats_server: NatsServer) -> None:
+    async def body(svc: MaintenanceService, clock: Clock) -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        notes = await nc.subscribe(subjects.NOTIFY_ALERT)
+        await publish(
+            nats_server.url,
+            [
+                (
+                    subjects.anomaly("C-301"),
+                    anomaly("C-301", "vibration", T0).model_dump_json().encode(),
+                )
+            ],
+        )
+        await until(lambda: svc.counters["anomaly_events"] == 1, "the anomaly")
+        assert json.loads((await notes.next_msg(5)).data)["event"] == "raised"
+        (alert,) = svc.alerts.alerts.values()
+        base = {"alert_id": alert.alert_id, "actor": "ana"}
+        too_long = await request(
+            nats_server.url, "alerts.shelve", {**base, "minutes": 1441, "reason": "x"}
+        )
+        assert too_long["error"]["code"] == 422 and too_long["error"]["field"] == "minutes"
+        no_reason = await request(nats_server.url, "alerts.shelve", {**base, "minutes": 60})
+        assert no_reason["error"]["field"] == "reason"
+        shelved = await request(
+            nats_server.url, "alerts.shelve", {**base, "minutes": 60, "reason": "recalibration"}
+        )
+        assert shelved["ok"]["shelved_until"] == "2026-11-30T06:00:00.000Z"
+        assert json.loads((await notes.next_msg(5)).data)["event"] == "shelved"
+        clock.t = T0 + timedelta(minutes=45)
+        await svc.tick()
+        with pytest.raises(nats.errors.TimeoutError):  # no escalation, no notification
+            await notes.next_msg(0.5)
+        back = await request(nats_server.url, "alerts.unshelve", base)
+        assert back["ok"]["shelved_until"] is None
+        assert json.loads((await notes.next_msg(5)).data)["event"] == "unshelved"
+        again = await request(nats_server.url, "alerts.unshelve", base)
+        assert again["error"]["code"] == 409
+        kpis = await request(nats_server.url, "alerts.kpis", {})
+        assert kpis["ok"]["raised"] == 1 and kpis["ok"]["end"] == "2026-11-30T05:45:00.000Z"
+        bad = await request(
+            nats_server.url,
+            "alerts.kpis",
+            {"start": "2026-11-30T06:00:00Z", "end": "2026-11-30T05:00:00Z"},
+        )
+        assert bad["error"]["code"] == 422
+        long = await request(nats_server.url, "alerts.kpis", {"start": "2026-01-01T00:00:00Z"})
+        assert long["error"]["field"] == "start" and "40 days" in long["error"]["message"]
+        await nc.drain()
+
+    run(nats_server, body)
