@@ -83,6 +83,10 @@ class HealthModel:
         self._span_hi = np.where(self._ch > self._nh, self._ch - self._nh, np.inf)
         self._span_lo = np.where(self._nl > self._cl, self._nl - self._cl, np.inf)
         self._limited = ~(np.isnan(self._nh) & np.isnan(self._nl))
+        self._any_limits = bool(self._limited.any())
+        # Where a sensor's condition starts to rise (the nearer of its two limits per side).
+        self._rise_hi = np.fmin(self._nh, self._ch)
+        self._rise_lo = np.fmax(self._nl, self._cl)
         self._first = {
             k: next((i for i, s in enumerate(sensors) if s.kind == k), None) for k in SensorKind
         }
@@ -126,7 +130,33 @@ class HealthModel:
         overall = (
             WORST_WEIGHT * float(c.max()) + (1 - WORST_WEIGHT) * float(c.mean()) if c.size else 0.0
         )
-        return round(100.0 * (1.0 - max(overall, failure_risk, 0.0)), 2)
+        return _health(overall, failure_risk)
+
+    def assess(
+        self,
+        values: np.ndarray,
+        previous: np.ndarray | None = None,
+        running: bool = True,
+        failure_risk: float = 0.0,
+    ) -> tuple[float, bool]:
+        """The health score and whether any sensor is at or beyond a critical limit:
+        ``score_condition(condition(values, previous, running), failure_risk)`` and
+        ``(condition(...) >= 1).any()``, with the usual case (no reading near a limit, so
+        every ``c_s`` is 0) answered without the formulas."""
+        if self._any_limits:
+            high, low = values, values
+            if previous is not None:
+                high, low = np.fmin(values, previous), np.fmax(values, previous)
+            # Below where the high side starts rising (and, running, above where the low
+            # side does) every c_s is 0 (or -0.0, which scores the same); NaN compares
+            # False and counts as 0 in the formulas too.
+            if (high >= self._rise_hi).any() or (running and (low <= self._rise_lo).any()):
+                condition = self.condition(values, previous, running)
+                return (
+                    self.score_condition(condition, failure_risk),
+                    bool((condition >= 1.0).any()),
+                )
+        return _health(0.0, failure_risk), False
 
     def _value(self, values: np.ndarray, kind: SensorKind) -> float | None:
         i = self._first[kind]
@@ -176,3 +206,8 @@ class HealthModel:
         else:
             out["temperature_margin"] = None
         return out
+
+
+def _health(condition: float, failure_risk: float) -> float:
+    """The health score of a machine whose overall condition is ``condition``."""
+    return round(100.0 * (1.0 - max(condition, failure_risk, 0.0)), 2)

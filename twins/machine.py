@@ -40,14 +40,16 @@ due every ``rul_every_hours`` of machine time once ``rul_min_hours`` of trend ex
 ...         context={"now_ms": 1_700_000_000_000 + i * 1000})
 >>> twin.apply(batch(0, 60.0)).applied
 1
->>> result = twin.apply(batch(1, 101.0))
+>>> twin.apply(batch(1, 101.0)).anomalies  # one reading beyond a limit: the on-delay
+[]
+>>> result = twin.apply(batch(2, 102.0))
 >>> [(a.type.value, a.severity.value) for a in result.anomalies]
 [('threshold', 'critical')]
->>> twin.apply(batch(1, 101.0)).duplicates
+>>> twin.apply(batch(2, 102.0)).duplicates
 1
->>> clone = twin.clone(); _ = clone.apply(batch(2, 50.0))
+>>> clone = twin.clone(); _ = clone.apply(batch(3, 50.0))
 >>> twin.version, clone.version
-(2, 3)
+(3, 4)
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from twins.regimes import OperatingRegimes
 from twins.rul import RulModel
 from twins.snapshot import SnapshotError, pack, prefixed, section, unpack
 
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 _HOUR_S = 3600.0
 IDLE_FRACTION = 0.1
 """Below this fraction of its rated speed (or, without a speed sensor, rated current) a
@@ -275,6 +277,9 @@ class MachineTwin:
         )
         self._condition_mask = np.zeros(n, dtype=bool)
         self._condition_mask[self.condition.condition] = True
+        self._has_condition = bool(self._condition_mask.any())
+        self._columns = np.arange(n)  # every sensor, in column order (never changed)
+        self._columns.flags.writeable = False
         # What people accepted as normal (an alarm marked a false positive) on a machine
         # without condition sensors: subtracted before its learned detectors judge it.
         self._offset = np.zeros(n)
@@ -338,7 +343,9 @@ class MachineTwin:
                     else f"unknown sensor {arr.sensor_id[i]!r} on machine {self.machine_id!r}"
                 )
                 result.rejected.append(Rejected(i, reason))
-        return self._ingest(ok, idx, arr.timestamp, arr.value, arr.quality, result)
+        return self._ingest(
+            ok if result.rejected else None, idx, arr.timestamp, arr.value, arr.quality, result
+        )
 
     def apply_arrays(
         self,
@@ -352,7 +359,7 @@ class MachineTwin:
         rules as :meth:`apply` hold; used to replay histories and by benchmarks."""
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         vals = np.asarray(values, dtype=np.float64)
-        idx = np.arange(self.n_sensors) if sensors is None else np.asarray(sensors, dtype=np.int64)
+        idx = self._columns if sensors is None else np.asarray(sensors, dtype=np.int64)
         q = (
             np.zeros(len(vals), dtype=np.uint8)
             if quality is None
@@ -362,28 +369,35 @@ class MachineTwin:
             raise ValueError(
                 "timestamps_ms, values, sensors and quality must be 1-D and equally long"
             )
-        if ((idx < 0) | (idx >= self.n_sensors)).any():
+        if sensors is not None and ((idx < 0) | (idx >= self.n_sensors)).any():
             raise ValueError(f"sensors must be column indices in 0..{self.n_sensors - 1}")
         if not np.isfinite(vals).all():
             raise ValueError("values must be finite")
         result = ApplyResult(self.machine_id, self.version, sensor_ids=self.sensor_ids)
-        return self._ingest(np.ones(len(idx), dtype=bool), idx, ts, vals, q, result)
+        return self._ingest(None, idx, ts, vals, q, result)
 
     def _ingest(
         self,
-        ok: np.ndarray,
+        ok: np.ndarray | None,
         sensors: np.ndarray,
         ts: np.ndarray,
         values: np.ndarray,
         quality: np.ndarray,
         result: ApplyResult,
     ) -> ApplyResult:
-        """Apply the ``ok`` rows: bad quality noted, the rest applied in order."""
-        bad = ok & (quality == Quality.BAD)
+        """Apply the ``ok`` rows (None: all): bad quality noted, the rest applied in order.
+        The arrays may be the caller's: they are read, never written."""
+        bad = quality == Quality.BAD
+        if ok is not None:
+            bad &= ok
         if bad.any():
             self._note_bad(sensors[bad], ts[bad])
             result.bad_quality = int(bad.sum())
-        rows = np.flatnonzero(ok & ~bad)
+        elif ok is None:  # every row is to be applied
+            if len(sensors):
+                self._apply_rows(np.arange(len(sensors)), sensors, ts, values, quality, result)
+            return self._finish(result)
+        rows = np.flatnonzero(~bad if ok is None else ok & ~bad)
         if rows.size:
             self._apply_rows(rows, sensors[rows], ts[rows], values[rows], quality[rows], result)
         return self._finish(result)
@@ -415,13 +429,21 @@ class MachineTwin:
         quality: np.ndarray,
         result: ApplyResult,
     ) -> None:
-        order = np.lexsort((ts, sensors))  # by sensor, then time
-        rows, sensors, ts, values, quality = (
-            a[order] for a in (rows, sensors, ts, values, quality)
-        )
+        """Apply readings (``rows``: their indices in the batch) in time order per sensor.
+        The arrays may be the caller's: they are read, never written."""
+        # Readings of distinct sensors in column order (a scan, as gateways send it) are
+        # already in the order sorting by sensor, then time, gives.
+        one_each = sensors is self._columns or bool((sensors[1:] > sensors[:-1]).all())
+        if not one_each:
+            order = np.lexsort((ts, sensors))  # by sensor, then time
+            rows, sensors, ts, values, quality = (
+                a[order] for a in (rows, sensors, ts, values, quality)
+            )
+            new_sensor = sensors[1:] != sensors[:-1]
+            one_each = bool(new_sensor.all())
         last_t = self._time_ms[sensors]
-        new_sensor = sensors[1:] != sensors[:-1]
-        if not (new_sensor.all() and (ts > last_t).all()):  # some repeat or come late
+        if not (one_each and (ts > last_t).all()):  # some repeat or come late
+            new_sensor = sensors[1:] != sensors[:-1]
             prev_same = np.zeros(len(rows), dtype=bool)
             prev_same[1:] = ~new_sensor & (ts[1:] == ts[:-1])
             duplicate = prev_same | ((ts == last_t) & (values == self._value[sensors]))
@@ -434,19 +456,26 @@ class MachineTwin:
                 return
             sensors, ts, values, quality = sensors[keep], ts[keep], values[keep], quality[keep]
             new_sensor = sensors[1:] != sensors[:-1]
+            one_each = bool(new_sensor.all())
         n = len(sensors)
         if self._first_ms is None:
             self._first_ms = int(ts.min())
-        if new_sensor.all():  # one reading per sensor: a single round
-            self._apply_round(sensors, ts, values, quality, result)
+        # Sorted and distinct, n readings of the machine's n sensors are every sensor in
+        # column order.
+        if one_each:  # one reading per sensor: a single round
+            self._apply_round(sensors, ts, values, quality, result, n == self.n_sensors)
+            result.changed_index = sensors.copy()
         else:  # round k holds the k-th reading of each sensor
             starts = np.flatnonzero(np.concatenate(([True], new_sensor)))
             rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
             for k in range(int(rank.max()) + 1):
                 sel = rank == k
-                self._apply_round(sensors[sel], ts[sel], values[sel], quality[sel], result)
+                s = sensors[sel]
+                self._apply_round(
+                    s, ts[sel], values[sel], quality[sel], result, len(s) == self.n_sensors
+                )
+            result.changed_index = sensors[np.concatenate(([True], new_sensor))]
         result.applied = n
-        result.changed_index = sensors[np.concatenate(([True], new_sensor))]
 
     def _apply_round(
         self,
@@ -455,22 +484,35 @@ class MachineTwin:
         values: np.ndarray,
         quality: np.ndarray,
         result: ApplyResult,
+        complete: bool = False,
     ) -> None:
+        """Apply one reading of each of ``sensors`` (distinct, ascending; ``complete``: every
+        sensor) as one scan."""
         times_s = ts / 1000.0
-        self._prev_value[sensors] = self._value[sensors]
-        self._value[sensors] = values
+        if complete:  # the indexed updates below, on whole arrays
+            self._prev_value[:] = self._value
+            self._value[:] = values
+            self._time_ms[:] = ts
+            np.maximum(self._seen_ms, ts, out=self._seen_ms)
+            self._quality[:] = quality
+            self._stale[:] = False
+            scan_values = np.array(values, dtype=np.float64)
+            scan_times = times_s
+        else:
+            self._prev_value[sensors] = self._value[sensors]
+            self._value[sensors] = values
+            self._time_ms[sensors] = ts
+            self._seen_ms[sensors] = np.maximum(self._seen_ms[sensors], ts)
+            self._quality[sensors] = quality
+            self._stale[sensors] = False
+            scan_values = np.full(self.n_sensors, np.nan)
+            scan_values[sensors] = values
+            scan_times = np.full(self.n_sensors, np.nan)
+            scan_times[sensors] = times_s
         if self._running_by is not None:
             i, threshold = self._running_by
             self._running = not (self._value[i] < threshold)  # unknown (NaN) counts as running
-        self._time_ms[sensors] = ts
-        self._seen_ms[sensors] = np.maximum(self._seen_ms[sensors], ts)
-        self._quality[sensors] = quality
-        self._stale[sensors] = False
         now_ms = int(ts.max())
-        scan_values = np.full(self.n_sensors, np.nan)
-        scan_values[sensors] = values
-        scan_times = np.full(self.n_sensors, np.nan)
-        scan_times[sensors] = times_s
         now_s = now_ms / 1000.0
         scan = Scan(scan_values, scan_times, self._value.copy(), now_s, self._running)
         self.features.update(sensors, times_s, values)
@@ -495,7 +537,7 @@ class MachineTwin:
         only in the state (they say which regime, not how the machine is), judged only
         once the machine has settled in a running regime. None (the raw scan) for a
         machine without condition sensors."""
-        if not self._condition_mask.any():
+        if not self._has_condition:
             if not self._offset.any():
                 return None
             return Scan(
@@ -554,7 +596,7 @@ class MachineTwin:
         )
         if not math.isfinite(level):
             return
-        if self._condition_mask.any():
+        if self._has_condition:
             self.baseline.accept(regime, index, level)
         else:
             normal = self.baseline.expected(regime)[index]
@@ -612,7 +654,7 @@ class MachineTwin:
             if f.anomaly_type is AnomalyType.STATISTICAL:
                 regime = self.condition.regime  # detectors judged it against this normal
                 self._alarm_regime[f.sensor] = regime
-                if self._condition_mask.any():
+                if self._has_condition:
                     expected = float(self.baseline.expected(max(regime, 0))[f.sensor])
                     f = replace(f, expected=expected)
             out.append(
@@ -669,7 +711,7 @@ class MachineTwin:
 
     def _operating_point(self) -> str:
         """Where the machine runs, for people: the condition sensors' current values."""
-        if not self._condition_mask.any():
+        if not self._has_condition:
             return ""
         parts = [
             f"{self.spec.sensors[i].name} {self._value[i]:.3g} {self.spec.sensors[i].unit}"
@@ -695,11 +737,11 @@ class MachineTwin:
                 result.rul = prediction
                 self.counters["predictions"] += 1
         risk = self._rul.failure_probability.get(RISK_HORIZON_H, 0.0) if self._rul else 0.0
-        condition = self.health.condition(self._value, self._prev_value, self._running)
-        self._beyond_critical = bool((condition >= 1.0).any())
-        self._health = self.health.score_condition(condition, failure_risk=risk)
+        self._health, self._beyond_critical = self.health.assess(
+            self._value, self._prev_value, self._running, failure_risk=risk
+        )
         self._open_anomalies = (
-            int((self.detectors.open_severity > 0).sum()) if self.detectors is not None else 0
+            int(np.count_nonzero(self.detectors.open_severity)) if self.detectors is not None else 0
         )
         result.version = self.version
         result.health_score = self._health
@@ -839,10 +881,10 @@ class MachineTwin:
             return MachineStatus.UNKNOWN
         if self._stale.all():
             return MachineStatus.OFFLINE
-        open_sev = self.detectors.open_severity if self.detectors is not None else np.zeros(1)
-        if (open_sev >= 3).any() or self._beyond_critical:
+        worst = int(self.detectors.open_severity.max()) if self.detectors is not None else 0
+        if worst >= 3 or self._beyond_critical:
             return MachineStatus.ALARM
-        if (open_sev > 0).any() or self._health < 60:
+        if worst > 0 or self._health < 60:
             return MachineStatus.WARNING
         return MachineStatus.RUNNING if self._running else MachineStatus.IDLE
 
@@ -1007,8 +1049,7 @@ class MachineTwin:
             if restored.shape != current.shape:
                 raise SnapshotError(f"{key}: shape {restored.shape} != {current.shape}")
             setattr(self, "_" + key, restored.copy())
-        condition = self.health.condition(self._value, self._prev_value, self._running)
-        self._beyond_critical = bool((condition >= 1.0).any())
+        _, self._beyond_critical = self.health.assess(self._value, self._prev_value, self._running)
 
     def nbytes(self) -> int:
         """Bytes of this twin's own state (the shared RUL model excluded)."""

@@ -196,7 +196,7 @@ def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
         await asyncio.sleep(0.5)  # the subscriptions are registered in the replica
         now = int(time.time() * 1000)
         sent_at = time.perf_counter()
-        await asyncio.to_thread(send, stack, spec, rows(spec, now - 60_000, 1))
+        await asyncio.to_thread(send, stack, spec, rows(spec, now - 120_000, 1))
         update = (await next_data(state, 5))["assetStateChanged"]
         took = time.perf_counter() - sent_at
         assert took < 1.0, f"the update came {took:.3f} s after the telemetry"
@@ -204,12 +204,13 @@ def test_subscriptions_deliver_within_a_second(stack: Stack) -> None:
         values = {r["sensorId"]: r["value"] for r in update["changedSensors"]}
         assert values == {f"{spec.id}.{n}": pytest.approx(v) for n, v in nominal(spec, 0).items()}
         assert (await next_data(fleet, 5))["fleetHealthChanged"]["reporting"] >= 1
-        # a reading far above the critical limit is an anomaly, pushed to both subscribers
+        # two readings in a row far above the critical limit (the twin's on-delay) are an
+        # anomaly, pushed to both subscribers
         vibration = spec.sensor("vibration")
         assert vibration.critical_high is not None
         sent_at = time.perf_counter()
         await asyncio.to_thread(
-            send, stack, spec, rows(spec, now, 1, vibration=vibration.critical_high * 2)
+            send, stack, spec, rows(spec, now - 60_000, 2, vibration=vibration.critical_high * 2)
         )
         found = (await next_data(anomalies, 5))["anomalyDetected"]
         assert time.perf_counter() - sent_at < 1.0

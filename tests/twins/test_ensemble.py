@@ -43,7 +43,7 @@ def test_a_lasting_condition_gives_one_finding() -> None:
     rows = [[50.0, 50.0]] * 3 + [[90.0, 50.0]] * 40 + [[50.0, 50.0]] * 3
     got = findings(run(ds, rows))
     assert [(i, f.sensor, f.detector, f.severity) for i, f in got] == [
-        (3, 0, "threshold", Severity.MEDIUM)
+        (4, 0, "threshold", Severity.MEDIUM)  # on-delay: from the second reading beyond
     ]
     f = got[0][1]
     assert f.anomaly_type == AnomalyType.THRESHOLD
@@ -65,12 +65,14 @@ def test_stuck_sensor_gives_one_finding() -> None:
 
 def test_escalation_gives_a_new_finding_and_de_escalation_does_not() -> None:
     ds = threshold_set()
-    rows = [[50, 50], [85, 50], [85, 50], [95, 50], [85, 50], [95, 50], [120, 50], [90, 50]]
+    rows = [[50, 50], [85, 50], [85, 50], [95, 50], [95, 50], [85, 50], [120, 50], [120, 50]]
+    rows += [[90, 50]]
     got = findings(run(ds, [[float(x) for x in r] for r in rows]))
+    # Each severity from the second reading at it (the lesser of the last two readings').
     assert [(i, f.severity) for i, f in got] == [
-        (1, Severity.LOW),
-        (3, Severity.HIGH),
-        (6, Severity.CRITICAL),
+        (2, Severity.LOW),
+        (4, Severity.HIGH),
+        (7, Severity.CRITICAL),
     ]
     assert ds.open_severity.tolist() == [4, 0, 0]  # keeps its highest severity
 
@@ -79,7 +81,7 @@ def test_recovery_closes_the_condition_and_a_relapse_is_a_new_finding() -> None:
     ds = threshold_set()
     rows = [[90.0, 50.0]] * 3 + [[79.0, 50.0]] + [[90.0, 50.0]] * 3
     verdicts = run(ds, rows)
-    assert [len(v.findings) for v in verdicts] == [1, 0, 0, 0, 1, 0, 0]
+    assert [len(v.findings) for v in verdicts] == [0, 1, 0, 0, 0, 1, 0]
     assert ds.open_severity.tolist() == [2, 0, 0]
     ds.process(scan([50.0, 50.0], 10))
     assert ds.open_severity.tolist() == [0, 0, 0]
@@ -87,9 +89,16 @@ def test_recovery_closes_the_condition_and_a_relapse_is_a_new_finding() -> None:
 
 def test_sensors_have_their_own_conditions() -> None:
     ds = threshold_set()
-    rows = [[90.0, 50.0], [90.0, 90.0], [90.0, 90.0], [50.0, 90.0], [90.0, 90.0]]
+    rows = [[90.0, 50.0], [90.0, 90.0], [90.0, 90.0], [50.0, 90.0], [90.0, 90.0], [90.0, 90.0]]
     got = findings(run(ds, rows))
-    assert [(i, f.sensor) for i, f in got] == [(0, 0), (1, 1), (4, 0)]
+    assert [(i, f.sensor) for i, f in got] == [(1, 0), (2, 1), (5, 0)]
+
+
+def test_a_single_reading_beyond_a_limit_raises_nothing() -> None:
+    ds = threshold_set()
+    rows = [[50.0, 50.0], [150.0, 50.0], [50.0, 50.0], [90.0, 50.0], [50.0, 50.0]]
+    assert findings(run(ds, rows)) == []
+    assert ds.open_severity.tolist() == [0, 0, 0]
 
 
 def test_verdict_scores() -> None:
@@ -159,7 +168,7 @@ def test_a_detector_below_the_alarm_is_not_named() -> None:
             RateOfChangeRule(1, max_rate_per_s=[10.0]),
         ]
     )
-    got = findings(run(ds, [[79.0], [90.0]]))  # 1.1/s: rate score 0.055
+    got = findings(run(ds, [[79.0], [85.0], [90.0]]))  # 0.5/s: rate score 0.025
     assert [(f.detector, f.also) for _, f in got] == [("threshold", ())]
 
 
@@ -207,9 +216,11 @@ def test_one_reading_at_the_control_limit_is_not_a_learned_condition() -> None:
 
 def test_multivariate_finding_is_folded_into_the_flagged_sensors_finding() -> None:
     ds = pca_set(with_threshold_on_2=True)
-    v = ds.process(scan(BREAK, 400))
+    assert ds.process(scan(BREAK, 400)).findings == []  # both wait for a second reading
+    v = ds.process(scan(BREAK, 400.5))
     assert v.machine_score > ALARM
     assert [(f.sensor, f.detector) for f in v.findings] == [(2, "threshold")]
+    assert "pca_t2_q" in v.findings[0].also
 
 
 # -- tick and stale sensors -------------------------------------------------------------------
@@ -258,7 +269,7 @@ def test_state_round_trip_restores_open_conditions() -> None:
 
     rng = np.random.default_rng(9)
     ds = build()
-    rows = [[50.0 + rng.normal(), 50.0 + rng.normal()] for _ in range(20)] + [[90.0, 50.0]]
+    rows = [[50.0 + rng.normal(), 50.0 + rng.normal()] for _ in range(20)] + [[90.0, 50.0]] * 2
     run(ds, rows)
     # 90 is medium by its limits; the robust z-score (40 sigma) is new (low), corroborated
     # by the limit (medium).
@@ -268,19 +279,22 @@ def test_state_round_trip_restores_open_conditions() -> None:
     restored.load_state_dict(unpack(blob))
     assert pack(restored.state_dict()) == blob
     assert restored.open_severity.tolist() == [2, 0, 0]
-    again = [[90.0, 50.0 + rng.normal()] for _ in range(5)] + [[50.0, 50.0]] * 2 + [[92.0, 50.0]]
+    again = [[90.0, 50.0 + rng.normal()] for _ in range(5)] + [[50.0, 50.0]] * 2
+    again += [[92.0, 50.0]] * 2
     a, b = run(ds, again, start=30), run(restored, again, start=30)
     assert findings(b) == findings(a)
-    assert [i for i, _ in findings(b)] == [7], "no new finding for the open condition"
+    assert [i for i, _ in findings(b)] == [8], "no new finding for the open condition"
     for va, vb in zip(a, b, strict=True):
         assert np.array_equal(va.sensor_scores, vb.sensor_scores)
     # Without the restored conditions the same scan would be reported again.
-    assert len(build().process(scan([90.0, 50.0], 30)).findings) == 1
+    fresh = build()
+    fresh.process(scan([90.0, 50.0], 29))
+    assert len(fresh.process(scan([90.0, 50.0], 30)).findings) == 1
 
 
 def test_clone_is_independent() -> None:
     ds = threshold_set()
-    ds.process(scan([90.0, 50.0], 0))
+    run(ds, [[90.0, 50.0]] * 2)
     other = ds.clone()
-    other.process(scan([50.0, 50.0], 1))
+    other.process(scan([50.0, 50.0], 2))
     assert ds.open_severity.tolist() == [2, 0, 0] and other.open_severity.tolist() == [0, 0, 0]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -47,6 +47,10 @@ class Scan:
     this scan (NaN if never seen). ``now_s``: the scan's time (seconds since the epoch).
     ``running``: False while the machine stands still (idle); detectors that model running
     behaviour neither score nor learn then.
+
+    A scan is read by every detector of a machine, so which readings it holds is worked
+    out once, on first use (:attr:`present`, read-only, and :attr:`complete`). The arrays
+    are not to be changed once the scan exists.
     """
 
     values: np.ndarray
@@ -54,10 +58,27 @@ class Scan:
     state: np.ndarray
     now_s: float
     running: bool = True
+    _present: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _complete: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def present(self) -> np.ndarray:
-        return ~np.isnan(self.values)
+        """Which sensors reported in this scan (a read-only array)."""
+        present = self._present
+        if present is None:
+            present = ~np.isnan(self.values)
+            present.flags.writeable = False
+            object.__setattr__(self, "_present", present)
+        return present
+
+    @property
+    def complete(self) -> bool:
+        """Whether every sensor reported in this scan."""
+        complete = self._complete
+        if complete is None:
+            complete = bool(self.present.all())
+            object.__setattr__(self, "_complete", complete)
+        return complete
 
     @classmethod
     def from_values(cls, values: Any, now_s: float, state: Any = None) -> Scan:

@@ -11,10 +11,14 @@ whose main contributing sensor already has a finding in the same scan is folded 
 
 **Severity means something** (alarm management after ISA-18.2 / EEMUA 191):
 
-* *Limits* (:class:`~twins.detectors.rules.ThresholdRule`): severity from the score, so a
-  reading beyond its critical limit is critical. A reading that also *jumped* there faster
-  than the sensor can plausibly move (the rate-of-change rule is in alarm on it) is held
-  at low until the next reading confirms it: a single-sample glitch is not an emergency.
+* *Limits* (:class:`~twins.detectors.rules.ThresholdRule`): an on-delay of one reading,
+  then severity from the score: a limit alarm is raised when a sensor's second reading
+  in a row is beyond the limit, at the lesser of the two readings' severities, so a
+  sensor that stays beyond its critical limit is critical from its second reading on. A
+  single reading beyond a limit (a glitch at any scan rate, not only one faster than the
+  rate-of-change rule allows) raises nothing from the limits. A reading that *jumped*
+  faster than the sensor can plausibly move (the rate-of-change rule is in alarm on it)
+  is held at low until a reading confirms it.
 * *Data quality* (spikes, flatlines, stale sensors): low. The data, not the machine, is
   in question.
 * *Learned detectors* (statistical, multivariate): count from their second reading in
@@ -32,7 +36,7 @@ whose main contributing sensor already has a finding in the same scan is folded 
 >>> readings = [70, 90, 90, 95, 85]
 >>> verdicts = [ds.process(Scan.from_values([v], float(i))) for i, v in enumerate(readings)]
 >>> [[(f.detector, f.severity.value) for f in v.findings] for v in verdicts]
-[[], [('threshold', 'medium')], [], [('threshold', 'high')], []]
+[[], [], [('threshold', 'medium')], [], []]
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ class DetectorSet:
         self._open = np.zeros(self.n_sensors + 1, dtype=np.int64)  # last slot: machine
         self._since = np.full(self.n_sensors + 1, np.nan)  # learned alarm began (data time)
         self._armed = np.zeros(self.n_sensors + 1, dtype=bool)  # in alarm at the last reading
+        self._limit_rank = np.zeros(self.n_sensors, dtype=np.int64)  # limits, last reading
 
     def process(self, scan: Scan, normalised: Scan | None = None) -> Verdict:
         """Score the scan with every detector, then let each learn from it. The learned
@@ -136,22 +141,41 @@ class DetectorSet:
         scores = [d.score_checked(x) for d, x in zip(self.detectors, seen, strict=True)]
         s = self.n_sensors
         if self._sensor_level:
-            stacked = np.stack([scores[i] for i in self._sensor_level])
+            stacked = np.array([scores[i] for i in self._sensor_level], dtype=np.float64)
             sensor_scores = stacked.max(axis=0)
         else:
             stacked = np.zeros((0, s))
             sensor_scores = np.zeros(s)
         machine_score = max((float(scores[i].max()) for i in self._machine_level), default=0.0)
-        ranks, category = self._grade(stacked, machine_score, scan.now_s, scan.present)
-        new = np.flatnonzero(ranks > self._open)
-        # Open conditions keep their highest severity; below the alarm they close.
-        self._open = np.where(ranks > 0, np.maximum(self._open, ranks), 0)
         findings: list[Finding] = []
-        if new.size:
-            findings = self._findings(scan, seen, new, ranks, category, scores, stacked)
+        if sensor_scores.max() < ALARM and machine_score < ALARM:  # False for NaN
+            self._all_clear(scan)
+        else:
+            ranks, category = self._grade(stacked, machine_score, scan.now_s, scan.present)
+            new = np.flatnonzero(ranks > self._open)
+            # Open conditions keep their highest severity; below the alarm they close.
+            self._open = np.where(ranks > 0, np.maximum(self._open, ranks), 0)
+            if new.size:
+                findings = self._findings(scan, seen, new, ranks, category, scores, stacked)
         for d, x, sc in zip(self.detectors, seen, scores, strict=True):
             d.learn_scored(x, sc)
         return Verdict(sensor_scores, machine_score, findings)
+
+    def _all_clear(self, scan: Scan) -> None:
+        """What grading a scan does when no score reaches the alarm (most scans): every
+        rank is 0 (so every open condition closes and none opens), no learned alarm is
+        on, and the on-delay forgets the alarms of the sensors (and, when any reported,
+        the machine) that reported."""
+        n = self.n_sensors + 1
+        self._open = np.zeros(n, dtype=np.int64)
+        self._since = np.full(n, np.nan)
+        if self._limit_rank.any():
+            self._limit_rank = np.where(scan.present, 0, self._limit_rank)
+        if scan.complete:
+            self._armed = np.zeros(n, dtype=bool)
+        elif self._armed.any():
+            present = scan.present
+            self._armed = np.where(np.append(present, present.any()), False, self._armed)
 
     def _grade(
         self, stacked: np.ndarray, machine_score: float, now_s: float, present: np.ndarray
@@ -164,6 +188,11 @@ class DetectorSet:
             return stacked[rows].max(axis=0) if rows else np.zeros(s)
 
         rule_rank = np.searchsorted(_SEVERITY_EDGES, top(self._rule_rows), "right")
+        # On-delay of one reading: a limit's severity is the lesser of the sensor's last two
+        # readings'.
+        confirmed = np.minimum(rule_rank, self._limit_rank)
+        self._limit_rank = np.where(present, rule_rank, self._limit_rank)
+        rule_rank = np.where(present, confirmed, 0)
         jumped = np.zeros(s, dtype=bool)
         if self._spike_rows:  # an implausible jump beyond a limit waits for confirmation
             jumped = top(self._spike_rows) >= ALARM
@@ -280,7 +309,12 @@ class DetectorSet:
         return copy.deepcopy(self)
 
     def state_dict(self) -> StateDict:
-        out: StateDict = {"open": self._open, "since": self._since, "armed": self._armed}
+        out: StateDict = {
+            "open": self._open,
+            "since": self._since,
+            "armed": self._armed,
+            "limit_rank": self._limit_rank,
+        }
         for d in self.detectors:
             out.update(prefixed(d.name, d.state_dict()))
         return out
@@ -289,5 +323,6 @@ class DetectorSet:
         self._open = np.asarray(state["open"], dtype=np.int64).copy()
         self._since = np.asarray(state["since"], dtype=np.float64).copy()
         self._armed = np.asarray(state["armed"], dtype=bool).copy()
+        self._limit_rank = np.asarray(state["limit_rank"], dtype=np.int64).copy()
         for d in self.detectors:
             d.load_state_dict(section(d.name, state))

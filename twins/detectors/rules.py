@@ -19,6 +19,12 @@ While the machine is idle (``Scan.running`` false) only the threshold rule (high
 and the stale rule judge scans: at standstill a speed of zero is neither low, stuck nor a
 jump, and the learned detectors model running behaviour.
 
+A twin runs every rule on every scan, and most scans break none, so each rule first asks
+the cheap question: a rule with nothing configured to check (no limits, no maximum rate,
+no ``stuck_after`` on any sensor) scores 0 without looking; the threshold rule scores 0
+when no reading reaches a limit, the stale rule when every sensor reported. The full
+formulas give exactly those zeros in those cases.
+
 >>> import numpy as np
 >>> rule = ThresholdRule(n_sensors=1, normal_high=[80.0], critical_high=[100.0])
 >>> [round(rule.score_one(Scan.from_values([v], now_s=0.0)), 3) for v in (70.0, 90.0, 100.0)]
@@ -76,6 +82,7 @@ class ThresholdRule(SensorDetector):
         self._cl = np.where(np.isnan(self.critical_low), -np.inf, self.critical_low)
         self._has_low = bool((~np.isnan(self._nl)).any())
         self._unlimited = np.isnan(self._nl) & np.isnan(self._nh)
+        self._inert = bool(self._unlimited.all())  # no limits at all: every score is 0
         with np.errstate(invalid="ignore"):
             self._span_hi = np.where(self._ch > self._nh, self._ch - self._nh, np.inf)
             self._span_lo = np.where(self._nl > self._cl, self._nl - self._cl, np.inf)
@@ -97,13 +104,19 @@ class ThresholdRule(SensorDetector):
 
     def _score(self, scan: Scan) -> np.ndarray:
         x = scan.values
+        low = self._has_low and scan.running
+        # No reading at or beyond a limit (the usual scan; NaN compares False): both
+        # formulas below take their 0.0 branch for every sensor. The critical limits lie
+        # beyond the normal ones, so the normal ones are the only ones to compare with.
+        if self._inert or not ((x >= self._nh).any() or (low and bool((x <= self._nl).any()))):
+            return np.zeros(self.n_sensors)
         with np.errstate(invalid="ignore"):
             hi = np.where(
                 x >= self._ch,
                 0.95 + 0.05 * _ramp((x - self._ch) / self._span_hi),
                 np.where(x > self._nh, 0.5 + 0.45 * ((x - self._nh) / self._span_hi), 0.0),
             )
-            if not (self._has_low and scan.running):
+            if not low:
                 return np.fmax(hi, 0.0)  # fmax: NaN (no reading/limit) -> 0
             lo = np.where(
                 x <= self._cl,
@@ -134,6 +147,7 @@ class RateOfChangeRule(SensorDetector):
         self.max_rate_per_s = limits(max_rate_per_s, n_sensors, "max_rate_per_s")
         if np.any(self.max_rate_per_s <= 0):
             raise ValueError("max_rate_per_s must be positive where set")
+        self._inert = bool(np.isnan(self.max_rate_per_s).all())  # no maximum rate anywhere
 
     @classmethod
     def for_machine(cls, spec: MachineSpec) -> RateOfChangeRule:
@@ -145,6 +159,8 @@ class RateOfChangeRule(SensorDetector):
         super()._build()
 
     def _score(self, scan: Scan) -> np.ndarray:
+        if self._inert:  # the formula divides by NaN everywhere: every score is 0
+            return np.zeros(self.n_sensors)
         with np.errstate(invalid="ignore", divide="ignore"):
             dt = np.maximum(scan.times_s - self._last_time, 1e-3)
             rate = np.abs(scan.values - self._last_value) / dt
@@ -152,6 +168,10 @@ class RateOfChangeRule(SensorDetector):
         return np.fmax(score, 0.0)
 
     def _learn(self, scan: Scan, scores: np.ndarray | None) -> None:
+        if scan.complete:
+            self._last_value[:] = scan.values
+            self._last_time[:] = scan.times_s
+            return
         p = scan.present
         self._last_value[p] = scan.values[p]
         self._last_time[p] = scan.times_s[p]
@@ -182,6 +202,7 @@ class FlatlineRule(SensorDetector):
         self.tolerance = np.nan_to_num(limits(tolerance, n_sensors, "tolerance"), nan=0.0)
         if np.any(self.tolerance < 0):
             raise ValueError("tolerance must be >= 0")
+        self._inert = bool(np.isinf(self.stuck_after).all())  # off for every sensor
 
     @classmethod
     def for_machine(cls, spec: MachineSpec) -> FlatlineRule:
@@ -197,10 +218,17 @@ class FlatlineRule(SensorDetector):
         return np.where(same, self._repeats + 1, 0.0)
 
     def _score(self, scan: Scan) -> np.ndarray:
+        if self._inert:  # repeats / inf: every score is 0
+            return np.zeros(self.n_sensors)
         score = np.minimum(0.5 * self._repeats_after(scan) / self.stuck_after, self.MAX_SCORE)
         return np.where(scan.present, score, 0.0)
 
     def _learn(self, scan: Scan, scores: np.ndarray | None) -> None:
+        # Counted even while off: the count is part of the state a snapshot keeps.
+        if scan.complete:
+            self._repeats = self._repeats_after(scan)
+            self._last_value[:] = scan.values
+            return
         p = scan.present
         self._repeats = np.where(p, self._repeats_after(scan), self._repeats)
         self._last_value[p] = scan.values[p]
@@ -234,6 +262,8 @@ class StaleRule(SensorDetector):
         super()._build()
 
     def _score(self, scan: Scan) -> np.ndarray:
+        if scan.complete:  # every sensor reported: none is stale
+            return np.zeros(self.n_sensors)
         with np.errstate(invalid="ignore"):
             score = np.minimum(
                 0.5 * (scan.now_s - self._last_time) / self.max_age_s, self.MAX_SCORE
@@ -241,6 +271,9 @@ class StaleRule(SensorDetector):
         return np.where(scan.present, 0.0, np.fmax(score, 0.0))
 
     def _learn(self, scan: Scan, scores: np.ndarray | None) -> None:
+        if scan.complete:  # every sensor's last reading is this scan's
+            self._last_time = np.array(scan.times_s, dtype=np.float64)
+            return
         # A sensor never heard from is counted as silent since the machine's first scan.
         last = np.where(np.isnan(self._last_time), scan.now_s, self._last_time)
         p = scan.present
