@@ -61,7 +61,8 @@ async def _keys(bucket: Any) -> set[str]:
 
 def twin_event(machine_id: str, seq: int, result: ApplyResult, twin: MachineTwin) -> bytes:
     """The compact "twin changed" event: the new readings of the sensors the message
-    changed (``sensors``: ``{id: [value, timestamp ms, quality]}``) and the twin's data time."""
+    changed (``sensors``: ``{id: [value, timestamp ms, quality]}``), the twin's data time,
+    and the subjects of its anomaly conditions still open (``in_alarm``)."""
     return json.dumps(
         {
             "machine_id": machine_id,
@@ -73,6 +74,7 @@ def twin_event(machine_id: str, seq: int, result: ApplyResult, twin: MachineTwin
             "last_update": twin.last_update_ms,
             "sensors": twin.readings(result.changed_index),
             "anomalies": len(result.anomalies),
+            "in_alarm": twin.in_alarm(),
             "rul_model": None if result.rul is None else result.rul.model_version,
         }
     ).encode()

@@ -261,16 +261,18 @@ class MaintenanceService:
         return alert
 
     async def _raised(self, raised: list[Raised]) -> None:
-        """Store each; notify the new ones and those whose severity went up (unless
-        shelved)."""
+        """Store each; notify the new ones, those whose severity went up (unless shelved)
+        and those an observation returned to normal (data back, a prediction clear)."""
         for r in raised:
             event = None
             if r.new:
                 event = "raised"
+            elif r.alert.status.closed:
+                event = "resolved"
             elif r.worse and not r.alert.shelved:
                 event = "severity_raised"
             await self._save_alert(r.alert, event)
-            if not r.new:
+            if not r.new and not r.alert.status.closed:
                 self.counters["alerts_repeated"] += 1
 
     async def _save_order(self, order: WorkOrder, event: str) -> WorkOrder:

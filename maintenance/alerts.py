@@ -16,9 +16,15 @@ Alarm management (ISA-18.2, EEMUA 191):
   kept repeating, and one step when it is corroborated: another sensor or detector of
   the machine in alarm within ``corroborate_minutes``, a worsening RUL prediction
   (median :data:`RUL_WORSENING` lower than the one before, made within
-  :data:`RUL_FRESH`), or an open RUL alert of the machine. Never above ``escalate_to``.
+  :data:`RUL_FRESH`), or an open RUL alert of the machine. Never below the twin's own
+  severity (the twin escalates on the data's time: persistence, corroboration among its
+  detectors and sensors) and never above ``escalate_to``.
   A predictive rule gives its ``severity``; ``within_repair_lead_time`` measures the
   failure probability over the repair's duration plus a planning lead.
+* **Conditions that last.** A twin reports an anomaly once, when its condition starts
+  (or worsens); its updates (:class:`~schemas.twin.TwinChanged`) list the conditions
+  still open (``in_alarm``). Those count as the condition repeating, without adding to
+  an alert's ``count``: for the on-delay, the off-delay and corroboration.
 * **On-delay.** A condition is raised only once it has kept repeating for its rule's
   ``on_delay_minutes`` (a critical one at once); until then it is pending. A pending
   condition quiet for the rule's ``clear_after_minutes`` (or :data:`PENDING_QUIET`) is
@@ -26,6 +32,9 @@ Alarm management (ISA-18.2, EEMUA 191):
 * **Off-delay.** An anomaly or threshold alert whose rule sets ``clear_after_minutes``
   resolves itself (return to normal) when its condition has not repeated for that long.
   "No data" alerts resolve themselves when data returns.
+* **Predictions return to normal.** A RUL or failure-probability alert resolves itself when
+  a newer prediction of its machine is clear of the rule by :data:`RETURN_MARGIN` (after
+  a repair the model starts again and predicts a long life).
 * **Deadband.** A threshold condition, once crossed, lasts until the value is back past
   the limit by the rule's ``deadband``: readings in between are repeats.
 * **Shelving.** An operator shelves an alert for a bounded time with a reason: it
@@ -89,6 +98,13 @@ class Raised:
     worse: bool = False
 
 
+RETURN_MARGIN = 1.5
+"""A predictive alert returns to normal when a newer prediction of its machine is clear of
+its rule by this factor (a median RUL 1.5 times the rule's hours, a probability a third
+below its threshold): a deadband, so that a prediction hovering at the limit does not
+chatter."""
+
+
 @dataclass
 class Pending:
     """A condition waiting out its rule's on-delay."""
@@ -97,6 +113,7 @@ class Pending:
     last: datetime
     count: int
     severity: Severity
+    message: str = ""
 
 
 class PlantClock:
@@ -185,6 +202,9 @@ class AlertBook:
         """Per machine: latest median RUL, the one before, when the latest came."""
         self.last_seen: dict[str, datetime] = {}
         """When new readings of each machine last arrived (from twin updates)."""
+        self._still_on: dict[tuple[str, str], datetime] = {}
+        """Per (machine, subject): when its twin last said that anomaly condition is still
+        open (:attr:`~schemas.twin.TwinChanged.in_alarm`)."""
         self._data_ms: dict[str, int] = {}
         for a in alerts:
             self.keep(a)
@@ -304,7 +324,7 @@ class AlertBook:
             return self.raise_condition(
                 machine_id, rule, subject, message, now, severity, value, None, count, first
             )
-        self._pending[key] = Pending(first, now, count, severity)
+        self._pending[key] = Pending(first, now, count, severity, message)
         return None
 
     def pending(self) -> dict[Key, Pending]:
@@ -381,16 +401,15 @@ class AlertBook:
     # -- observations -------------------------------------------------------------------
 
     def on_anomaly(self, a: AnomalyRecord, now: datetime) -> list[Raised]:
+        sensor = a.sensor_id.split(".", 1)[1] if a.sensor_id else "machine"
+        # Any anomaly corroborates another, whether or not a rule alerts on it.
+        self._note_alarm(a.machine_id, sensor, a.type.value, now)
         rules = [
             r
             for r in self._rules(a.machine_id, RuleKind.ANOMALY)
             if a.severity.rank >= r.min_severity.rank
             and (not r.anomaly_types or a.type in r.anomaly_types)
         ]
-        if not rules:
-            return []
-        sensor = a.sensor_id.split(".", 1)[1] if a.sensor_id else "machine"
-        self._note_alarm(a.machine_id, sensor, a.type.value, now)
         out = []
         for rule in rules:
             message = f"{a.type.value} anomaly on {a.sensor_id or a.machine_id}: {a.reason}"
@@ -399,6 +418,10 @@ class AlertBook:
                 severity, why = self._statistical_severity(
                     rule, a.machine_id, sensor, a.type.value, now
                 )
+                # The twin escalates on the data's own time (persistence, corroboration
+                # among its detectors and sensors): never below what it says.
+                if a.severity.rank > severity.rank:
+                    severity = SEVERITIES[min(a.severity.rank, rule.escalate_to.rank) - 1]
                 message += why
             r = self._occur(a.machine_id, rule, sensor, message, now, severity, a.value)
             if r is not None:
@@ -432,6 +455,12 @@ class AlertBook:
                         p.machine_id, rule, mode, message, now, value=p.median_hours
                     )
                 )
+            elif p.median_hours >= rule.hours * RETURN_MARGIN:
+                note = (
+                    f"returned to normal: median remaining life {p.median_hours:.0f} h "
+                    f"({mode}) is back above {rule.hours:g} h"
+                )
+                out.extend(self._prediction_cleared(p.machine_id, rule, note, now))
         for rule in self._rules(p.machine_id, RuleKind.FAILURE_PROBABILITY):
             assert rule.probability is not None
             if rule.horizon_hours is not None:
@@ -451,6 +480,25 @@ class AlertBook:
                     f"({mode}) is above {rule.probability:g}"
                 )
                 out.append(self.raise_condition(p.machine_id, rule, mode, message, now, value=prob))
+            elif prob * RETURN_MARGIN <= rule.probability:
+                note = (
+                    f"returned to normal: P(failure within {within}) = {prob:.2f} ({mode}) is "
+                    f"back below {rule.probability:g}"
+                )
+                out.extend(self._prediction_cleared(p.machine_id, rule, note, now))
+        return out
+
+    def _prediction_cleared(
+        self, machine_id: str, rule: AlertRule, note: str, now: datetime
+    ) -> list[Raised]:
+        """Resolve the machine's open (not shelved) alerts of a predictive rule: a newer
+        prediction is clear of the rule by :data:`RETURN_MARGIN` (after a repair, say)."""
+        out = []
+        for (machine, rule_id, _), alert_id in list(self._open.items()):
+            alert = self.alerts[alert_id]
+            if machine == machine_id and rule_id == rule.id and not alert.shelved:
+                closed = self._close(alert, AlertStatus.RESOLVED, SYSTEM, note, now)
+                out.append(Raised(closed, new=False))
         return out
 
     def on_twin(self, event: TwinChanged, now: datetime) -> list[Raised]:
@@ -466,6 +514,8 @@ class AlertBook:
             self._data_ms[machine] = event.last_update
             self.last_seen[machine] = now
             out.extend(self._data_returned(machine, now))
+        for subject in event.in_alarm:
+            out.extend(self._condition_lasts(machine, subject, now))
         for rule in self._rules(machine, RuleKind.THRESHOLD):
             sensor = rule.sensor or ""
             reading = event.sensors.get(f"{machine}.{sensor}")
@@ -496,6 +546,50 @@ class AlertBook:
             elif key in self._open or key in self._pending:
                 self._back_to_normal.add(key)
         return out
+
+    def _condition_lasts(self, machine: str, subject: str, now: datetime) -> list[Raised]:
+        """The machine's twin says its anomaly condition on ``subject`` is still open: it
+        keeps corroborating, its alerts do not return to normal, and a pending one is
+        raised once its rule's on-delay has passed."""
+        self._still_on[(machine, subject)] = now
+        seen = self._alarms.get(machine, {})
+        for alarm in seen:
+            if alarm[0] == subject:
+                seen[alarm] = now
+        out = []
+        for rule in self._rules(machine, RuleKind.ANOMALY):
+            key = (machine, rule.id, subject)
+            p = self._pending_of(key, rule, now)
+            if p is None:
+                continue
+            p.last = now
+            if now - p.first >= timedelta(minutes=rule.on_delay_minutes):
+                del self._pending[key]
+                out.append(
+                    self.raise_condition(
+                        machine,
+                        rule,
+                        subject,
+                        p.message,
+                        now,
+                        p.severity,
+                        None,
+                        None,
+                        p.count,
+                        p.first,
+                    )
+                )
+        return out
+
+    def _last_active(self, alert: Alert, rule: AlertRule) -> datetime:
+        """When the alert's condition was last seen: its last repeat or, for an anomaly,
+        the last time its twin said the condition is still open."""
+        last = alert.last_raised_at
+        if rule.kind is RuleKind.ANOMALY:
+            on = self._still_on.get((alert.machine_id, alert.subject))
+            if on is not None and on > last:
+                return on
+        return last
 
     def _in_alarm(self, key: Key, rule: AlertRule, now: datetime) -> bool:
         active = key in self._open or self._pending_of(key, rule, now) is not None
@@ -649,11 +743,11 @@ class AlertBook:
             if not alert.shelved or alert.shelved_until is None or alert.shelved_until > now:
                 continue
             rule = self._rule.get(alert.rule_id)
-            quiet = now - alert.last_raised_at
             if (
                 rule is not None
                 and rule.clear_after_minutes is not None
-                and quiet >= timedelta(minutes=rule.clear_after_minutes)
+                and now - self._last_active(alert, rule)
+                >= timedelta(minutes=rule.clear_after_minutes)
             ):
                 note = (
                     "returned to normal while shelved: no repeat for "
@@ -684,7 +778,7 @@ class AlertBook:
                 or alert.shelved
             ):
                 continue
-            quiet = now - alert.last_raised_at
+            quiet = now - self._last_active(alert, rule)
             if quiet >= timedelta(minutes=rule.clear_after_minutes):
                 note = f"returned to normal: no repeat for {rule.clear_after_minutes:g} min"
                 out.append(self._close(alert, AlertStatus.RESOLVED, SYSTEM, note, now))

@@ -68,7 +68,8 @@ class TwinChanged(BaseModel):
     """The compact "twin changed" event on ``tf.twin.<machine>``
     (:func:`actors.host_actor.twin_event`): the twin's data time and the new readings of
     the sensors the message changed, ``sensors: {sensor id: [value, timestamp ms,
-    quality]}``. Fields added later are ignored by readers.
+    quality]}``, and which of its anomaly conditions are still open, ``in_alarm``. Fields
+    added later are ignored by readers.
 
     >>> e = TwinChanged.model_validate_json('{"machine_id": "P-101", "version": 3, '
     ...     '"last_update": 1700000000000, "sensors": {"P-101.flow": [41.2, 1700000000000, 0]}}')
@@ -87,3 +88,8 @@ class TwinChanged(BaseModel):
     version: Annotated[int, Field(ge=0)]
     last_update: EpochMs | None = None
     sensors: dict[str, Reading] = Field(default_factory=dict)
+    in_alarm: list[str] = Field(
+        default_factory=list,
+        description="the subjects (sensor names; 'machine') of the twin's open anomaly "
+        "conditions: an anomaly is published once, when it starts or worsens",
+    )

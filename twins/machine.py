@@ -112,7 +112,9 @@ class TwinConfig:
     zscore_warmup: int = 30
     pca_fit_scans: int = 200
     rul_every_hours: float = 1.0
-    rul_min_hours: float = 6.0
+    rul_min_hours: float = 24.0
+    """Trend a twin needs before its first prediction: a day, so that the slopes of the
+    hourly means are not the plant's daily load cycle (night shift, breaks)."""
     stale_periods: float = 5.0
     multivariate: bool = True
     smoothed_pca: bool = False
@@ -875,6 +877,19 @@ class MachineTwin:
     @property
     def rul(self) -> RulPrediction | None:
         return self._rul
+
+    def in_alarm(self) -> list[str]:
+        """The subjects of the twin's open anomaly conditions: sensor names, and
+        ``"machine"`` for a machine-level one. An anomaly is reported once, when its
+        condition starts (or worsens); this says which conditions are still on, so that an
+        alert on one does not return to normal while it lasts."""
+        if self.detectors is None:
+            return []
+        open_ = self.detectors.open_severity
+        if not open_.any():
+            return []
+        names = [self.spec.sensors[i].name for i in np.flatnonzero(open_[:-1]).tolist()]
+        return [*names, "machine"] if open_[-1] else names
 
     def status(self) -> MachineStatus:
         if self._first_ms is None:

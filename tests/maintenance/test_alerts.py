@@ -42,6 +42,8 @@ LEGACY = [
 # The managed anomaly rule with its defaults: starts low, on-delay 5 min, one step per
 # 30 min of persistence, one for corroboration within 15 min, at most high.
 MANAGED = AlertRule(id="anomaly", kind="anomaly", min_severity="medium", clear_after_minutes=60)
+# The same, alerting on the twin's low anomalies too (the book's own escalation shows).
+EVERY = AlertRule(id="anomaly", kind="anomaly", min_severity="low", clear_after_minutes=60)
 
 
 def with_rules(*rules: AlertRule) -> Plant:
@@ -128,6 +130,28 @@ def test_rul_rules_and_the_probability_between_horizons() -> None:
     assert failure_within(worn, 2000) == pytest.approx(p[720])
 
 
+def test_a_prediction_alert_returns_to_normal_once_a_newer_one_is_well_clear() -> None:
+    """After a repair the model predicts a long life again: the machine's RUL and
+    failure-probability alerts resolve themselves. A prediction just inside the limit
+    (the deadband of RETURN_MARGIN) keeps them open, so a hovering one does not chatter."""
+    book = AlertBook(with_rules(*LEGACY))
+    worn = prediction("P-201", T0, median=200, lower=90)
+    raised = book.on_rul(worn, T0)
+    assert {r.alert.rule_id for r in raised} == {"rul-low", "failure-7d"}
+    hovering = prediction("P-201", at(60), median=280, lower=60)  # 280 h < 1.5 x 240 h
+    assert 0.2 < failure_within(hovering, 168) <= 0.3  # not above 0.3, nor a third below
+    assert book.on_rul(hovering, at(60)) == []
+    assert all(not a.status.closed for a in book.alerts.values())
+    repaired = prediction("P-201", at(120), median=2000, lower=900)
+    cleared = book.on_rul(repaired, at(120))
+    assert {r.alert.rule_id for r in cleared} == {"rul-low", "failure-7d"}
+    assert all(r.alert.status is AlertStatus.RESOLVED and not r.new for r in cleared)
+    assert all("returned to normal" in r.alert.note for r in cleared)
+    assert book.on_rul(repaired, at(180)) == []
+    # the next worn prediction opens new alerts
+    assert all(r.new for r in book.on_rul(worn, at(240)))
+
+
 def test_an_anomaly_alert_returns_to_normal_when_its_condition_stops() -> None:
     book = AlertBook(with_rules(*LEGACY))  # clear after 60 minutes
     (first,) = book.on_anomaly(anomaly("vibration", "spike", "high"), T0)
@@ -144,10 +168,9 @@ def test_an_anomaly_alert_returns_to_normal_when_its_condition_stops() -> None:
 # -- severity means something -----------------------------------------------------------------
 def test_a_statistical_anomaly_starts_low_and_escalates_only_by_persistence() -> None:
     """Spikes on one sensor every 5 minutes, nothing else on the machine: pending for the
-    on-delay, raised low at 5 min, medium after 30 min, high after 60, and no higher. The
-    detector's own severity (critical here) does not make the alert critical."""
-    book = AlertBook(with_rules(MANAGED))
-    spike = anomaly("vibration", "spike", "critical")
+    on-delay, raised low at 5 min, medium after 30 min, high after 60, and no higher."""
+    book = AlertBook(with_rules(EVERY))
+    spike = anomaly("vibration", "spike", "low")
     assert seen(book, spike, 0) == []  # on-delay: pending
     assert seen(book, spike, 5) == [(True, "low", 2)]
     alert = next(iter(book.alerts.values()))
@@ -164,43 +187,43 @@ def test_a_statistical_anomaly_starts_low_and_escalates_only_by_persistence() ->
 
 
 def test_corroboration_by_another_sensor_another_detector_or_a_worsening_prediction() -> None:
-    book = AlertBook(with_rules(MANAGED))
-    assert seen(book, anomaly("vibration", "spike", "high"), 0) == []
-    assert seen(book, anomaly("vibration", "spike", "high"), 5) == [(True, "low", 2)]
+    book = AlertBook(with_rules(EVERY))
+    assert seen(book, anomaly("vibration", "spike", "low"), 0) == []
+    assert seen(book, anomaly("vibration", "spike", "low"), 5) == [(True, "low", 2)]
     # Another sensor of the machine in alarm (pending for its on-delay): corroborates.
-    assert seen(book, anomaly("flow", "statistical", "medium"), 6) == []
-    assert seen(book, anomaly("vibration", "spike", "high"), 10) == [(False, "medium", 3)]
+    assert seen(book, anomaly("flow", "statistical", "low"), 6) == []
+    assert seen(book, anomaly("vibration", "spike", "low"), 10) == [(False, "medium", 3)]
     vib = next(a for a in book.alerts.values() if a.subject == "vibration")
     assert vib.message.endswith("(corroborated by P-201.flow (statistical))")
     # Flow's own alert is raised corroborated by vibration: medium at once.
-    assert seen(book, anomaly("flow", "statistical", "medium"), 11) == [(True, "medium", 2)]
+    assert seen(book, anomaly("flow", "statistical", "low"), 11) == [(True, "medium", 2)]
     # Another detector on the same sensor corroborates too (P-202, alone on its machine).
-    other = AlertBook(with_rules(MANAGED))
-    assert seen(other, anomaly("seal_temp", "flatline", "medium", machine="P-202"), 0) == []
-    assert seen(other, anomaly("seal_temp", "flatline", "medium", machine="P-202"), 5) == [
+    other = AlertBook(with_rules(EVERY))
+    assert seen(other, anomaly("seal_temp", "flatline", "low", machine="P-202"), 0) == []
+    assert seen(other, anomaly("seal_temp", "flatline", "low", machine="P-202"), 5) == [
         (True, "low", 2)
     ]
-    assert seen(other, anomaly("seal_temp", "statistical", "medium", machine="P-202"), 7) == [
+    assert seen(other, anomaly("seal_temp", "statistical", "low", machine="P-202"), 7) == [
         (False, "medium", 3)
     ]
     # 20 minutes after flow's last anomaly it no longer corroborates: medium by persistence
     # alone (31 min), not high.
-    assert seen(book, anomaly("vibration", "spike", "high"), 31) == [(False, "medium", 4)]
+    assert seen(book, anomaly("vibration", "spike", "low"), 31) == [(False, "medium", 4)]
     # A worsening RUL prediction corroborates: P-203's median falls by more than 10 %.
-    rul = AlertBook(with_rules(MANAGED))
+    rul = AlertBook(with_rules(EVERY))
     rul.on_rul(prediction("P-203", T0, median=900, lower=400), T0)
     rul.on_rul(prediction("P-203", T0, median=700, lower=300), at(1))
-    seen(rul, anomaly("flow", "spike", "high", machine="P-203"), 2)
-    assert seen(rul, anomaly("flow", "spike", "high", machine="P-203"), 7) == [(True, "medium", 2)]
+    seen(rul, anomaly("flow", "spike", "low", machine="P-203"), 2)
+    assert seen(rul, anomaly("flow", "spike", "low", machine="P-203"), 7) == [(True, "medium", 2)]
     (a,) = rul.alerts.values()
     assert a.message.endswith(
         "(corroborated by a worsening RUL prediction (median 900 h, then 700 h))"
     )
-    steady = AlertBook(with_rules(MANAGED))
+    steady = AlertBook(with_rules(EVERY))
     steady.on_rul(prediction("P-203", T0, median=900, lower=400), T0)
     steady.on_rul(prediction("P-203", T0, median=850, lower=380), at(1))  # 5.6 % lower
-    seen(steady, anomaly("flow", "spike", "high", machine="P-203"), 2)
-    assert seen(steady, anomaly("flow", "spike", "high", machine="P-203"), 7) == [(True, "low", 2)]
+    seen(steady, anomaly("flow", "spike", "low", machine="P-203"), 2)
+    assert seen(steady, anomaly("flow", "spike", "low", machine="P-203"), 7) == [(True, "low", 2)]
 
 
 def test_only_a_sensor_beyond_its_critical_limit_is_a_critical_anomaly_and_it_does_not_wait() -> (
@@ -244,18 +267,65 @@ def test_the_failure_probability_within_the_repair_lead_time() -> None:
 
 # -- chattering -------------------------------------------------------------------------------
 def test_on_delay_a_single_occurrence_is_never_raised_and_a_quiet_one_is_forgotten() -> None:
-    book = AlertBook(with_rules(MANAGED))
-    assert seen(book, anomaly("flow", "spike", "high"), 0) == []
-    assert seen(book, anomaly("flow", "spike", "high"), 4) == []  # 4 min: still waiting
+    book = AlertBook(with_rules(EVERY))
+    assert seen(book, anomaly("flow", "spike", "low"), 0) == []
+    assert seen(book, anomaly("flow", "spike", "low"), 4) == []  # 4 min: still waiting
     assert list(book.pending()) == [("P-201", "anomaly", "flow")] and book.alerts == {}
     book.clear_quiet(at(63))  # quiet for 59 minutes: still pending
     assert list(book.pending()) == [("P-201", "anomaly", "flow")]
     book.clear_quiet(at(65))  # quiet for over the rule's 60 minutes: forgotten
     assert book.pending() == {}
-    assert seen(book, anomaly("flow", "spike", "high"), 70) == []  # starts again
-    assert seen(book, anomaly("flow", "spike", "high"), 74) == []
-    assert seen(book, anomaly("flow", "spike", "high"), 75) == [(True, "low", 3)]
+    assert seen(book, anomaly("flow", "spike", "low"), 70) == []  # starts again
+    assert seen(book, anomaly("flow", "spike", "low"), 74) == []
+    assert seen(book, anomaly("flow", "spike", "low"), 75) == [(True, "low", 3)]
     assert book.alerts and all(a.first_seen_at == at(70) for a in book.alerts.values())
+
+
+def test_the_twins_severity_is_the_floor_of_a_statistical_alert() -> None:
+    """The twin escalates on the data's own time (persistence, corroboration among its
+    detectors): its medium anomaly raises a medium alert (after the on-delay), its high
+    one raises the alert to high; a critical one stops at the rule's escalate_to."""
+    book = AlertBook(with_rules(MANAGED))
+    assert seen(book, anomaly("flow", "statistical", "low"), 0) == []  # below min_severity
+    assert book.pending() == {}
+    assert seen(book, anomaly("flow", "statistical", "medium"), 1) == []  # on-delay
+    assert seen(book, anomaly("flow", "statistical", "medium"), 6) == [(True, "medium", 2)]
+    assert seen(book, anomaly("flow", "statistical", "high"), 7) == [(False, "high", 3)]
+    assert seen(book, anomaly("flow", "multivariate", "critical"), 8) == [(False, "high", 4)]
+
+
+def in_alarm(subjects: list[str], minutes: float, machine: str = "P-201") -> TwinChanged:
+    """A twin update of ``machine`` saying its anomaly conditions on ``subjects`` last."""
+    return TwinChanged(
+        machine_id=machine,
+        version=1,
+        last_update=datetime_to_ms(at(minutes)),
+        in_alarm=subjects,
+    )
+
+
+def test_an_anomaly_alert_lasts_while_its_twin_says_the_condition_is_open() -> None:
+    """The twin reports an anomaly once, when it starts; its updates then say the
+    condition is still open. The pending alert is raised when the on-delay has passed, it
+    does not return to normal while the condition lasts, and it does an hour after the twin
+    stops saying so."""
+    book = AlertBook(with_rules(MANAGED))
+    assert seen(book, anomaly("flow", "statistical", "medium"), 0) == []
+    assert book.on_twin(in_alarm(["flow"], 3), at(3)) == []  # still waiting
+    (r,) = book.on_twin(in_alarm(["flow"], 6), at(6))
+    assert r.new and r.alert.severity.value == "medium" and r.alert.subject == "flow"
+    assert r.alert.first_seen_at == T0
+    for m in range(10, 180, 10):  # three hours in alarm, no new anomaly reported
+        book.on_twin(in_alarm(["flow", "machine"], m), at(m))
+        assert book.clear_quiet(at(m)) == []
+    assert book.clear_quiet(at(170 + 59)) == []
+    (resolved,) = book.clear_quiet(at(170 + 60))
+    assert resolved.alert_id == r.alert.alert_id and resolved.status is AlertStatus.RESOLVED
+    # without the twin's word, the same alert returns to normal an hour after it was raised
+    other = AlertBook(with_rules(MANAGED))
+    seen(other, anomaly("flow", "statistical", "medium"), 0)
+    seen(other, anomaly("flow", "statistical", "medium"), 6)
+    assert [a.subject for a in other.clear_quiet(at(66))] == ["flow"]
 
 
 def reading(value: float, minutes: float) -> TwinChanged:

@@ -202,6 +202,9 @@ def test_critical_value_raises_one_critical_threshold_anomaly_while_it_lasts() -
     assert "critical_high 100" in found[0].reason
     assert twin.status() is MachineStatus.ALARM
     assert twin.health_score == pytest.approx(100 * (1 - (0.7 * 1 + 0.3 * 0.25)))
+    assert twin.in_alarm() == ["bearing_temp"]  # the condition is still open ...
+    feed(twin, scans(2, start=45), start_ms=T0 + 45_000)
+    assert twin.in_alarm() == []  # ... until the readings are back below the limits
 
 
 def test_a_sensor_that_goes_silent_is_reported_once_as_stale() -> None:
