@@ -195,6 +195,9 @@ def run_to_failure(
                     dt_hours=sample_hours,
                     rng=fault_rng,
                 )
+            exact = signals.exact  # set-points: no sensor faults (and never lag or noise)
+            values[:, exact] = targets[:, exact]
+            codes[:, exact] = 0
         mode = int(failure_mode[i])
         lives.append(
             Life(

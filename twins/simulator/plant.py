@@ -219,6 +219,7 @@ class PlantSimulator:
         self._fault_state = FaultState.clear(column)
         self._sensor_ids = [sid for m in self._machines.values() for sid in m.sensor_ids]
         self._scale = np.concatenate([m.signals.reference for m in self._machines.values()])
+        self._exact = np.concatenate([m.signals.exact for m in self._machines.values()])
         self._last_sample_ms = self._now_ms
 
     def __repr__(self) -> str:
@@ -413,6 +414,9 @@ class PlantSimulator:
             reported, kinds, self._fault_state = self.faults.apply(
                 true_values, state, scale=self._scale, dt_hours=dt_h, rng=self._fault_rng
             )
+            # Set-points are the controller's own values: no sensor faults.
+            reported = np.where(self._exact, true_values, reported)
+            kinds = np.where(self._exact, 0, kinds)
             for col in np.flatnonzero(kinds).tolist():
                 value = float(reported[col])
                 self._injected.append(

@@ -24,6 +24,8 @@ belt_speed (m/s)       ``v_r·(1 + 0.024·(1 - L))·(1 - 0.004·(w_b + w_m))`` (
 power (kW)             ``P_r·(0.05 + 0.95·L)·(1 + 0.08·w_i + 0.05·w_m + 0.04·w_b)``
 voltage (V)            ``U_r`` (supply; present when stopped)
 ambient_temp (°C)      ``T_a``
+load_setpoint (%)      ``100·L`` (the controller's duty set-point: exact, no noise, no
+                       sensor faults, 0 when stopped)
 =====================  ================================================================
 
 Rated values (``I_r``, ``n_r``, ...) come from the sensor's ``rated`` field, else the
@@ -67,8 +69,12 @@ KNOWN_SENSORS: tuple[str, ...] = (
     "power",
     "voltage",
     "ambient_temp",
+    "load_setpoint",
 )
 """Sensor names with a dedicated signal model."""
+
+SETPOINTS: tuple[str, ...] = ("load_setpoint",)
+"""Sensors that are the controller's own values, not measurements: read exactly."""
 
 KEY_SENSORS: dict[FailureMode, tuple[str, ...]] = {
     FailureMode.BEARING_WEAR: ("vibration", "bearing_temp"),
@@ -199,6 +205,10 @@ def _ambient(i: _Inputs) -> FloatArray:
     return i.ambient + 0.0 * i.load
 
 
+def _load_setpoint(i: _Inputs) -> FloatArray:
+    return 100.0 * i.load * i.run
+
+
 def _rated_current(spec: MachineSpec) -> float:
     r = spec.rated
     if r.current_a:
@@ -232,6 +242,7 @@ def _formula(sensor: SensorSpec, spec: MachineSpec) -> Formula:
         "power": lambda: _power(own or r.power_kw or 15.0),
         "voltage": lambda: _constant(own or r.voltage_v or 400.0),
         "ambient_temp": lambda: _ambient,
+        "load_setpoint": lambda: _load_setpoint,
     }
     if sensor.name in by_name:
         return by_name[sensor.name]()
@@ -310,17 +321,25 @@ class SignalModel:
             [s.kind is SensorKind.TEMPERATURE and s.name != "ambient_temp" for s in spec.sensors]
         )
         self._signed = np.array([s.kind in _SIGNED_KINDS for s in spec.sensors])
+        self._exact = np.array([s.name in SETPOINTS for s in spec.sensors])
         self._noise_fraction = self.noise_scale * np.array(
-            [NOISE_FRACTION[s.kind] for s in spec.sensors]
+            [0.0 if s.name in SETPOINTS else NOISE_FRACTION[s.kind] for s in spec.sensors]
         )
         self.reference: FloatArray = self.steady(1.0, 25.0, np.zeros(len(self.modes)))
         """Healthy values at rated load and 25 °C (the scale of noise and sensor faults)."""
-        self._noise_floor = (
-            self.noise_scale * NOISE_FLOOR * np.maximum(np.abs(self.reference), 1e-3)
+        self._noise_floor = np.where(
+            self._exact,
+            0.0,
+            self.noise_scale * NOISE_FLOOR * np.maximum(np.abs(self.reference), 1e-3),
         )
 
     def __repr__(self) -> str:
         return f"SignalModel({self.spec.id!r}, sensors={list(self.sensor_names)})"
+
+    @property
+    def exact(self) -> npt.NDArray[np.bool_]:
+        """Which columns are set-points (:data:`SETPOINTS`): read without noise or faults."""
+        return self._exact.copy()
 
     @property
     def thermal(self) -> npt.NDArray[np.bool_]:

@@ -65,7 +65,11 @@ def test_example_plant_has_the_promised_shape(plant: Plant) -> None:
         assert {task.failure_mode for task in mtype.maintenance} == set(mtype.failure_modes)
         for task in mtype.maintenance:
             assert set(task.skills) <= skills, "every job can be staffed"
+        assert mtype.operating_condition is not None
         for sensor in mtype.sensors:
+            assert isinstance(sensor.address, (OpcUaAddress, ModbusAddress))
+            if sensor.name in mtype.operating_condition.sensors:
+                continue  # the duty set-point: no limits
             assert sensor.normal_high is not None and sensor.critical_high is not None
             assert isinstance(sensor.address, (OpcUaAddress, ModbusAddress))
     protocols = {

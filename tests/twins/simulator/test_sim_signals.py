@@ -184,8 +184,9 @@ def test_noise_is_seeded_and_sized_per_sensor(plant: Plant) -> None:
     assert relative[kinds.index("vibration")] == pytest.approx(0.04 + 0.003, rel=0.05)
     assert relative[kinds.index("temperature")] == pytest.approx(0.01 + 0.003, rel=0.05)
     quiet = model.add_noise(np.zeros((1000, len(model.sensor_names))), np.random.default_rng(0))
-    non_temp = np.array([k != "temperature" for k in kinds])
+    non_temp = np.array([k != "temperature" for k in kinds]) & ~model.exact
     assert (quiet[:, non_temp] >= 0).all() and (quiet[:, non_temp] > 0).mean() > 0.99
+    assert (quiet[:, model.exact] == 0).all()  # a set-point is read exactly
     assert np.array_equal(SignalModel(model.spec, noise_scale=0).add_noise(clean, 1), clean)
 
 
