@@ -289,6 +289,34 @@ def test_robust_zscore_baseline_follows_a_lasting_change() -> None:
     assert det.state_dict()["mad"][0] == pytest.approx(0.6745, abs=0.15)
 
 
+def test_robust_zscore_scale_is_floored_at_the_sensors_resolution() -> None:
+    """A percentage in steps of 0.1 that mostly reads 2.0 has a MAD of 0: a change of one
+    step is not an anomaly (about 9 steps are needed at threshold 6), a big jump is."""
+    rng = np.random.default_rng(5)
+    det = RobustZScore(1, threshold=6.0, warmup=30)
+    readings = 2.0 + 0.1 * (rng.random(2000) < 0.1) * rng.choice([-1, 1], 2000)
+    alarms = sum(
+        float(det.process_one(one([float(v)], T0 + i))[0]) >= ALARM for i, v in enumerate(readings)
+    )
+    assert det.state_dict()["mad"][0] < 0.05  # below one step (0 after the warm-up)
+    assert det.state_dict()["step"][0] == pytest.approx(0.1)
+    assert alarms == 0
+    assert det.score_one(one([2.3], T0 + 2000)) < ALARM
+    assert det.score_one(one([3.5], T0 + 2000)) > ALARM
+
+
+def test_robust_zscore_loads_a_snapshot_from_before_the_resolution_floor() -> None:
+    rng = np.random.default_rng(6)
+    det = RobustZScore(1, threshold=6.0, warmup=30)
+    for i in range(100):
+        det.learn_one(one([float(rng.normal())], T0 + i))
+    state = {k: v for k, v in det.state_dict().items() if k not in ("last", "step")}
+    fresh = RobustZScore(1, threshold=6.0, warmup=30)
+    fresh.load_state_dict(state)
+    assert fresh.score_one(one([0.1], T0 + 100)) == det.score_one(one([0.1], T0 + 100))
+    assert np.isnan(fresh.state_dict()["step"][0])
+
+
 # -- PCAMonitor --------------------------------------------------------------------------------
 
 

@@ -156,6 +156,55 @@ def test_sensors_are_independent_and_absent_readings_are_not_learned() -> None:
     assert (together[LEARN:, 1] >= 0.5).any() and (together[LEARN:, [0, 2]] < 0.5).all()
 
 
+FIVE_MIN = 300.0
+DAY = 288  # readings of a day, one every five minutes
+
+
+def daily(rng: np.random.Generator, days: int) -> np.ndarray:
+    """A daily cycle (amplitude 10) with noise of 1, one reading every five minutes."""
+    phase = 2.0 * np.pi * np.arange(days * DAY) / DAY
+    return 10.0 * np.sin(phase) + rng.normal(size=days * DAY)
+
+
+def feed_5min(det: DriftDetector, values: np.ndarray) -> np.ndarray:
+    rows = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    return np.stack(
+        [det.process_one(Scan.from_values(r, FIVE_MIN * i)) for i, r in enumerate(rows)]
+    )[:, 0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_missing_daily_cycle_inside_its_normal_range_is_caught_against_yesterday(
+    seed: int,
+) -> None:
+    """A day that stays flat at the cycle's mean never leaves the band of the slow
+    baseline, but it is far from the same time yesterday: only the seasonal rows see it."""
+    x = daily(np.random.default_rng(seed), 10)
+    flat = 6 * DAY + DAY // 8  # from shortly after the seventh day's peak starts rising
+    x[flat : flat + DAY // 2] = np.random.default_rng(seed + 100).normal(size=DAY // 2)
+    with_season = feed_5min(DriftDetector(1), x)
+    without = feed_5min(DriftDetector(1, season_s=None), x)
+    assert (with_season[:flat] >= 0.5).mean() < 0.02, "few false alarms over six normal days"
+    assert (with_season[flat : flat + DAY // 4] >= 0.5).any()
+    assert (without[flat : flat + DAY // 2] < 0.5).all()
+
+
+def test_a_clean_daily_cycle_raises_few_false_alarms_and_a_fault_does_not_return() -> None:
+    """A shift held in alarm is not remembered as normal: once the alarm is over, the
+    seasonal rows do not call the following normal days an anomaly."""
+    rng = np.random.default_rng(11)
+    x = daily(rng, 12)
+    start = 8 * DAY
+    x[start : start + 60] += 30.0  # five hours far above the cycle
+    scores = feed_5min(DriftDetector(1), x)
+    assert (scores[:start] >= 0.5).mean() < 0.01
+    assert (scores[start : start + 60] >= 0.5).all()
+    after = scores[start:] >= 0.5
+    ended = start + int(np.argmin(after))  # the first reading out of alarm
+    assert ended < start + 2 * DAY
+    assert (scores[ended:] < 0.5).all(), "the days after the fault are normal again"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
@@ -167,6 +216,8 @@ def test_sensors_are_independent_and_absent_readings_are_not_learned() -> None:
         ({"warmup": 1}, "warmup"),
         ({"accept_after": 0}, "accept_after"),
         ({"widen_rate": 0.0}, "widen_rate"),
+        ({"season_s": 0.0}, "season_s"),
+        ({"season_bins": 1}, "season_bins"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(

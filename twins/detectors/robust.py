@@ -10,8 +10,17 @@ repair, say) is eventually accepted.
 
 ``z = 0.6745 * (x - median) / MAD`` (0.6745 makes MAD comparable with a standard
 deviation for Gaussian data) and the score is ``|z| / (|z| + threshold)``: 0.5 exactly at
-``|z| = threshold``. MAD is floored at ``min_scale`` and at ``1e-9 * |median|`` so that a
-constant sensor cannot divide by zero.
+``|z| = threshold``.
+
+**Scale floor.** MAD is floored at the sensor's *resolution*, the smallest non-zero step
+between two successive readings seen so far: a quantised sensor (a percentage in steps of
+0.1, a count) whose readings mostly repeat one value has a MAD of 0, and without the floor
+every change of one step would be a huge z-score. With the floor a change must be
+``threshold / 0.6745`` steps (about 9 at the default threshold) before it alarms. Steps
+below ``1e-9`` of the level (rounding noise of a continuous sensor) do not count. MAD is
+also floored at ``min_scale`` and at ``1e-9 * |median|`` so that a constant sensor cannot
+divide by zero. The trackers move by ``adapt_rate`` of the floored scale, so a MAD that
+was 0 after the warm-up can still grow.
 
 >>> import numpy as np
 >>> det = RobustZScore(n_sensors=1, threshold=4.0, warmup=20)
@@ -37,7 +46,7 @@ from twins.detectors.base import ALARM, Scan, SensorDetector
 class RobustZScore(SensorDetector):
     name = "robust_zscore"
     anomaly_type = AnomalyType.STATISTICAL
-    _state_keys: ClassVar[tuple[str, ...]] = ("seen", "warm", "median", "mad")
+    _state_keys: ClassVar[tuple[str, ...]] = ("seen", "warm", "median", "mad", "last", "step")
 
     def __init__(
         self,
@@ -66,11 +75,18 @@ class RobustZScore(SensorDetector):
         self._warm = np.zeros((self.n_sensors, self.warmup))  # first readings, per sensor
         self._median = np.full(self.n_sensors, np.nan)  # NaN until warmed up
         self._mad = np.full(self.n_sensors, np.nan)
+        self._last = np.full(self.n_sensors, np.nan)  # the previous reading
+        self._step = np.full(self.n_sensors, np.nan)  # smallest non-zero step seen (NaN: none)
         super()._build()
 
+    def _scale(self) -> np.ndarray:
+        """MAD floored at the resolution, ``min_scale`` and ``1e-9`` of the level."""
+        floor = np.maximum(self.min_scale, 1e-9 * np.abs(self._median))
+        resolution = np.where(np.isnan(self._step), 0.0, self._step)
+        return np.maximum(self._mad, np.maximum(floor, resolution))
+
     def _z(self, x: np.ndarray) -> np.ndarray:
-        scale = np.maximum(self._mad, np.maximum(self.min_scale, 1e-9 * np.abs(self._median)))
-        return 0.6745 * (x - self._median) / scale
+        return 0.6745 * (x - self._median) / self._scale()
 
     def _score(self, scan: Scan) -> np.ndarray:
         az = np.abs(self._z(scan.values))
@@ -81,6 +97,11 @@ class RobustZScore(SensorDetector):
             scores = self._score(scan)
         x = scan.values
         p = scan.present
+        step = np.abs(x - self._last)  # NaN for an absent reading or the first one
+        real = step > 1e-9 * np.abs(x) + 1e-300  # False for NaN
+        if real.any():
+            self._step = np.where(real, np.fmin(self._step, step), self._step)
+        self._last = np.where(p, x, self._last)
         warming = p & (self._seen < self.warmup)
         if warming.any():
             idx = np.flatnonzero(warming)
@@ -95,17 +116,22 @@ class RobustZScore(SensorDetector):
         tracking = p & ~warming & (self._seen >= self.warmup)
         if tracking.any():
             rate = np.where(scores >= ALARM, self.adapt_rate / 10, self.adapt_rate)
-            step = rate * np.maximum(self._mad, self.min_scale)
+            move = rate * self._scale()
             dev = x - self._median
-            self._median = np.where(tracking, self._median + step * np.sign(dev), self._median)
+            self._median = np.where(tracking, self._median + move * np.sign(dev), self._median)
             up = np.abs(dev) > self._mad
-            self._mad = np.where(tracking, self._mad + np.where(up, step, -step), self._mad)
+            self._mad = np.where(tracking, self._mad + np.where(up, move, -move), self._mad)
             self._mad = np.maximum(self._mad, 0.0)
         self._seen += p
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         warm = state.get("warm")
-        super().load_state_dict({**state, "warm": np.zeros((self.n_sensors, self.warmup))})
+        # Snapshots from before the resolution floor have no last reading or step: the
+        # floor then starts afresh (it is learned again from the next readings).
+        unknown = np.full(self.n_sensors, np.nan)
+        defaults = {"last": unknown, "step": unknown}
+        warm_zeros = np.zeros((self.n_sensors, self.warmup))
+        super().load_state_dict({**defaults, **state, "warm": warm_zeros})
         if warm is not None:
             self._warm = np.array(warm, dtype=np.float64).reshape(self.n_sensors, -1)
 
