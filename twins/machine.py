@@ -22,8 +22,10 @@ Several readings of one sensor in a batch are applied in *rounds*: round ``k`` h
 ``k``-th reading of every sensor, so one scan of a 100-sensor machine is one vectorised
 round however its timestamps jitter.
 
-RUL is predicted from *trend features*: hourly means of every sensor, kept in a second
-rolling window (``trend_window`` hours), as mean and slope per sensor. A prediction is
+RUL is predicted from *trend features*: hourly means of every sensor while the machine
+runs (an idle machine's readings say nothing about its wear, and a weekend at standstill
+would look like a healthy machine), kept in a second rolling window (``trend_window``
+running hours), as mean and slope per sensor. A prediction is
 due every ``rul_every_hours`` of machine time once ``rul_min_hours`` of trend exist.
 
 >>> from schemas.plant import MachineSpec, SensorSpec
@@ -518,7 +520,10 @@ class MachineTwin:
         now_s = now_ms / 1000.0
         scan = Scan(scan_values, scan_times, self._value.copy(), now_s, self._running)
         self.features.update(sensors, times_s, values)
-        self._accumulate_trend(sensors, values, now_ms)
+        if self._running:  # an idle machine's readings say nothing about its wear
+            self._accumulate_trend(sensors, values, now_ms)
+        else:
+            self._roll_bucket(now_ms)
         if self.detectors is not None:
             regime, settled = self.condition.update(self._value, now_s, self._running)
             normalised = self._normalised(scan, regime, settled)
@@ -811,18 +816,22 @@ class MachineTwin:
         """Condition features a RUL model reads, per sensor (NaN while unknown):
 
         ``mean``/``slope``: mean and slope (per hour) of its hourly means over the trend
-        window; ``mean_w<w>``: mean of its last ``w`` readings, for each rolling window;
-        ``drift``: the shortest window's mean minus the mean of all its hourly means since
-        installation or the last repair (how far it has moved from its own baseline)."""
+        window (NaN until ``rul_min_hours`` running hours of them exist since installation
+        or the last repair); ``mean_w<w>``: mean of its last ``w`` readings, for each
+        rolling window; ``drift``: the shortest window's mean minus the mean of all its
+        hourly means since installation or the last repair (how far it has moved from its
+        own baseline)."""
         trend = self.trend.compute(self.config.trend_window)
         recent = {w: self.features.compute(w)["mean"] for w in self.config.windows}
         with np.errstate(invalid="ignore", divide="ignore"):
             life = np.where(self._life_count > 0, self._life_sum / self._life_count, np.nan)
         drift = recent[self.config.windows[0]] - life
+        # A trend of a few running hours (a machine that mostly stands) is no trend yet.
+        short = self._life_count < self.config.rul_min_hours
         out: dict[str, float] = {}
         for i, s in enumerate(self.spec.sensors):
-            out[f"{s.name}.mean"] = float(trend["mean"][i])
-            out[f"{s.name}.slope"] = float(trend["slope"][i])
+            out[f"{s.name}.mean"] = math.nan if short[i] else float(trend["mean"][i])
+            out[f"{s.name}.slope"] = math.nan if short[i] else float(trend["slope"][i])
             for w, values in recent.items():
                 out[f"{s.name}.mean_w{w}"] = float(values[i])
             out[f"{s.name}.drift"] = float(drift[i])

@@ -169,6 +169,11 @@ class SurvivalRulModel:
             )
         self.feature_mean_ = mean
         self.feature_scale_ = scale
+        # The features' range in training (not the age): a linear model extrapolates
+        # without bound, so a feature beyond anything a training life showed (a sensor
+        # fault, a drifting gauge) is read at the edge of that range.
+        self.feature_low_ = x.min(axis=0)
+        self.feature_high_ = x.max(axis=0)
         self.modes_ = models
         self.n_rows_ = len(frame)
         # Landmark rows repeat a life; count failed lives where the frame names its units.
@@ -240,6 +245,9 @@ class SurvivalRulModel:
         )
 
     def _z(self, x: np.ndarray, age: float) -> np.ndarray:
+        low = getattr(self, "feature_low_", None)
+        if low is not None:
+            x = np.clip(x, low, self.feature_high_)
         return (np.append(x, age) - self.feature_mean_) / self.feature_scale_
 
     def _factors(
@@ -271,6 +279,14 @@ class SurvivalRulModel:
             "features": self.features,
             "feature_mean": self.feature_mean_.tolist(),
             "feature_scale": self.feature_scale_.tolist(),
+            **(
+                {
+                    "feature_low": self.feature_low_.tolist(),
+                    "feature_high": self.feature_high_.tolist(),
+                }
+                if hasattr(self, "feature_low_")
+                else {}
+            ),
             "modes": {
                 m: {"intercept": mm.intercept, "coef": mm.coef.tolist(), "rho": mm.rho}
                 for m, mm in sorted(self.modes_.items())
@@ -310,6 +326,9 @@ class SurvivalRulModel:
         )
         model.feature_mean_ = np.array(doc["feature_mean"], dtype=np.float64)
         model.feature_scale_ = np.array(doc["feature_scale"], dtype=np.float64)
+        if "feature_low" in doc:  # artifacts before the range was kept have no bounds
+            model.feature_low_ = np.array(doc["feature_low"], dtype=np.float64)
+            model.feature_high_ = np.array(doc["feature_high"], dtype=np.float64)
         model.modes_ = {
             m: _ModeModel(p["intercept"], np.array(p["coef"], dtype=np.float64), p["rho"])
             for m, p in doc["modes"].items()

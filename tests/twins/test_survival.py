@@ -120,6 +120,20 @@ def test_age_per_mode_restarts_a_repaired_component() -> None:
         model.predict([1.0], age={"gearbox": 1.0})
 
 
+def test_a_feature_beyond_the_training_range_is_read_at_its_edge() -> None:
+    """A linear model extrapolates without bound: a load no training life had (a faulty
+    gauge, say) predicts what the heaviest load seen predicts, also after a round trip."""
+    frame = weibull_fleet(300, 0)
+    model = SurvivalRulModel(["load"], penalizer=0.01).fit(frame)
+    edge = float(frame["load"].max())
+    at_edge = model.predict([edge], age=100.0)
+    beyond = model.predict([edge * 10], age=100.0)
+    assert beyond.median == pytest.approx(at_edge.median)
+    assert model.predict([edge * 0.9], age=100.0).median > at_edge.median  # inside: as fitted
+    again = SurvivalRulModel.from_bytes(model.to_bytes())
+    assert again.predict([edge * 10], age=100.0).median == pytest.approx(at_edge.median)
+
+
 def test_artifact_round_trips_and_detects_tampering() -> None:
     model = SurvivalRulModel(["load"]).fit(weibull_fleet(200, 6))
     blob = model.to_bytes()
