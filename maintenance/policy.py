@@ -4,12 +4,12 @@ that order needs (from the machine type's maintenance catalogue).
 >>> from schemas.plant import load_plant
 >>> from schemas.rul import RulPrediction, SurvivalPoint
 >>> spec = load_plant("twinfleet/plants/example.yaml").machine("P-201")
->>> p = RulPrediction(machine_id="P-201", failure_mode="bearing_wear", median_hours=180,
+>>> p = RulPrediction(machine_id="P-201", failure_mode="bearing_wear", median_hours=150,
 ...     lower_hours=90, upper_hours=400, survival_curve=[SurvivalPoint(hours=0,
 ...     survival_probability=1.0)], failure_probability={24: 0.01, 72: 0.05, 168: 0.4,
 ...     336: 0.7, 720: 0.95}, model_version="v1", predicted_at=1_700_000_000_000)
 >>> print(policy_crossed(spec, p))
-median RUL 180 h is below 240 h; P(failure within 168 h) = 0.40 is above 0.3
+median RUL 150 h is below 168 h; P(failure within 168 h) = 0.40 is above 0.3
 >>> task_for(spec, p.failure_mode).parts
 ['BRG-6312-C3', 'BRG-NU312']
 """

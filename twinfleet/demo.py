@@ -3,9 +3,13 @@
 The plant simulator runs the example plant (52 machines) forward in time; a few machines
 start with worn components. Every machine's readings go to its twin (hosted by a
 :class:`~actors.host.MachineHost`); the twins' health, anomalies and remaining useful
-life are printed as they evolve. When a machine fails the demo says whether, and how long
-before, its twin flagged it. A machine is *flagged* when its twin predicts a probability
-of failing within 7 days of 30 % or more, or its health stays below 60 for an hour.
+life are printed as they evolve. A machine is *warned* when its twin predicts a probability
+of failing within 7 days of 30 % or more, or a prediction crosses its type's maintenance
+policy (which would create a predictive work order). When a machine fails the demo says
+whether, and how long before, it was warned; repairs done in the simulated plant are told
+to the twins. The twins' anomalies and predictions go through the plant's alert rules on
+simulated time (the maintenance service's alert book), and the demo ends with the alarm
+KPIs and the warning lead times per failure (:mod:`maintenance.lead_times`).
 
 The simulated gateway polls every sensor once per scan interval (``--step-minutes``), so
 the demo sets each sensor's sampling period to that interval: the stale-sensor rule then
@@ -17,62 +21,40 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from actors.host import MachineHost
-from schemas.anomaly import AnomalyRecord, AnomalyType, Severity
+from maintenance.alerts import AlertBook
+from maintenance.kpis import alarm_kpis
+from maintenance.lead_times import FailureVerdict, LeadTimeReport, LeadTimes
+from maintenance.policy import policy_crossed
+from schemas.alerts import Alert
+from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import FailureMode, iso_utc
+from schemas.maintenance_api import AlarmKpis
 from schemas.plant import MachineSpec, Plant
+from schemas.rul import RulPrediction
+from schemas.twin import TwinChanged
 from twinfleet.models import DEFAULT_LIVES, load_or_train
 from twins.machine import MachineTwin, TwinConfig
 from twins.simulator import PlantSimulator
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-FLAG_HEALTH = 60.0
-FLAG_HEALTH_HOURS = 1.0
-FLAG_P7D = 0.3
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failure in the run and how long before it the twin flagged the machine."""
-
-    machine: str
-    mode: str
-    timestamp_ms: int
-    lead_hours: float | None
 
 
 @dataclass(frozen=True)
 class DemoOutcome:
-    failures: list[Failure]
-    flagged_not_failed: list[str]
+    warnings: LeadTimeReport
+    alarms: AlarmKpis
     lines: list[str]
+    alerts: list[Alert]
 
-
-@dataclass
-class Watch:
-    """What the demo remembers per machine to judge the twins afterwards."""
-
-    first_flag_ms: int | None = None
-    flag_reason: str = ""
-    unhealthy_since_ms: int | None = None
-    anomalies: Counter[str] = field(default_factory=Counter)
-
-    def flag(self, twin: MachineTwin, now_ms: int) -> str | None:
-        """Why this machine is flagged now, if it is."""
-        rul = twin.rul
-        if rul is not None and rul.failure_probability.get(168, 0.0) >= FLAG_P7D:
-            return f"P(fail 7d) {rul.failure_probability[168]:.0%}, {rul.failure_mode}"
-        if twin.health_score >= FLAG_HEALTH:
-            self.unhealthy_since_ms = None
-            return None
-        if self.unhealthy_since_ms is None:
-            self.unhealthy_since_ms = now_ms
-        if now_ms - self.unhealthy_since_ms >= FLAG_HEALTH_HOURS * 3_600_000:
-            return f"health below {FLAG_HEALTH:.0f} for {FLAG_HEALTH_HOURS:g} h"
-        return None
+    @property
+    def failures(self) -> list[FailureVerdict]:
+        return self.warnings.failures
 
 
 WORN_START = {"pump": 0.72, "compressor": 0.74, "motor": 0.86, "conveyor": 0.86}
@@ -162,6 +144,7 @@ def run(
     top: int,
     lives: int = DEFAULT_LIVES,
     echo: bool = True,
+    start_ms: int = START_MS,
 ) -> DemoOutcome:
     lines: list[str] = []
 
@@ -184,18 +167,19 @@ def run(
             for m, w in initial.items()
         )
     )
-    sim = PlantSimulator(plant, seed=seed, start_ms=START_MS, initial_wear=initial)
+    sim = PlantSimulator(plant, seed=seed, start_ms=start_ms, initial_wear=initial)
     step_s = step_minutes * 60.0
     polled, config = polled_plant(plant, step_minutes)
     host = MachineHost(polled, models=models, config=config)
-    watch = {m.id: Watch() for m in plant.machines}
+    specs = {m.id: m for m in plant.machines}
+    warnings = LeadTimes(start_ms=start_ms)
+    book = AlertBook(plant)
+    anomalies: Counter[str] = Counter()
     steps = int(days * 24 * 60 / step_minutes)
     report_every = max(int(report_hours * 60 / step_minutes), 1)
-    failures_seen = 0
-    repairs_seen = 0
+    failures_seen = repairs_seen = 0
     period: Counter[str] = Counter()
     latest_critical: dict[str, AnomalyRecord] = {}
-    outcomes: list[Failure] = []
     readings = 0
     started = time.perf_counter()
     for step in range(1, steps + 1):
@@ -204,47 +188,37 @@ def run(
             outcome = host.apply(batch)
             for machine_id, result in outcome.results.items():
                 for anomaly in result.anomalies:
-                    watch[machine_id].anomalies[anomaly.type.value] += 1
+                    anomalies[anomaly.type.value] += 1
                     period[anomaly.severity.value] += 1
-                    if (
-                        anomaly.severity is Severity.CRITICAL
-                        and anomaly.type is not AnomalyType.SPIKE
-                    ):
+                    book.on_anomaly(anomaly, _at(anomaly.timestamp))
+                    if anomaly.severity is Severity.CRITICAL:
                         latest_critical[machine_id] = anomaly
-        now_ms = sim.now_ms
-        for machine_id, twin in host.twins.items():
-            w = watch[machine_id]
-            if w.first_flag_ms is None:
-                reason = w.flag(twin, now_ms)
-                if reason:
-                    w.first_flag_ms, w.flag_reason = now_ms, reason
-                    say(
-                        f"   ! {iso_utc(now_ms)} twin flags {machine_id}: {reason}; "
-                        f"{_rul_text(twin)}"
-                    )
+                if result.rul is not None:
+                    _warned(warnings, specs[machine_id], result.rul, say)
+                    book.on_rul(result.rul, _at(result.rul.predicted_at))
+                twin = host.twins[machine_id]
+                changed = TwinChanged(  # what a host actor publishes (twin_event)
+                    machine_id=machine_id,
+                    version=result.version,
+                    last_update=twin.last_update_ms,
+                    sensors=twin.readings(result.changed_index),
+                    in_alarm=twin.in_alarm(),
+                )
+                book.on_twin(changed, _at(sim.now_ms))
+        now = _at(sim.now_ms)
+        book.unshelve_due(now)
+        book.clear_quiet(now)
+        book.escalate_due(now)
         for event in sim.failures[failures_seen:]:
-            w = watch[event.machine_id]
-            lead = (
-                None
-                if w.first_flag_ms is None
-                else (event.timestamp_ms - w.first_flag_ms) / 3_600_000
-            )
-            outcomes.append(Failure(event.machine_id, event.mode.value, event.timestamp_ms, lead))
-            verdict = (
-                f"flagged {lead:.0f} h before ({w.flag_reason})"
-                if lead is not None
-                else "NOT flagged before"
-            )
+            warnings.failure(event.machine_id, event.mode.value, event.timestamp_ms)
             say(
-                f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} "
-                f"FAILED ({event.mode.value}); "
-                f"its twin {verdict}"
+                f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} FAILED ({event.mode.value})"
             )
         failures_seen = len(sim.failures)
         for job in sim.maintenance[repairs_seen:]:
             for mode in job.modes:
                 host.twins[job.machine_id].record_repair(mode.value, job.timestamp_ms)
-            watch[job.machine_id] = Watch(anomalies=watch[job.machine_id].anomalies)
+            warnings.repair(job.machine_id, job.timestamp_ms)
             say(
                 f"   + {iso_utc(job.timestamp_ms)} {job.machine_id} {job.kind.value} maintenance: "
                 f"{', '.join(m.value for m in job.modes)} restored"
@@ -262,33 +236,50 @@ def run(
             period.clear()
             latest_critical.clear()
     elapsed = time.perf_counter() - started
-    flagged_ok = [o for o in outcomes if o.lead_hours is not None]
-    failed = {o.machine for o in outcomes}
-    flagged_not_failed = sorted(
-        m for m, w in watch.items() if w.first_flag_ms is not None and m not in failed
-    )
     say("\n== summary")
     say(
         f"   {readings:,} readings through {len(host.twins)} twins in {elapsed:.1f} s "
         f"({readings / max(elapsed, 1e-9):,.0f} readings/s including the simulator)"
     )
-    say(f"   failures: {len(outcomes)}; flagged before failing: {len(flagged_ok)}")
-    for o in outcomes:
-        lead = o.lead_hours
-        say(
-            f"     {o.machine:8} {o.mode:20} "
-            + (f"lead time {lead:.0f} h" if lead is not None else "no warning")
-        )
-    say(
-        f"   flagged and not (yet) failed at the end: {len(flagged_not_failed)}"
-        + (f" ({', '.join(flagged_not_failed)})" if flagged_not_failed else "")
-    )
-    anomaly_totals = sum((w.anomalies for w in watch.values()), Counter())
     say(
         "   anomalies by type: "
-        + (", ".join(f"{k} {v}" for k, v in sorted(anomaly_totals.items())) or "none")
+        + (", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())) or "none")
     )
-    return DemoOutcome(outcomes, flagged_not_failed, lines)
+    verdicts = warnings.report(sim.now_ms)
+    for line in verdicts.lines():
+        say("   " + line)
+    kpis = alarm_kpis(
+        book.alerts.values(), {m.id: m.site for m in plant.machines}, _at(start_ms), now
+    )
+    for line in kpis.lines():
+        say("   " + line)
+    alerts = sorted(book.alerts.values(), key=lambda a: a.first_raised_at)
+    critical = [a for a in alerts if a.severity is Severity.CRITICAL]
+    if critical:
+        say(f"   critical alerts ({len(critical)}):")
+        for a in critical:
+            when = f"{a.first_raised_at:%Y-%m-%d %H:%M}"
+            say(f"     {when} {a.machine_id:7} {a.rule_id}: {a.message}")
+    return DemoOutcome(verdicts, kpis, lines, alerts)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _warned(
+    log: LeadTimes, spec: MachineSpec, rul: RulPrediction, say: Callable[[str], None]
+) -> None:
+    """Note a prediction in the warning log (and say when it starts a warning)."""
+    before = len(log.episodes)
+    log.prediction(
+        rul.machine_id, rul.predicted_at, rul.failure_probability.get(168, 0.0), rul.failure_mode
+    )
+    why = policy_crossed(spec, rul)
+    if why:
+        log.work_order(rul.machine_id, rul.predicted_at, why)
+    if len(log.episodes) > before:
+        say(f"   ! {iso_utc(rul.predicted_at)} {rul.machine_id} warned: {log.episodes[-1].reason}")
 
 
 def _anomaly_line(a: AnomalyRecord) -> str:

@@ -16,8 +16,12 @@ starts the API (Ray Serve: GraphQL at ``/graphql``, REST at ``/api/v1``, OpenAPI
 ``--stay`` it keeps the services up afterwards until Ctrl-C. Ctrl-C stops everything it
 started: the API, the fleet, the writer, Ray, PostgreSQL, nats-server.
 
-Maintenance done in the simulated plant is not yet sent to the twins (work orders are the
-alerts and work-order issue's), so a repaired machine's twin keeps its old trend.
+Repairs done in the simulated plant are told to the twins (through their host actors,
+once the fleet has applied every reading before them), so a repaired machine's model
+starts again as in reality. At the end it prints the warning lead time of every failure
+(:mod:`maintenance.lead_times`: the first P(fail 7 d) of 0.3 or more, or predictive work
+order, before it) and the warnings for machines that did not fail, and the maintenance
+service's alarm KPIs (on plant time).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from maintenance.lead_times import LeadTimes
 from schemas import subjects
 from schemas.common import iso_utc
+from schemas.maintenance import WorkOrder, WorkOrderType
 from schemas.plant import Plant
+from schemas.rul import RulPrediction
 from twinfleet.demo import polled_plant, worn_start
 from twinfleet.models import load_or_train
 from twinfleet.natsconf import hub_server
@@ -55,19 +62,31 @@ interfaces (Serve forces it); every route but health and readiness needs a token
 class Watcher:
     """Listens to the actors' event subjects and keeps what the reports print."""
 
-    def __init__(self) -> None:
+    def __init__(self, warnings: LeadTimes) -> None:
         self.severity: Counter[str] = Counter()
         self.dead_letters = 0
         self.rul: dict[str, dict[str, Any]] = {}
         self.events = 0
+        self.warnings = warnings
+        self._orders: set[str] = set()
 
     async def start(self, nc: Any) -> None:
         async def on_anomaly(msg: Any) -> None:
             self.severity[json.loads(msg.data)["severity"]] += 1
 
         async def on_rul(msg: Any) -> None:
-            doc = json.loads(msg.data)
-            self.rul[doc["machine_id"]] = doc
+            p = RulPrediction.model_validate_json(msg.data)
+            self.rul[p.machine_id] = json.loads(msg.data)
+            self.warnings.prediction(
+                p.machine_id, p.predicted_at, p.failure_probability.get(168, 0.0), p.failure_mode
+            )
+
+        async def on_workorder(msg: Any) -> None:
+            order = WorkOrder.model_validate_json(msg.data)
+            if order.type is WorkOrderType.PREDICTIVE and order.workorder_id not in self._orders:
+                self._orders.add(order.workorder_id)
+                at_ms = int(order.created_at.timestamp() * 1000)
+                self.warnings.work_order(order.asset_id, at_ms, order.title)
 
         async def on_twin(msg: Any) -> None:
             self.events += 1
@@ -77,6 +96,7 @@ class Watcher:
 
         await nc.subscribe(subjects.ANOMALY_ALL, cb=on_anomaly)
         await nc.subscribe(subjects.RUL_ALL, cb=on_rul)
+        await nc.subscribe(subjects.WORKORDER_ALL, cb=on_workorder)
         await nc.subscribe(subjects.TWIN_ALL, cb=on_twin)
         await nc.subscribe(f"{subjects.PREFIX}.dlq.>", cb=on_dead)
 
@@ -335,11 +355,11 @@ async def _simulate(
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_jetstream(js)
-    watcher = Watcher()
+    watcher = Watcher(LeadTimes(start_ms=sim.now_ms))
     await watcher.start(nc)
     steps = int(days * 86_400 / step_s)
     published = readings = 0
-    failures_seen = 0
+    failures_seen = repairs_seen = 0
     last_report = time.monotonic()
     began = time.monotonic()
     for _ in range(steps):
@@ -358,7 +378,21 @@ async def _simulate(
         published += len(acks)
         for event in sim.failures[failures_seen:]:
             print(f"   X {iso_utc(event.timestamp_ms)} {event.machine_id} FAILED ({event.mode})")
+            watcher.warnings.failure(event.machine_id, event.mode.value, event.timestamp_ms)
         failures_seen = len(sim.failures)
+        repairs = sim.maintenance[repairs_seen:]
+        if repairs:  # told once the twins have every reading before them
+            await _applied(fleet, published)
+            for job in repairs:
+                host = fleet.host_of(job.machine_id)
+                for mode in job.modes:
+                    await host.record_repair.remote(job.machine_id, mode.value, job.timestamp_ms)
+                watcher.warnings.repair(job.machine_id, job.timestamp_ms)
+                print(
+                    f"   + {iso_utc(job.timestamp_ms)} {job.machine_id} repaired "
+                    f"({', '.join(m.value for m in job.modes)}); its twin was told"
+                )
+            repairs_seen = len(sim.maintenance)
         if time.monotonic() - last_report >= report_every_s:
             last_report = time.monotonic()
             print(f"== {iso_utc(sim.now_ms)}: {published:,} messages ({readings:,} readings) sent")
@@ -366,9 +400,7 @@ async def _simulate(
                 print(line)
             print(_history_line(await history.status.remote()))
             print(_maintenance_line(await maintenance.status.remote()))
-    deadline = time.monotonic() + 300
-    while sum(s["messages"] for s in fleet.stats()) < published and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await _applied(fleet, published, timeout_s=300.0)
     await asyncio.sleep(0.5)  # the last events arrive
     took = time.monotonic() - began
     print(
@@ -392,9 +424,25 @@ async def _simulate(
     print(_history_line(status))
     await asyncio.sleep(1.0)  # the last predictions reach the maintenance service
     await maintenance.replan.remote()
-    for line in _maintenance_report(await maintenance.status.remote(), top):
+    status = await maintenance.status.remote()
+    for line in _maintenance_report(status, top):
         print(line)
+    print("\n== warnings before failures (simulated plant time)")
+    for line in watcher.warnings.report(sim.now_ms).lines():
+        print(f"   {line}")
+    print("\n== alarms (plant time)")
+    for line in status.get("alarm_kpis_text", []):
+        print(f"   {line}")
+    for advice in status.get("rule_advice", []):
+        print(f"   advice: {advice}")
     await nc.drain()
+
+
+async def _applied(fleet: Any, published: int, timeout_s: float = 120.0) -> None:
+    """Wait until the fleet's hosts have applied ``published`` messages (or time out)."""
+    deadline = time.monotonic() + timeout_s
+    while sum(s["messages"] for s in fleet.stats()) < published and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
 
 
 def _maintenance_line(status: dict[str, Any]) -> str:

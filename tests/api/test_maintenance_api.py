@@ -776,6 +776,7 @@ PUMP_LEVELS = {
     "discharge_pressure": 8.0,
     "flow": 180.0,
     "current": 130.0,
+    "load_setpoint": 80.0,  # steady: one operating regime
 }
 
 

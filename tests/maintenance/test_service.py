@@ -129,7 +129,7 @@ def test_a_degrading_machine_gets_exactly_one_predictive_order_scheduled_in_time
     nats_server: NatsServer,
 ) -> None:
     """P-201 (a pump) degrades: each hourly prediction is worse. The first that crosses
-    the policy (median below 240 h or P(fail in 7 days) above 0.3) creates one order; the
+    the policy (median below 168 h or P(fail in 7 days) above 0.3) creates one order; the
     later ones do not. The plan puts it before the RUL lower bound, with a north-plant
     technician who has the catalogue's skills, inside their shift."""
     medians = [900, 700, 520, 380, 260, 200, 170, 150]
@@ -159,7 +159,7 @@ def test_a_degrading_machine_gets_exactly_one_predictive_order_scheduled_in_time
         # Created by the first prediction that crossed the policy: median 260 h gives
         # P(fail within 168 h) above 0.3 with this curve, 380 h does not.
         crossing = next(
-            p for p in preds if p.median_hours < 240 or p.failure_probability[168] > 0.3
+            p for p in preds if p.median_hours < 168 or p.failure_probability[168] > 0.3
         )
         latest = preds[-1]
 

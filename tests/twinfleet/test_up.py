@@ -66,8 +66,11 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     readings = int(summary.split(" readings in ")[0].strip().replace(",", ""))
     assert f"history: {readings:,} readings and" in out
     assert "0 messages to go" in out and "0 rows refused" in out
-    assert "maintenance: alerts (5 rules), predictive work orders and the plan" in out
+    assert "maintenance: alerts (7 rules), predictive work orders and the plan" in out
     assert "== maintenance:" in out and "open work orders" in out
+    # it ends with the warning lead times and the alarm KPIs, on plant time
+    assert "== warnings before failures" in out and "failure warnings:" in out
+    assert "== alarms (plant time)" in out and "alarm KPIs" in out and "by priority" in out
     assert f"PostgreSQL 15 on postgresql://twinfleet@127.0.0.1:{db_port}/twinfleet" in out
     assert "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-serv" in out
     assert port_is_free(db_port)  # PostgreSQL is gone
