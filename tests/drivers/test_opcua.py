@@ -170,6 +170,7 @@ def test_discovery_maps_sensors_and_counts_a_missing_one() -> None:
             by_id = MachineSpec.model_validate(
                 {
                     **m.model_dump(),
+                    "operating_condition": None,  # its sensors are not among the two
                     "sensors": [
                         {
                             **s.model_dump(),

@@ -35,12 +35,12 @@ def test_a_critical_value_is_found_once_with_its_machine_sensor_time_and_value()
         found += det.process(
             [FieldValue("M-2", "temp", t, T0 + k * 1000), FieldValue("M-1", "temp", 60.0, T0)]
         )
-    (a,) = found
+    (a,) = found  # at the second reading beyond the limit (the on-delay of one reading)
     assert (a.machine_id, a.sensor_id, a.timestamp, a.value) == (
         "M-2",
         "M-2.temp",
-        T0 + 2000,
-        105.0,
+        T0 + 3000,
+        106.0,
     )
     assert a.reason.startswith("threshold") and "degC" in a.reason and a.anomaly_score >= 0.95
 

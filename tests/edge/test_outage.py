@@ -117,13 +117,14 @@ def test_a_60_s_link_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path,
         await proxy.cut()
         cut_at = _now()
         await asyncio.sleep(OUTAGE_S / 2)
-        # hold a value above critical for longer than the sensor's 1 s sample period (edge
-        # detection scores a sensor once per 0.9 periods; a shorter hold may fall between)
+        # hold a value above critical for over two of the sensor's 1 s sample periods (edge
+        # detection scores a sensor once per 0.9 periods, and a limit alarm needs two
+        # readings in a row beyond the limit: the on-delay)
         server.live = False
         server.set_value("CV-405", "belt_speed", 2.6)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
         server.live = True
-        await asyncio.sleep(OUTAGE_S / 2 - 1.5)
+        await asyncio.sleep(OUTAGE_S / 2 - 3.0)
         during = run.gw.counts["accepted"] - before
         await proxy.restore()
         restored_at = _now()
