@@ -13,8 +13,10 @@ KPIs and the warning lead times per failure (:mod:`maintenance.lead_times`).
 
 The simulated gateway polls every sensor once per scan interval (``--step-minutes``), so
 the demo sets each sensor's sampling period to that interval: the stale-sensor rule then
-expects a reading per scan. The learned detectors warm up on a day (z-score baseline) and
-three days (PCA) of scans, so that they learn shifts and load changes as normal.
+expects a reading per scan; and "no data" alert rules wait at least three intervals
+(:func:`polled_alerting`; ``twinfleet up`` does the same). The learned detectors warm up
+on a day (z-score baseline) and three days (PCA) of scans, so that they learn shifts and
+load changes as normal.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from maintenance.alerts import AlertBook
 from maintenance.kpis import alarm_kpis
 from maintenance.lead_times import FailureVerdict, LeadTimeReport, LeadTimes
 from maintenance.policy import policy_crossed
-from schemas.alerts import Alert
+from schemas.alerts import Alert, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import FailureMode, iso_utc
 from schemas.maintenance_api import AlarmKpis
@@ -132,6 +134,25 @@ def polled_plant(plant: Plant, step_minutes: float) -> tuple[list[MachineSpec], 
     return polled, config
 
 
+NO_DATA_SCANS = 3
+"""A gateway polling every scan interval is silent for a whole interval between scans: a
+"no data" rule waits at least this many intervals."""
+
+
+def polled_alerting(plant: Plant, step_minutes: float) -> Plant:
+    """The plant with its "no data" rules waiting at least :data:`NO_DATA_SCANS` scan
+    intervals (the example's 10 minutes suit sensors sampled every second, not a gateway
+    polling every 10 minutes)."""
+    least = NO_DATA_SCANS * step_minutes
+    rules = [
+        r.model_copy(update={"minutes": max(r.minutes, least)})
+        if r.kind is RuleKind.NO_DATA and r.minutes is not None
+        else r
+        for r in plant.alert_rules
+    ]
+    return plant.model_copy(update={"alert_rules": rules})
+
+
 def run(
     plant: Plant,
     data_dir: Path,
@@ -173,7 +194,7 @@ def run(
     host = MachineHost(polled, models=models, config=config)
     specs = {m.id: m for m in plant.machines}
     warnings = LeadTimes(start_ms=start_ms)
-    book = AlertBook(plant)
+    book = AlertBook(polled_alerting(plant, step_minutes))
     anomalies: Counter[str] = Counter()
     steps = int(days * 24 * 60 / step_minutes)
     report_every = max(int(report_hours * 60 / step_minutes), 1)
@@ -206,6 +227,7 @@ def run(
                 )
                 book.on_twin(changed, _at(sim.now_ms))
         now = _at(sim.now_ms)
+        book.check_no_data(now)
         book.unshelve_due(now)
         book.clear_quiet(now)
         book.escalate_due(now)

@@ -43,7 +43,7 @@ from schemas.common import iso_utc
 from schemas.maintenance import WorkOrder, WorkOrderType
 from schemas.plant import Plant
 from schemas.rul import RulPrediction
-from twinfleet.demo import polled_plant, worn_start
+from twinfleet.demo import polled_alerting, polled_plant, worn_start
 from twinfleet.models import load_or_train
 from twinfleet.natsconf import hub_server
 from twinfleet.postgres import PostgresServer
@@ -219,7 +219,7 @@ def run_up(
 
         maintenance = MaintenanceActor.options(  # type: ignore[attr-defined]
             name="tf-maintenance"
-        ).remote(plant.model_dump_json(), nats_url, fleet.name)
+        ).remote(polled_alerting(plant, step_minutes).model_dump_json(), nats_url, fleet.name)
         ray.get(maintenance.start.remote())
         print(
             f"maintenance: alerts ({len(plant.alert_rules)} rules), predictive work orders and "

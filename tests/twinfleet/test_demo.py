@@ -43,7 +43,7 @@ def test_twins_flag_degrading_machines_before_they_fail(tmp_path: Path) -> None:
     assert all(site.standing_24h <= 5 for site in kpis.sites), text
     # ... and critical means action now: a sensor beyond its critical limit or a failure
     # inside its repair lead time, nothing else. (The "at most 5 % of alerts" is
-    # not met: 4 of 73 here, 5.5 %; the guard below is against a relapse to the 99 % of
+    # not met: 4 of 76 here, 5.3 %; the guard below is against a relapse to the 99 % of
     # before, not the target.)
     critical = [a for a in outcome.alerts if a.severity.value == "critical"]
     assert all(
