@@ -127,7 +127,10 @@ def test_an_edge_anomaly_fires_a_local_alert_and_sends_raw_data_around_it(
             await nc.subscribe(edge_alert_all("gw-north"), cb=on_alert)
             await asyncio.sleep(1.0)
             server.set_value("CV-402", "belt_speed", 2.5)  # above critical_high 2.3
-            await asyncio.sleep(3.0)  # two readings beyond it: the detectors' on-delay
+            # two readings beyond it (the detectors' on-delay), then the local alert
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while not alerts and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
             await nc.close()
 
         gw, batches = await _run_gateway(cfg, hub.url, 1.0, during)

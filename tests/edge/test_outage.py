@@ -122,9 +122,11 @@ def test_a_60_s_link_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path,
         # readings in a row beyond the limit: the on-delay)
         server.live = False
         server.set_value("CV-405", "belt_speed", 2.6)
-        await asyncio.sleep(3.0)
+        held = _now()
+        while not any(a["machine_id"] == "CV-405" for _, a in run.alerts) and _now() < held + 10:
+            await asyncio.sleep(0.1)  # until the local alert fires (or 10 s)
         server.live = True
-        await asyncio.sleep(OUTAGE_S / 2 - 3.0)
+        await asyncio.sleep(max(OUTAGE_S / 2 - (_now() - held), 0.0))
         during = run.gw.counts["accepted"] - before
         await proxy.restore()
         restored_at = _now()
