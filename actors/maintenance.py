@@ -90,8 +90,12 @@ FalsePositives = Callable[[str, str | None, int], Awaitable[Any]]
 """``(machine_id, sensor name or None, at_ms)``: tell the twin a condition was wrong."""
 KPI_SPAN = timedelta(hours=24)
 """The alarm KPIs' default period: the day before now."""
-SCHEDULE_RULE = AlertRule(id="schedule", kind=RuleKind.SCHEDULE, severity=Severity.CRITICAL)
-"""Built in: an order the planner cannot place before its latest safe finish."""
+SCHEDULE_RULE = AlertRule(id="schedule", kind=RuleKind.SCHEDULE, severity=Severity.HIGH)
+"""Built in: an order the planner cannot place before its latest safe finish. High, not
+critical: it is a consequence of the prediction that made the order (a failure likely
+inside the repair lead time raises the critical ``failure-lead-time`` alert by itself) and
+asks the planner, not the operator, to act (ISA-18.2: one critical alarm per abnormal
+situation)."""
 
 
 MAX_DELIVERIES = 5

@@ -406,10 +406,11 @@ def test_an_infeasible_plan_says_which_orders_and_why(nats_server: NatsServer) -
         p203 = next(o for o in svc.orders.orders.values() if o.asset_id == "P-203")
         assert "latest safe finish" in reasons[p203.workorder_id], reasons
         assert svc.orders.get(p203.workorder_id).unplaced_reason == reasons[p203.workorder_id]
-        # The predictive one cannot be done safely: a critical alert says so.
+        # The predictive one cannot be done safely: an alert for the planner says so (high:
+        # the failure inside its lead time is the critical alert, not its consequence).
         schedule_alerts = [a for a in svc.alerts.alerts.values() if a.rule_id == "schedule"]
         assert [a.workorder_id for a in schedule_alerts] == [p203.workorder_id]
-        assert schedule_alerts[0].severity.value == "critical"
+        assert schedule_alerts[0].severity.value == "high"
         # Bad requests are refused with the field named, and counted.
         bad = await request(
             nats_server.url,

@@ -195,3 +195,85 @@ def test_an_artifact_from_before_the_tail_still_loads(model: BoostedRulModel) ->
     est = again.predict([0.5, 0.1], age=50.0)
     assert est.lower < est.median < est.upper
     assert doc["spread_factor"] == model.spread_factor_
+
+
+@pytest.fixture(scope="module")
+def beyond() -> BoostedRulModel:
+    # cap 60 on lives of 150-300 hours: a healthy machine has 60-300 hours to go
+    return BoostedRulModel(["wear", "noise"], cap=60.0, max_iter=80, beyond_cap=True).fit(
+        landmarks()
+    )
+
+
+def test_beyond_the_cap_the_median_passes_the_cap(beyond: BoostedRulModel) -> None:
+    assert beyond.beyond_ is not None
+    table = beyond.beyond_cv_
+    assert table[0]["quantile"] == 0.0 and len(table) == 1 + 4 * 2
+    chosen = next(
+        t
+        for t in table
+        if (t["quantile"], t["ramp"]) == (beyond.beyond_.quantile, beyond.beyond_.ramp)
+    )
+    assert chosen["rmse"] <= table[0]["rmse"] and chosen["score"] < table[0]["score"]
+    new, older = beyond.predict([0.0, 0.0], age=10.0), beyond.predict([0.0, 0.0], age=140.0)
+    worn = beyond.predict([0.8, 0.0], age=200.0)
+    assert new.median > 120 > 60  # far past the cap, as the lives are
+    assert older.median < new.median  # a healthy machine that is older has less to go
+    assert worn.median < 40  # near failure the index rules, as without the stage
+    for est in (new, older, worn):
+        assert est.lower < est.median < est.upper
+        # the median reported is the median of the curve reported
+        h = np.linspace(0, est.upper * 1.25, 4001)
+        s = beyond._survival(h, est.median)
+        assert np.interp(est.median, h, s) == pytest.approx(0.5, abs=1e-3)
+        assert np.all(np.diff(s) <= 1e-12)
+    # held-out lives, uncapped: a better median than the capped model's, and covered
+    capped = BoostedRulModel(["wear", "noise"], cap=60.0, max_iter=80).fit(landmarks())
+    test = landmarks(units=30, seed=9)
+    truth = (test["duration"] - test["entry"]).to_numpy()
+    errors: dict[str, list[float]] = {"beyond": [], "capped": []}
+    inside = []
+    for row, age, r in zip(test[["wear", "noise"]].to_numpy(), test["entry"], truth, strict=True):
+        est = beyond.predict(row, age=float(age))
+        errors["beyond"].append(est.median - r)
+        errors["capped"].append(capped.predict(row, age=float(age)).median - r)
+        inside.append(est.lower <= r <= est.upper)
+    rmse = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in errors.items()}
+    assert rmse["beyond"] < 0.8 * rmse["capped"]
+    assert 0.8 <= np.mean(inside) <= 0.97
+    assert beyond.summary_["interval_coverage"] == pytest.approx(beyond.confidence, abs=0.01)
+
+
+def test_the_stage_beyond_the_cap_round_trips_in_the_artifact(
+    beyond: BoostedRulModel, model: BoostedRulModel
+) -> None:
+    blob = beyond.to_bytes()
+    doc = json.loads(blob)
+    assert "beyond" in doc and "beyond" not in json.loads(model.to_bytes())
+    again = BoostedRulModel.from_bytes(blob)
+    assert again.version_ == beyond.version_ != model.version_
+    for row, age in (([0.0, 0.0], 10.0), ([0.5, 0.1], 150.0)):
+        a, b = beyond.predict(row, age=age), again.predict(row, age=age)
+        assert (a.median, a.lower, a.upper) == (b.median, b.lower, b.upper)
+        assert np.array_equal(a.curve_survival, b.curve_survival)
+    doc["beyond"]["quantile"] += 0.1
+    with pytest.raises(ValueError, match="altered"):
+        BoostedRulModel.from_bytes(json.dumps(doc).encode())
+    del doc["beyond"]["trees"]
+    with pytest.raises(ValueError, match="malformed"):
+        BoostedRulModel.from_bytes(json.dumps(doc).encode())
+
+
+def test_the_stage_is_fitted_only_when_asked_and_its_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="needs a cap"):
+        BoostedRulModel(["wear"], beyond_cap=True)
+    with pytest.raises(ValueError, match="beyond_quantiles"):
+        BoostedRulModel(["wear"], cap=60.0, beyond_cap=True, beyond_quantiles=[1.0])
+    with pytest.raises(ValueError, match="beyond_ramps"):
+        BoostedRulModel(["wear"], cap=60.0, beyond_cap=True, beyond_ramps=[60.0])
+    with pytest.raises(ValueError, match="beyond_draws"):
+        BoostedRulModel(["wear"], cap=60.0, beyond_cap=True, beyond_draws=0)
+    with pytest.raises(ValueError, match="beyond_cut_from"):
+        BoostedRulModel(["wear"], cap=60.0, beyond_cap=True, beyond_cut_from=1.0)
+    # off by default, and a small cap with the default ramps is fine then
+    assert BoostedRulModel(["wear"], cap=10.0).beyond_cap is False

@@ -86,7 +86,14 @@ def test_the_fit_and_its_cross_validated_limits_match_numpy() -> None:
         rest = np.ones(LEARN, dtype=bool)
         rest[start : start + 30] = False
         held_out.append(t2_q(x[~rest], pca(x[rest], 0.9, k)))
-    t2_limit, q_limit = np.quantile(np.concatenate(held_out), 0.99, axis=0)
+    stats = np.concatenate(held_out)
+    t2_limit, q_limit = np.quantile(stats, 0.99, axis=0)
+    # Both limits raised by one factor: 1 % of held-out scans have *either* over.
+    either = np.maximum(stats[:, 0] / t2_limit, stats[:, 1] / q_limit)
+    factor = np.quantile(either, 0.99)
+    assert factor > 1.0  # each statistic's own 1 % do not coincide: 1 % each is too many
+    t2_limit, q_limit = factor * t2_limit, factor * q_limit
+    assert (np.maximum(stats[:, 0] / t2_limit, stats[:, 1] / q_limit) > 1).mean() <= 0.01
     assert det._t2_limit == pytest.approx(t2_limit, rel=1e-9)
     assert det._q_limit == pytest.approx(q_limit, rel=1e-9)
     np.testing.assert_allclose(det._baseline[:3], full[0], rtol=1e-12)

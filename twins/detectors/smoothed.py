@@ -101,6 +101,7 @@ class SmoothedPCAMonitor(SensorDetector):
         "steady",
         "baseline",
         "spread",
+        "lag",
         "floor",
         "scale",
         "components",
@@ -181,6 +182,7 @@ class SmoothedPCAMonitor(SensorDetector):
         self._steady = np.zeros(s, dtype=bool)  # sensors in the model
         self._baseline = np.zeros(s)  # expected smoothed state
         self._spread = np.zeros((s, s))  # covariance of the deviations from the baseline
+        self._lag = np.zeros(s)  # recent mean deviation from the baseline (its lag)
         self._floor = np.zeros(s)  # lowest variance the followed covariance is taken with
         self._scale = np.ones(s)
         self._components = np.zeros((s, s))  # rows: kept components (zero rows unused)
@@ -290,7 +292,13 @@ class SmoothedPCAMonitor(SensorDetector):
         )
         if in_control and self.spread_rate > 0:
             d = np.where(self._steady, x - self._baseline, 0.0)
-            self._spread = self._spread + self.spread_rate * (np.outer(d, d) - self._spread)
+            self._lag = self._lag + self.spread_rate * (d - self._lag)
+            # Co-variation around the lag; each sensor's variance around the baseline
+            # itself (its lag included: the level is that uncertain), see the module.
+            e = d - self._lag
+            deviation = np.outer(e, e)
+            deviation.flat[:: self.n_sensors + 1] = d * d
+            self._spread = self._spread + self.spread_rate * (deviation - self._spread)
             self._since_refresh += 1
             if self._since_refresh >= REFRESH_SCANS:
                 low = np.maximum(self._floor - np.diag(self._spread), 0.0)
@@ -332,11 +340,18 @@ class SmoothedPCAMonitor(SensorDetector):
             rest[start : start + self.n_calibrate] = False
             self._model(learned[rest][:, idx], k)
             held_out.append(self._batch_statistics(learned[~rest][:, idx]))
-        t2, q = np.quantile(np.concatenate(held_out), self.quantile, axis=0)
+        stats = np.concatenate(held_out)
+        t2, q = np.maximum(np.quantile(stats, self.quantile, axis=0), _TINY)
+        # An alarm is either statistic over its limit: both limits are raised by one
+        # factor until only 1 - quantile of the held-out scans have either over.
+        either = (
+            stats[:, 0] / t2 if k == idx.size else np.maximum(stats[:, 0] / t2, stats[:, 1] / q)
+        )
+        factor = max(float(np.quantile(either, self.quantile)), 1.0)
         self._model(learned[:, idx], k)
         self._floor = SPREAD_FLOOR * np.diag(self._spread)
-        self._t2_limit = max(float(t2), _TINY)
-        self._q_limit = 0.0 if k == idx.size else max(float(q), _TINY)
+        self._t2_limit = float(t2) * factor
+        self._q_limit = 0.0 if k == idx.size else float(q) * factor
 
     def _model(self, rows: np.ndarray, k: int | None) -> int:
         """Baseline, covariance and components from the steady sensors' ``rows`` (``k``
@@ -379,6 +394,8 @@ class SmoothedPCAMonitor(SensorDetector):
         return np.column_stack([(t * t / self._eigenvalues).sum(axis=1), (residual**2).sum(1)])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("built") and "lag" not in state:  # saved before the lag was kept
+            state = {**state, "lag": np.zeros(np.shape(state["baseline"]))}
         learned = state.get("learned")
         if learned is not None and np.shape(learned)[0] == 0:  # freed at the fit
             state = {**state, "learned": np.zeros((self.n_learn, np.shape(learned)[1]))}
