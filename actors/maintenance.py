@@ -60,12 +60,13 @@ from maintenance.alerts import AlertBook, PlantClock, Raised
 from maintenance.errors import Invalid, MaintenanceError
 from maintenance.kpis import alarm_kpis
 from maintenance.orders import WorkOrderBook
+from maintenance.policy import condition_crossed
 from maintenance.schedule import plan as solve
 from schemas import subjects
 from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import datetime_to_ms
-from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus
+from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus, WorkOrderType
 from schemas.maintenance_api import (
     AlarmKpis,
     AlertAction,
@@ -347,7 +348,7 @@ class MaintenanceService:
             if kind == "anomaly":
                 anomaly = AnomalyRecord.model_validate_json(data)
                 self._observe(anomaly.timestamp)
-                await self._raised(self.alerts.on_anomaly(anomaly, self.clock()))
+                await self._on_anomaly(anomaly, self.clock())
             else:
                 prediction = RulPrediction.model_validate_json(data)
                 self._observe(prediction.predicted_at)
@@ -362,6 +363,33 @@ class MaintenanceService:
                 data,
                 headers={"Tf-Reason": reason[:1000]},
             )
+
+    async def _on_anomaly(self, anomaly: AnomalyRecord, now: datetime) -> None:
+        """An anomaly: its alert, and a condition-based order when it calls for one; the
+        alerts a condition raises point at the machine's predictive order."""
+        raised = self.alerts.on_anomaly(anomaly, now)
+        spec = self.orders.machines.get(anomaly.machine_id)
+        if spec is not None and condition_crossed(spec, anomaly):
+            latest = self.predictions.get(anomaly.machine_id)
+            order = self.orders.consider_condition(anomaly, latest, now)
+            if order is not None:
+                await self._save_order(order, "created")
+                self._replan_due = True
+            else:
+                order = next(
+                    (
+                        o
+                        for o in self.orders.open_orders(spec.id)
+                        if o.type is WorkOrderType.PREDICTIVE
+                    ),
+                    None,
+                )
+            if order is not None:
+                raised = [
+                    Raised(self.alerts.link(r.alert.alert_id, order.workorder_id), r.new)
+                    for r in raised
+                ]
+        await self._raised(raised)
 
     async def _on_rul(self, p: RulPrediction, now: datetime) -> None:
         if p.machine_id not in self.orders.machines:

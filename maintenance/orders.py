@@ -8,7 +8,11 @@ A predictive order is created when a prediction crosses the machine's policy
 (:mod:`maintenance.policy`), once: not again while the machine has an open predictive
 order. It carries the prediction, the failure mode, the catalogue's skills, parts,
 duration and parts cost, and its latest safe finish (``due_by``: prediction time plus
-the RUL interval's lower bound).
+the RUL interval's lower bound). A condition-based predictive order is created the same
+way, once, when a condition sensor (vibration, temperature) is confirmed beyond its
+critical limit (:func:`~maintenance.policy.condition_crossed`; ``source`` "condition"):
+the RUL model can miss what the limit alarm sees, and such a reading is the classical
+trigger of condition-based maintenance. It is due within the policy's horizon.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from datetime import datetime, timedelta
 
 from maintenance.alerts import failure_within
 from maintenance.errors import Conflict, Invalid, NotFound
-from maintenance.policy import policy_crossed, task_for, urgency
+from maintenance.policy import condition_crossed, policy_crossed, task_for, urgency
+from schemas.anomaly import AnomalyRecord
 from schemas.common import ms_to_datetime
 from schemas.maintenance import (
     CostEstimate,
@@ -47,6 +52,8 @@ _NEXT: dict[WorkOrderStatus, set[WorkOrderStatus]] = {
     WorkOrderStatus.CANCELLED: set(),
 }
 _PRIORITIES = [Priority.LOW, Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL]
+CONDITION_SOURCE = "condition"
+"""``source`` of the orders a critical condition alarm created."""
 _ID = re.compile(r"^WO-([0-9]{4})-([0-9]{2})-([0-9]+)$")
 
 
@@ -167,6 +174,10 @@ class WorkOrderBook:
                 return None
             priority = max(current.priority, urgency(spec, p), key=_PRIORITIES.index)
             update = {"due_by": due_by, "failure_prediction": prediction, "priority": priority}
+            if current.source == CONDITION_SOURCE:
+                # A condition-based order keeps its own deadline: the model did not see
+                # what the limit alarm saw; only a sooner prediction brings it forward.
+                update["due_by"] = min(due_by, current.due_by or due_by)
             if all(getattr(current, k) == v for k, v in update.items()):
                 return None
             return self.keep(current.model_copy(update={**update, "updated_at": now})), False
@@ -187,6 +198,42 @@ class WorkOrderBook:
         )
         order = self.create(req, now, source="policy")
         return self.keep(order.model_copy(update={"due_by": due_by})), True
+
+    def consider_condition(
+        self, anomaly: AnomalyRecord, latest: RulPrediction | None, now: datetime
+    ) -> WorkOrder | None:
+        """Apply a limit alarm: a new condition-based predictive order when it crosses the
+        policy (:func:`~maintenance.policy.condition_crossed`) and the machine has no
+        predictive order open. The failure mode is the latest prediction's (the
+        catalogue's task for it), the urgency high, and the latest safe finish the policy's
+        horizon (``failure_within_hours``) from now. None: nothing changed."""
+        spec = self.machines.get(anomaly.machine_id)
+        if spec is None:
+            return None
+        reason = condition_crossed(spec, anomaly)
+        if reason is None or any(
+            o.type is WorkOrderType.PREDICTIVE for o in self.open_orders(spec.id)
+        ):
+            return None
+        prediction, what = None, ""
+        if latest is not None and latest.failure_mode is not None:
+            prediction = FailurePrediction(
+                probability=failure_within(latest, spec.policy.failure_within_hours),
+                rul_hours=latest.median_hours,
+                failure_mode=latest.failure_mode,
+            )
+            what = f"and repair {latest.failure_mode.value.replace('_', ' ')} on "
+        req = WorkOrderRequest(
+            asset_id=spec.id,
+            type=WorkOrderType.PREDICTIVE,
+            priority=Priority.HIGH,
+            title=f"Inspect {what}{spec.name or spec.id}",
+            description=f"condition-based: {reason}",
+            failure_prediction=prediction,
+        )
+        order = self.create(req, now, source=CONDITION_SOURCE)
+        due_by = now + timedelta(hours=spec.policy.failure_within_hours)
+        return self.keep(order.model_copy(update={"due_by": due_by}))
 
     def _candidates(self, skills: list[str], site: str) -> list[Technician]:
         return [

@@ -17,6 +17,7 @@ median RUL 150 h is below 168 h; P(failure within 168 h) = 0.40 is above 0.3
 from __future__ import annotations
 
 from maintenance.alerts import failure_within
+from schemas.anomaly import AnomalyRecord, AnomalyType, Severity
 from schemas.common import FailureMode
 from schemas.maintenance import Priority
 from schemas.plant import MachineSpec, MaintenanceTask
@@ -40,6 +41,20 @@ def policy_crossed(spec: MachineSpec, p: RulPrediction) -> str | None:
             f"{policy.failure_probability_above:g}"
         )
     return "; ".join(reasons) or None
+
+
+def condition_crossed(spec: MachineSpec, anomaly: AnomalyRecord) -> str | None:
+    """Why ``anomaly`` calls for a condition-based work order (None: it does not): a
+    limit alarm of critical severity on a sensor of one of the policy's
+    ``condition_kinds`` (vibration and temperature by default; process variables such as
+    speed or pressure follow set-points, so their limits are the operators' matter)."""
+    if anomaly.type is not AnomalyType.THRESHOLD or anomaly.severity is not Severity.CRITICAL:
+        return None
+    name = (anomaly.sensor_id or "").removeprefix(f"{spec.id}.")
+    sensor = next((s for s in spec.sensors if s.name == name), None)
+    if sensor is None or sensor.kind not in spec.policy.condition_kinds:
+        return None
+    return f"{name} beyond its critical limit ({anomaly.reason})"
 
 
 def task_for(spec: MachineSpec, mode: FailureMode | str | None) -> MaintenanceTask:

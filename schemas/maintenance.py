@@ -11,7 +11,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import FailureMode, Identifier, UtcDatetime
+from schemas.common import FailureMode, Identifier, SensorKind, UtcDatetime
 
 HourOfDay = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
@@ -84,7 +84,9 @@ class MaintenancePolicy(BaseModel):
 
     A predictive work order is created when the median RUL falls below
     ``rul_median_below_hours`` or P(failure within ``failure_within_hours``) rises above
-    ``failure_probability_above``, and not again while one is open for the machine.
+    ``failure_probability_above``, or (condition-based) when a sensor of one of the
+    ``condition_kinds`` is confirmed beyond its critical limit; and not again while one is
+    open for the machine.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,6 +99,15 @@ class MaintenancePolicy(BaseModel):
     )
     downtime_cost_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
         1_000.0, description="cost of each hour the machine is stopped for planned work"
+    )
+    condition_kinds: tuple[SensorKind, ...] = Field(
+        (SensorKind.VIBRATION, SensorKind.TEMPERATURE),
+        description=(
+            "kinds of sensor that measure the machine's condition: a limit alarm at or beyond "
+            "the critical limit of one of them (ISO 20816 zone D for vibration) calls for a "
+            "condition-based work order even when the RUL model does not; empty: predictions "
+            "only"
+        ),
     )
 
 

@@ -5,7 +5,8 @@ start with worn components. Every machine's readings go to its twin (hosted by a
 :class:`~actors.host.MachineHost`); the twins' health, anomalies and remaining useful
 life are printed as they evolve. A machine is *warned* when its twin predicts a probability
 of failing within 7 days of 30 % or more, or a prediction crosses its type's maintenance
-policy (which would create a predictive work order). When a machine fails the demo says
+policy, or a condition sensor (vibration, temperature) is confirmed beyond its critical
+limit (either would create a predictive work order). When a machine fails the demo says
 whether, and how long before, it was warned; repairs done in the simulated plant are told
 to the twins. The twins' anomalies and predictions go through the plant's alert rules on
 simulated time (the maintenance service's alert book), and the demo ends with the alarm
@@ -32,7 +33,7 @@ from actors.host import MachineHost
 from maintenance.alerts import AlertBook
 from maintenance.kpis import alarm_kpis
 from maintenance.lead_times import FailureVerdict, LeadTimeReport, LeadTimes
-from maintenance.policy import policy_crossed
+from maintenance.policy import condition_crossed, policy_crossed
 from schemas.alerts import Alert, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import FailureMode, iso_utc
@@ -212,6 +213,10 @@ def run(
                     anomalies[anomaly.type.value] += 1
                     period[anomaly.severity.value] += 1
                     book.on_anomaly(anomaly, _at(anomaly.timestamp))
+                    why = condition_crossed(specs[machine_id], anomaly)
+                    if why:  # what the maintenance service makes a condition-based order
+                        warnings.work_order(machine_id, anomaly.timestamp, why)
+                        say(f"   ! {iso_utc(anomaly.timestamp)} {machine_id} warned: {why}")
                     if anomaly.severity is Severity.CRITICAL:
                         latest_critical[machine_id] = anomaly
                 if result.rul is not None:

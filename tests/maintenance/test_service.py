@@ -250,6 +250,11 @@ def test_repeats_of_a_condition_make_one_alert_with_a_count_and_survive_a_restar
             ("vibration", 1),
         ]
         assert svc.counters["alerts_raised"] == 2 and svc.counters["alerts_repeated"] == 4
+        # A condition sensor beyond its critical limit: one condition-based order (not one
+        # per repeat, nor one more for the second sensor), and the alerts point at it.
+        orders = [o for o in svc.orders.orders.values() if o.asset_id == "P-202"]
+        assert [(o.type.value, o.source) for o in orders] == [("predictive", "condition")]
+        assert {a.workorder_id for a in alerts} == {orders[0].workorder_id}
         hot = alerts[0]
         # Resolved: the next occurrence is a new alert.
         reply = await request(
