@@ -32,28 +32,8 @@ Two parts, fitted on the same landmark rows as :class:`~twins.survival.SurvivalR
    conformal step on the same out-of-fold indices, which changes the width of the
    interval but never the median.
 
-5. **The median beyond the cap** (optional, ``beyond_cap=True``; off by default). The
-   index stops at the cap, so its median does too, however long the machine will run. A
-   second, small boosted stage ``b(a, g)`` (quantile loss, on age and index, fitted on
-   the rows whose out-of-fold index is within ``ramp`` of the cap, with their uncapped
-   remaining life) says how far past the cap a machine of that age with that index
-   goes, and the median becomes::
-
-       m = g + clip((g - (cap - ramp)) / ramp, 0, 1) * max(b(a, g) - g, 0)
-
-   i.e. ``g`` away from the cap, lifted towards ``b`` as the index nears it. ``m``
-   replaces ``g`` everywhere in ``S`` (steps 2-4: the spread is fitted and calibrated
-   on the out-of-fold ``m``, the tail starts at ``max(cap, m)``), so the curve's median
-   is still the median reported and the interval moves with it. The quantile level
-   and ramp are chosen at fit time, among candidates and "none", by a cross-validation
-   by unit that mimics a fleet observed at random points of its lives: every failed
-   unit's history is cut at random rows (``beyond_draws`` per unit, uniform over the
-   part of its life after ``beyond_cut_from``), and the out-of-fold median at each cut
-   is scored against the true remaining life. The winner has the lowest PHM'08 score
-   among the candidates whose RMSE is no worse than the capped index's.
-
-The median is the (possibly lifted) boosted point estimate; the 90 % interval, the curve
-and the failure probabilities by horizon come from ``S``. The fitted trees are exported into plain arrays
+The median is the boosted point estimate; the 90 % interval, the curve and the failure
+probabilities by horizon come from ``S``. The fitted trees are exported into plain arrays
 and evaluated with numpy (no scikit-learn at prediction, no pickle in the artifact), and
 the artifact is JSON with a version hash like the Weibull AFT model's.
 
@@ -190,39 +170,6 @@ class TreeEnsemble:
         )
 
 
-@dataclass(frozen=True)
-class BeyondCap:
-    """The model of life beyond the cap: where the index nears the cap, the median is
-    lifted towards a quantile ``quantile`` of the remaining life given (age, index),
-    ``b(a, g)``, from boosted trees fitted on the rows whose out-of-fold index was at
-    least ``cap - ramp``::
-
-        m = g + clip((g - (cap - ramp)) / ramp, 0, 1) * max(b(a, g) - g, 0)
-    """
-
-    quantile: float
-    ramp: float
-    trees: TreeEnsemble
-
-    def median(self, g: np.ndarray, age: np.ndarray, cap: float) -> np.ndarray:
-        weight = np.clip((g - (cap - self.ramp)) / self.ramp, 0.0, 1.0)
-        lifted = self.trees.predict(np.column_stack([age, g]))
-        return np.asarray(g + weight * np.maximum(lifted - g, 0.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"quantile": self.quantile, "ramp": self.ramp, "trees": self.trees.to_dict()}
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> BeyondCap:
-        return cls(float(doc["quantile"]), float(doc["ramp"]), TreeEnsemble.from_dict(doc["trees"]))
-
-
-def phm08_scores(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """PHM'08 score of each prediction: ``exp(-d/13) - 1`` early, ``exp(d/10) - 1`` late."""
-    d = np.asarray(predicted, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
-    return np.asarray(np.where(d < 0, np.expm1(-d / 13.0), np.expm1(d / 10.0)))
-
-
 class BoostedRulModel:
     """Survival distribution of remaining life around a boosted health index.
 
@@ -237,16 +184,7 @@ class BoostedRulModel:
     confidence: width of the central interval reported (0.9: 5th to 95th percentile).
     horizons: times at which the failure probability is reported.
     name: prefix of the model version string.
-    seed: seed of the trees (and of the truncation draws of ``beyond_cap``).
-    beyond_cap: model the life beyond the cap (section 5 of the module's notes): a
-        second, small boosted stage that lets the median pass the cap, its quantile
-        level and ramp chosen at fit time by a cross-validation by unit that cuts every
-        unit's history at random points (the choice may be "none"). Off by default.
-    beyond_quantiles, beyond_ramps: the candidates of that choice (quantile levels of
-        the stage; ramp widths, in the units of the cap, below the cap where it starts).
-    beyond_draws: random cuts per unit in that cross-validation.
-    beyond_cut_from: the cuts are uniform over each unit's life from this fraction of it
-        on (0: the whole life).
+    seed: seed of the trees.
     """
 
     def __init__(
@@ -263,11 +201,6 @@ class BoostedRulModel:
         horizons: Sequence[int] = FAILURE_HORIZONS_H,
         name: str = "boosted-weibull",
         seed: int = 0,
-        beyond_cap: bool = False,
-        beyond_quantiles: Sequence[float] = (0.2, 0.3, 0.4, 0.5),
-        beyond_ramps: Sequence[float] = (15.0, 30.0),
-        beyond_draws: int = 20,
-        beyond_cut_from: float = 0.0,
     ) -> None:
         check_model_arguments(features, confidence, horizons)
         if cap is not None and not (cap > 0 and math.isfinite(cap)):
@@ -282,18 +215,6 @@ class BoostedRulModel:
             raise ValueError(f"max_leaf_nodes must be at least 2, got {max_leaf_nodes}")
         if min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be at least 1, got {min_samples_leaf}")
-        if beyond_cap and cap is None:
-            raise ValueError("beyond_cap needs a cap")
-        if not beyond_quantiles or not all(0 < q < 1 for q in beyond_quantiles):
-            raise ValueError(f"beyond_quantiles must be in (0, 1), got {beyond_quantiles}")
-        if not beyond_ramps or not all(
-            0 < r < (cap if beyond_cap and cap is not None else math.inf) for r in beyond_ramps
-        ):
-            raise ValueError(f"beyond_ramps must be in (0, cap), got {beyond_ramps}")
-        if beyond_draws < 1:
-            raise ValueError(f"beyond_draws must be at least 1, got {beyond_draws}")
-        if not 0 <= beyond_cut_from < 1:
-            raise ValueError(f"beyond_cut_from must be in [0, 1), got {beyond_cut_from}")
         self.features = list(features)
         self.cap = None if cap is None else float(cap)
         self.folds = int(folds)
@@ -306,11 +227,6 @@ class BoostedRulModel:
         self.horizons = tuple(int(h) for h in horizons)
         self.name = name
         self.seed = int(seed)
-        self.beyond_cap = bool(beyond_cap)
-        self.beyond_quantiles = tuple(float(q) for q in beyond_quantiles)
-        self.beyond_ramps = tuple(float(r) for r in beyond_ramps)
-        self.beyond_draws = int(beyond_draws)
-        self.beyond_cut_from = float(beyond_cut_from)
 
     # -- fitting -------------------------------------------------------------------------
     def _trees(self) -> Any:
@@ -371,13 +287,6 @@ class BoostedRulModel:
         trees = self._trees().fit(design[known], target[known])
         floor = max(float(np.min(target[known])), 1e-3)
         g = np.maximum(oof, floor)
-        self.beyond_: BeyondCap | None = None
-        self.beyond_cv_: list[dict[str, float]] = []
-        if self.beyond_cap:
-            # the median, out of fold: the index lifted by a stage that never saw the unit
-            self.beyond_, g, self.beyond_cv_ = self._fit_beyond(
-                g, entry, remaining, event, units, cap
-            )
         spread = self._fit_spread(g, target, event & (remaining <= cap))
         self.trees_ = TreeEnsemble.from_sklearn(trees)
         self.floor_ = floor
@@ -397,94 +306,6 @@ class BoostedRulModel:
         self.summary_ = self._summary(g, remaining, event, cap)
         self.version_ = self._version()
         return self
-
-    def _beyond_trees(self, quantile: float, rows: int) -> Any:
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        return HistGradientBoostingRegressor(
-            loss="quantile",
-            quantile=quantile,
-            max_iter=100,
-            learning_rate=0.05,
-            max_leaf_nodes=7,
-            min_samples_leaf=max(5, min(200, rows // 20)),
-            early_stopping=False,
-            random_state=self.seed,
-        )
-
-    def _fit_beyond(
-        self,
-        g: np.ndarray,
-        age: np.ndarray,
-        remaining: np.ndarray,
-        event: np.ndarray,
-        units: np.ndarray,
-        cap: float,
-    ) -> tuple[BeyondCap | None, np.ndarray, list[dict[str, float]]]:
-        """Choose and fit the model of life beyond the cap on out-of-fold indices ``g``.
-
-        Every candidate (quantile level x ramp, and "none": the capped index) gets an
-        out-of-fold median (its stage fitted on the other folds' units), scored the way a
-        test cuts a fleet: each failed unit's history is cut at ``beyond_draws`` uniformly
-        drawn rows, and the median there is scored against the true remaining life (RMSE
-        and PHM'08 score, averaged over draws). The candidate with the lowest score among
-        those whose RMSE is no worse than the capped index's wins. Returns the fitted
-        stage (None if "none" won), the winner's out-of-fold median and the table.
-        Rows of histories that ended without a failure are left out of the stage (their
-        remaining life is only a lower bound)."""
-        from sklearn.model_selection import GroupKFold
-
-        design = np.column_stack([age, g])
-        folds = list(GroupKFold(self.folds).split(design, remaining, units))
-        rng = np.random.default_rng(self.seed)
-        cuts = []
-        for unit in np.unique(units[event]):
-            rows = np.flatnonzero((units == unit) & event)
-            life = float(np.max(age[rows] + remaining[rows]))
-            late = rows[age[rows] >= self.beyond_cut_from * life]
-            cuts.append(rng.choice(late if len(late) else rows, size=self.beyond_draws))
-        cut = np.array(cuts).T  # (draws, failed units)
-
-        def judge(median: np.ndarray) -> dict[str, float]:
-            err = median[cut] - remaining[cut]
-            draws = np.mean(phm08_scores(remaining[cut], median[cut]), axis=1)
-            return {
-                "rmse": float(np.mean(np.sqrt(np.mean(err**2, axis=1)))),
-                "score": float(np.mean(draws)),
-                "score_median_draw": float(np.median(draws)),
-            }
-
-        table = [{"quantile": 0.0, "ramp": 0.0, **judge(g)}]
-        rmse0 = table[0]["rmse"]
-        medians = {(0.0, 0.0): g}
-        for ramp in self.beyond_ramps:
-            near = (g >= cap - ramp) & event
-            for quantile in self.beyond_quantiles:
-                median = np.copy(g)
-                for train, test in folds:
-                    use = train[near[train]]
-                    if len(use) < 20:
-                        break
-                    fitted = self._beyond_trees(quantile, len(use)).fit(
-                        design[use], remaining[use]
-                    )
-                    stage = BeyondCap(quantile, ramp, TreeEnsemble.from_sklearn(fitted))
-                    median[test] = stage.median(g[test], age[test], cap)
-                else:
-                    table.append({"quantile": quantile, "ramp": ramp, **judge(median)})
-                    medians[(quantile, ramp)] = median
-        eligible = [t for t in table if t["rmse"] <= rmse0]
-        best = min(eligible, key=lambda t: t["score"])
-        quantile, ramp = best["quantile"], best["ramp"]
-        if ramp == 0.0:
-            return None, g, table
-        use = np.flatnonzero((g >= cap - ramp) & event)
-        fitted = self._beyond_trees(quantile, len(use)).fit(design[use], remaining[use])
-        return (
-            BeyondCap(quantile, ramp, TreeEnsemble.from_sklearn(fitted)),
-            medians[(quantile, ramp)],
-            table,
-        )
 
     @staticmethod
     def _fit_spread(
@@ -580,14 +401,6 @@ class BoostedRulModel:
             "interval_coverage": float(np.mean(inside[event])),
             "interval_coverage_within_cap": float(np.mean(inside[within])),
             "spread_factor": self.spread_factor_,
-            **(
-                {
-                    "beyond_quantile": self.beyond_.quantile if self.beyond_ else 0.0,
-                    "beyond_ramp": self.beyond_.ramp if self.beyond_ else 0.0,
-                }
-                if self.beyond_cap
-                else {}
-            ),
         }
 
     def _version(self) -> str:
@@ -649,15 +462,6 @@ class BoostedRulModel:
         ages = np.broadcast_to(np.asarray(age, dtype=np.float64), (len(x),))
         return np.maximum(self.trees_.predict(self._design(x, ages)), self.floor_)
 
-    def median(self, features: np.ndarray, age: np.ndarray | float) -> np.ndarray:
-        """The median remaining life of rows of features at ``age``: the index, lifted
-        past the cap by the model of life beyond it when there is one."""
-        g = self.index(features, age)
-        if self.beyond_ is None or self.cap is None:
-            return g
-        ages = np.broadcast_to(np.asarray(age, dtype=np.float64), g.shape)
-        return self.beyond_.median(g, ages, self.cap)
-
     def predict(
         self,
         features: Sequence[float] | np.ndarray | Mapping[str, float],
@@ -667,7 +471,7 @@ class BoostedRulModel:
         self._require_fitted()
         x = feature_vector(features, self.features)
         ages = _ages(age, list(self.modes_))
-        g = self.median(x[None, :], max(ages.values()))
+        g = self.index(x[None, :], max(ages.values()))
         median = float(g[0])
         tail = (1 - self.confidence) / 2
         lower, upper = (float(q[0]) for q in self._quantiles(g, 1 - tail, tail))
@@ -710,7 +514,6 @@ class BoostedRulModel:
             # version hash (and read as: no tail, factor 1).
             **({"tail": list(self.tail_)} if self.tail_ is not None else {}),
             **({"spread_factor": self.spread_factor_} if self.spread_factor_ != 1.0 else {}),
-            **({"beyond": self.beyond_.to_dict()} if self.beyond_ is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -753,9 +556,6 @@ class BoostedRulModel:
             tail = doc.get("tail")
             model.tail_ = None if tail is None else (float(tail[0]), float(tail[1]))
             model.spread_factor_ = float(doc.get("spread_factor", 1.0))
-            beyond = doc.get("beyond")
-            model.beyond_ = None if beyond is None else BeyondCap.from_dict(beyond)
-            model.beyond_cv_ = []
             model.importance_ = np.array(doc["importance"], dtype=np.float64)
             model.modes_ = {str(m): float(v) for m, v in doc["modes"].items()}
             model.n_rows_ = int(doc["n_rows"])

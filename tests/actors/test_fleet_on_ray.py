@@ -94,6 +94,9 @@ def test_publish_updates_the_twin_and_announces_it(nats_server: NatsServer) -> N
     spec = machines(1)[0]
     fleet = Fleet([spec], nats_server.url, config=CONFIG, state_every_s=0.1, name="t1").start()
     try:
+        # The first test of the session also starts Ray's workers: wait until the host
+        # consumes (up to 120 s on a loaded machine), so the 30 s below time the event only.
+        fleet.wait_ready()
 
         async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
             nc = await nats.connect(nats_server.url)
@@ -405,6 +408,7 @@ def test_every_machine_its_own_ray_actor(nats_server: NatsServer) -> None:
     fleet = Fleet(specs, nats_server.url, machines_per_host=1, config=CONFIG, name="t7").start()
     try:
         assert len(fleet.hosts) == 3
+        fleet.wait_ready()  # three actors start on two cores: time the messages, not that
         msgs = [(subjects.telemetry(s.site, s.id), batch_json(s, 0, 2), f"{s.id}-0") for s in specs]
         asyncio.run(publish(nats_server.url, msgs))
         wait_for(lambda: processed(fleet, 3), what="three messages")

@@ -26,23 +26,11 @@ Given one subset's three files (``train_FD00x.txt``, ``test_FD00x.txt``,
    health index, Weibull survival around it, the fleet's life beyond the cap, spread
    calibrated out of fold) is fitted on the training engines, with the usual
    piecewise-linear cap on the training target (125 cycles by default).
-5. **Life beyond the cap** (``beyond_cap``, on unless ``--no-beyond``): the index
-   cannot pass the cap, so neither could the median, while a fifth of FD002's test
-   engines have more than 125 cycles to go. A second boosted stage (quantile loss, on
-   age and index, fitted on the training rows whose out-of-fold index is near the cap)
-   lifts the median past the cap as the index nears it, and the survival curve and
-   interval move with it (the median is still the curve's). Its quantile level (0.2 to
-   0.5) and ramp (15 or 30 cycles below the cap), or "none", are chosen on the
-   training engines only, by a cross-validation by engine that imitates the test: each
-   engine's history is cut at 20 random cycles, uniform over its whole life, and the
-   out-of-fold median there is scored against the true remaining life (RMSE and
-   PHM'08 score); the lowest score among the candidates no worse in RMSE than the
-   capped index wins. The same rule runs on every subset; the run prints the choice.
-6. At the last cycle of every test engine: RMSE of the median against the true RUL, the
+5. At the last cycle of every test engine: RMSE of the median against the true RUL, the
    PHM'08 score, the share of true RULs inside the 90 % interval and its mean width.
-   The run also says how many test engines had more than the cap to go and the best
-   RMSE and score a median that stops at the cap could reach (every other engine
-   exact, these at the cap): the bound the capped index alone is held to.
+   Because the median of a capped model cannot pass the cap, the run also says how many
+   test engines had more than the cap to go and the best RMSE and score any capped
+   median could reach on them (every other engine exact, these at the cap).
 
     python bench/rul_cmapss.py train_FD001.txt test_FD001.txt RUL_FD001.txt
 """
@@ -268,7 +256,6 @@ def evaluate(
     rul_path: str | Path,
     *,
     cap: float = RUL_CAP,
-    beyond: bool = True,
     log: bool = True,
 ) -> Outcome:
     """Fit on the training engines, predict at the last cycle of every test engine."""
@@ -290,7 +277,7 @@ def evaluate(
     say(f"twin replay: {len(frame)} training cycles in {time.perf_counter() - started:.1f} s")
     fit_start = time.perf_counter()
     # Deterministic: the trees use no random subsampling, so every run gives the same figures.
-    model = BoostedRulModel(model_features(prep.spec), cap=cap, name="cmapss", beyond_cap=beyond)
+    model = BoostedRulModel(model_features(prep.spec), cap=cap, name="cmapss")
     model.fit(frame)
     s = model.summary_
     say(
@@ -300,8 +287,6 @@ def evaluate(
         f"90 % interval coverage {s['interval_coverage']:.3f} "
         f"(spread calibrated by a factor {s['spread_factor']:.3f})"
     )
-    if beyond:
-        say(_beyond_lines(model))
     x, ages = last_cycle_features(prep, test)
     estimates = [model.predict(row, age=age) for row, age in zip(x, ages, strict=True)]
     median = np.array([e.median for e in estimates])
@@ -323,29 +308,6 @@ def evaluate(
     )
 
 
-def _beyond_lines(model: BoostedRulModel) -> str:
-    """The cross-validation that chose the model of life beyond the cap, and its choice."""
-
-    def name(q: float, ramp: float) -> str:
-        return "none (capped index)" if ramp == 0 else f"quantile {q:g}, ramp {ramp:g}"
-
-    rows = [
-        f"  {name(t['quantile'], t['ramp']):<22} RMSE {t['rmse']:6.2f}  "
-        f"PHM'08 score per engine {t['score']:9.2f} (median draw {t['score_median_draw']:.2f})"
-        for t in model.beyond_cv_
-    ]
-    chosen = model.beyond_
-    choice = "none" if chosen is None else name(chosen.quantile, chosen.ramp)
-    return "\n".join(
-        [
-            "life beyond the cap, cross-validated by engine on the training file (each "
-            f"engine cut at {model.beyond_draws} random cycles; out-of-fold median at the cut):",
-            *rows,
-            f"  chosen: {choice} (lowest score with RMSE no worse than the capped index's)",
-        ]
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="twinfleet bench rul",
@@ -355,12 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("test", help="test_FD00x.txt (engines cut before failure)")
     parser.add_argument("rul", help="RUL_FD00x.txt (true remaining life of each test engine)")
     parser.add_argument("--cap", type=float, default=RUL_CAP, help="target cap in cycles (125)")
-    parser.add_argument(
-        "--no-beyond",
-        dest="beyond",
-        action="store_false",
-        help="no model of life beyond the cap: the median stops at the cap",
-    )
     args = parser.parse_args(argv)
     if not args.cap > 0:
         parser.error(f"--cap must be positive, got {args.cap}")
@@ -371,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         f"scored against the true RUL at each test engine's last cycle"
     )
     try:
-        out = evaluate(args.train, args.test, args.rul, cap=args.cap, beyond=args.beyond)
+        out = evaluate(args.train, args.test, args.rul, cap=args.cap)
     except CmapssFormatError as exc:
         print(f"twinfleet bench rul: {exc}", file=sys.stderr)
         return 2
@@ -383,9 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"true RUL above the cap ({args.cap:g}) for {out.beyond_cap} of {len(out.median)} "
-        f"test engines: a median that stops at the cap could do no better than "
+        f"test engines: a median that stops at the cap can do no better than "
         f"RMSE {out.rmse_floor:.2f} and PHM'08 score {out.score_floor:.1f} "
-        f"(every other engine exact); medians past the cap here: "
-        f"{int(np.sum(out.median > args.cap))}"
+        f"(every other engine exact)"
     )
     return 0
