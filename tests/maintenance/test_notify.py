@@ -108,9 +108,16 @@ def test_the_service_posts_alerts_and_work_orders_to_their_webhooks(
         raised = {b["alert"]["machine_id"] for b, _ in by_path["/alerts"]}
         assert raised == {"M-101", "P-206"}  # the first post failed (500) and was retried
         assert all(b["event"] == "raised" for b, _ in by_path["/alerts"])
-        (created, key), *_ = by_path["/cmms"]
-        assert created["event"] == "workorder.created"
-        assert created["work_order"]["asset_id"] == "P-206"
+        created_for = {
+            b["work_order"]["asset_id"]: (b, k)
+            for b, k in by_path["/cmms"]
+            if b["event"] == "workorder.created"
+        }
+        # P-206's from its prediction; M-101's from its vibration beyond the critical limit
+        # (a condition-based order).
+        assert set(created_for) == {"M-101", "P-206"}
+        assert created_for["M-101"][0]["work_order"]["source"] == "condition"
+        created, key = created_for["P-206"]
         assert key == f"{created['work_order']['workorder_id']}:1"
         assert json.dumps(created)  # plain JSON, as documented in maintenance.cmms
 
