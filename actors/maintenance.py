@@ -66,7 +66,7 @@ from schemas import subjects
 from schemas.alerts import Alert, AlertRule, AlertStatus, RuleKind
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.common import datetime_to_ms
-from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus, WorkOrderType
+from schemas.maintenance import Priority, WorkOrder, WorkOrderStatus
 from schemas.maintenance_api import (
     AlarmKpis,
     AlertAction,
@@ -376,14 +376,7 @@ class MaintenanceService:
                 await self._save_order(order, "created")
                 self._replan_due = True
             else:
-                order = next(
-                    (
-                        o
-                        for o in self.orders.open_orders(spec.id)
-                        if o.type is WorkOrderType.PREDICTIVE
-                    ),
-                    None,
-                )
+                order = self.orders.open_predictive(spec.id)
             if order is not None:
                 raised = [
                     Raised(self.alerts.link(r.alert.alert_id, order.workorder_id), r.new)

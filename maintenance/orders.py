@@ -94,6 +94,12 @@ class WorkOrderBook:
             if o.status in OPEN and (machine_id is None or o.asset_id == machine_id)
         ]
 
+    def open_predictive(self, machine_id: str) -> WorkOrder | None:
+        """The machine's open predictive order (there is at most one)."""
+        return next(
+            (o for o in self.open_orders(machine_id) if o.type is WorkOrderType.PREDICTIVE), None
+        )
+
     # -- creation -----------------------------------------------------------------------
 
     def create(self, req: WorkOrderRequest, now: datetime, source: str = "manual") -> WorkOrder:
@@ -166,9 +172,7 @@ class WorkOrderBook:
         prediction = FailurePrediction(
             probability=prob, rul_hours=p.median_hours, failure_mode=mode
         )
-        current = next(
-            (o for o in self.open_orders(p.machine_id) if o.type is WorkOrderType.PREDICTIVE), None
-        )
+        current = self.open_predictive(p.machine_id)
         if current is not None:
             if current.status is not WorkOrderStatus.SCHEDULED or current.failure_mode != mode:
                 return None
@@ -211,9 +215,7 @@ class WorkOrderBook:
         if spec is None:
             return None
         reason = condition_crossed(spec, anomaly)
-        if reason is None or any(
-            o.type is WorkOrderType.PREDICTIVE for o in self.open_orders(spec.id)
-        ):
+        if reason is None or self.open_predictive(spec.id) is not None:
             return None
         prediction, what = None, ""
         if latest is not None and latest.failure_mode is not None:
