@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from schemas.alerts import Alerting, AlertRule, default_rules
 from schemas.common import FailureMode, Identifier, MachineKind, SensorKind, sensor_id
 from schemas.maintenance import MaintenancePolicy, Shift, Technician
+from schemas.mqtt import MqttAddress, MqttSettings, SparkplugAddress, SparkplugRule, TopicRule
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -55,7 +56,10 @@ class ModbusAddress(_Strict):
     offset: Finite = 0.0
 
 
-ProtocolAddress = Annotated[OpcUaAddress | ModbusAddress, Field(discriminator="protocol")]
+ProtocolAddress = Annotated[
+    OpcUaAddress | ModbusAddress | MqttAddress | SparkplugAddress,
+    Field(discriminator="protocol"),
+]
 
 
 class SensorSpec(_Strict):
@@ -255,6 +259,7 @@ class PlantFile(_Strict):
     technicians: list[Technician] = Field(default_factory=list)
     alert_rules: list[AlertRule] = Field(default_factory=default_rules)
     alerting: Alerting = Alerting()
+    mqtt: MqttSettings = MqttSettings()
 
 
 class Plant(BaseModel):
@@ -269,6 +274,7 @@ class Plant(BaseModel):
     technicians: list[Technician]
     alert_rules: list[AlertRule] = Field(default_factory=default_rules)
     alerting: Alerting = Alerting()
+    mqtt: MqttSettings = MqttSettings()
 
     def site(self, site_id: str) -> SiteSpec:
         for s in self.sites:
@@ -455,6 +461,15 @@ def parse_plant(data: Any, source: str = "<plant>") -> Plant:
             problems.append(
                 (f"alert_rules[{i}].sensor", f"no machine it applies to has sensor {rule.sensor!r}")
             )
+    ruled: list[tuple[str, list[SparkplugRule | TopicRule]]] = [
+        ("sparkplug", list(raw.mqtt.sparkplug)),
+        ("topics", list(raw.mqtt.topics)),
+    ]
+    for kind, rules in ruled:
+        for i, r in enumerate(rules):
+            for j, t in enumerate(r.machine_types):
+                if t not in raw.machine_types:
+                    problems.append((f"mqtt.{kind}[{i}].machine_types[{j}]", f"unknown type {t!r}"))
     if problems:
         raise PlantFileError(source, problems)
     return Plant(
@@ -465,6 +480,7 @@ def parse_plant(data: Any, source: str = "<plant>") -> Plant:
         technicians=raw.technicians,
         alert_rules=raw.alert_rules,
         alerting=raw.alerting,
+        mqtt=raw.mqtt,
     )
 
 

@@ -60,12 +60,37 @@ def run_edge(config_path: Path, status_every_s: float = 10.0) -> int:
 
 
 def run_sim(
-    protocol: str, plant: Plant, host: str, port: int, seed: int, speed: float, tick_s: float = 1.0
+    protocol: str,
+    plant: Plant,
+    host: str,
+    port: int,
+    seed: int,
+    speed: float,
+    tick_s: float = 1.0,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    only: tuple[str, str] | None = None,
 ) -> int:
-    """Serve the simulated plant over OPC UA or Modbus TCP until Ctrl-C."""
+    """Serve the simulated plant over OPC UA or Modbus TCP, or publish it as Sparkplug B
+    edge nodes to the MQTT broker at ``host:port``, until Ctrl-C."""
 
     async def main() -> None:
-        if protocol == "opcua":
+        if protocol == "sparkplug":
+            from drivers.sparkplug_sim import serve_sparkplug
+
+            serving = serve_sparkplug(
+                plant,
+                host,
+                port,
+                seed,
+                tick_s=tick_s,
+                speed=speed,
+                user=user,
+                password=password,
+                only=only,
+            )
+        elif protocol == "opcua":
             from drivers.opcua_sim import serve_opcua
 
             serving = serve_opcua(
@@ -81,7 +106,8 @@ def run_sim(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        print(f"simulated {protocol} plant {plant.name!r} on {host}:{port}; Ctrl-C stops it")
+        where = "to the MQTT broker at" if protocol == "sparkplug" else "on"
+        print(f"simulated {protocol} plant {plant.name!r} {where} {host}:{port}; Ctrl-C stops it")
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

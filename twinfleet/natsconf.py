@@ -16,6 +16,11 @@ A gateway's own leaf node (started by ``twinfleet edge``) has one user for the g
 process, allowed to publish only its sites' telemetry, its dead-letter subject and its
 local alerts, so the gateway cannot write outside its subjects at either server.
 
+* ``mqtt-<name>``: an MQTT device or Sparkplug edge node (MQTT connections only). A
+  Sparkplug edge node may publish only its own node's and devices' messages
+  (``spBv1.0/<group>/N*|D*/<node>[/...]``) and read only its commands and the host
+  applications' STATE; a plain device only its own topics.
+
 Permissions on leafnode users need them in the main ``authorization`` block: nats-server
 2.9 refuses ``permissions`` inside ``leafnodes.authorization``.
 
@@ -120,6 +125,97 @@ def load_gateways(directory: Path) -> list[GatewayCredentials]:
     return [GatewayCredentials.load(p) for p in sorted(directory.glob("*.json"))]
 
 
+@dataclass(frozen=True)
+class MqttDevice:
+    """An MQTT client of the hub's broker: a Sparkplug edge node (``group`` and
+    ``edge_node``) or a plain device (``topics``)."""
+
+    name: str
+    password: str
+    group: str | None = None
+    edge_node: str | None = None
+    topics: tuple[str, ...] = ()
+
+    @classmethod
+    def new(
+        cls,
+        name: str,
+        *,
+        sparkplug: tuple[str, str] | None = None,
+        topics: list[str] | None = None,
+    ) -> MqttDevice:
+        from pydantic import ValidationError
+
+        from schemas.mqtt import MqttAddress, SparkplugAddress
+
+        dead_letter(name)  # validates the name as a subject token
+        if (sparkplug is None) == (not topics):
+            raise ValueError("an MQTT device is a Sparkplug edge node or has plain topics")
+        try:
+            if sparkplug is not None:
+                SparkplugAddress(metric="m", group=sparkplug[0], edge_node=sparkplug[1])
+                return cls(name, secrets.token_urlsafe(24), sparkplug[0], sparkplug[1])
+            for topic in topics or []:
+                MqttAddress(topic=topic)  # a concrete topic: no wildcards, no placeholders
+                if "{" in topic:
+                    raise ValueError(f"{topic!r}: a device's topic is concrete (no placeholders)")
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return cls(name, secrets.token_urlsafe(24), topics=tuple(topics or ()))
+
+    @property
+    def user(self) -> str:
+        return f"mqtt-{self.name}"
+
+    def publish_subjects(self) -> list[str]:
+        from edge.mqtt_plain import subject_of
+
+        if self.group is None:
+            return [subject_of(t) for t in self.topics]
+        base = subject_of("spBv1.0")
+        node = [f"{base}.{self.group}.{kind}.{self.edge_node}" for kind in _NODE_MESSAGES]
+        device = [f"{base}.{self.group}.{kind}.{self.edge_node}.*" for kind in _DEVICE_MESSAGES]
+        return node + device
+
+    def subscribe_subjects(self) -> list[str]:
+        if self.group is None:
+            return []
+        base = "spBv1//0"
+        return [
+            f"{base}.{self.group}.NCMD.{self.edge_node}",
+            f"{base}.{self.group}.DCMD.{self.edge_node}.*",
+            f"{base}.STATE.*",
+        ]
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.name}.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({**asdict(self), "topics": list(self.topics)}, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> MqttDevice:
+        d = json.loads(path.read_text())
+        return cls(d["name"], d["password"], d.get("group"), d.get("edge_node"), tuple(d["topics"]))
+
+
+_NODE_MESSAGES = ("NBIRTH", "NDATA", "NDEATH")
+_DEVICE_MESSAGES = ("DBIRTH", "DDATA", "DDEATH")
+
+
+def load_mqtt_devices(directory: Path) -> list[MqttDevice]:
+    """Every MQTT device registered in ``directory``, sorted by name."""
+    if not directory.is_dir():
+        return []
+    return [MqttDevice.load(p) for p in sorted(directory.glob("*.json"))]
+
+
+def mqtt_devices_dir(data_dir: Path) -> Path:
+    """Where ``twinfleet mqtt add`` keeps the MQTT devices' credentials."""
+    return data_dir / "mqtt-devices"
+
+
 def internal_password(data_dir: Path) -> str:
     """The hub services' NATS password (``<data_dir>/nats-password``, mode 0600)."""
     path = data_dir / "nats-password"
@@ -140,8 +236,10 @@ def hub_config(
     internal_password: str,
     gateways: list[GatewayCredentials],
     host: str = "127.0.0.1",
+    mqtt_port: int | None = None,
+    mqtt_devices: list[MqttDevice] | None = None,
 ) -> str:
-    """The hub's nats-server configuration."""
+    """The hub's nats-server configuration (with an MQTT listener on ``mqtt_port``)."""
     users = [f"    {{user: {_q(INTERNAL_USER)}, password: {_q(internal_password)}}}"]
     for gw in gateways:
         users.append(
@@ -155,6 +253,14 @@ def hub_config(
             f'subscribe: {{allow: ["$JS.{gw.edge_domain}.API.>", "_INBOX.>", "$JS.FC.>", '
             f'"$JS.ACK.>"]}}}}}}'
         )
+    for dev in mqtt_devices or []:
+        users.append(
+            f"    {{user: {_q(dev.user)}, password: {_q(dev.password)}, "
+            f'allowed_connection_types: ["MQTT"], '
+            f"permissions: {{publish: {{allow: {_q(dev.publish_subjects())}}}, "
+            f"subscribe: {{allow: {_q(dev.subscribe_subjects() or ['_INBOX.none'])}}}}}}}"
+        )
+    mqtt = [] if mqtt_port is None else [f"mqtt {{ listen: {_q(f'{host}:{mqtt_port}')} }}"]
     return "\n".join(
         [
             "# written by twinfleet (twinfleet/natsconf.py); regenerated on every start",
@@ -164,6 +270,7 @@ def hub_config(
             # no_advertise: leaf nodes dial only the URL they were given (else they learn
             # and reconnect to the listen address itself, bypassing proxies and NAT).
             f"leafnodes {{ listen: {_q(f'{host}:{leaf_port}')}, no_advertise: true }}",
+            *mqtt,
             "authorization { users = [",
             *users,
             "] }",
@@ -214,8 +321,11 @@ def gateways_dir(data_dir: Path) -> Path:
     return data_dir / "gateways"
 
 
-def hub_server(data_dir: Path, port: int, leaf_port: int) -> NatsServer:
-    """The hub's nats-server (not started), configured for the registered gateways."""
+def hub_server(
+    data_dir: Path, port: int, leaf_port: int, mqtt_port: int | None = None
+) -> NatsServer:
+    """The hub's nats-server (not started), configured for the registered gateways (and
+    MQTT devices, with an MQTT listener on ``mqtt_port``)."""
     nats_dir = data_dir / "nats"
     password = internal_password(data_dir)
     config = hub_config(
@@ -224,5 +334,7 @@ def hub_server(data_dir: Path, port: int, leaf_port: int) -> NatsServer:
         store_dir=nats_dir / "jetstream",
         internal_password=password,
         gateways=load_gateways(gateways_dir(data_dir)),
+        mqtt_port=mqtt_port,
+        mqtt_devices=load_mqtt_devices(mqtt_devices_dir(data_dir)),
     )
     return NatsServer(nats_dir, port=port, config=config, credentials=(INTERNAL_USER, password))

