@@ -18,6 +18,18 @@ api.errors.ApiError: the bearer token is not a well-formed JWT
 Traceback (most recent call last):
 ...
 api.errors.ApiError: the token's signature does not verify (not issued by this server)
+
+A dashboard session (:mod:`api.sessions`) is a token of its own kind, held in a cookie: it
+names its session (``jti``) and carries the session's CSRF value; it is no bearer token.
+
+>>> cookie = authority.issue_session("olga", Role.OPERATOR, "s-1", csrf="c-1", ttl_s=60)
+>>> s = authority.verify_session(cookie)
+>>> s.subject, s.token_id, s.csrf
+('olga', 's-1', 'c-1')
+>>> authority.verify(f"Bearer {cookie}")
+Traceback (most recent call last):
+...
+api.errors.ApiError: a session cookie is not a bearer token: get a token with 'twinfleet token'
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +48,8 @@ from api.errors import ApiError, forbidden, unauthorized
 ISSUER = "twinfleet"
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32
+SESSION_USE = "session"
+"""The ``use`` claim of a dashboard session's token."""
 
 
 class Role(StrEnum):
@@ -59,6 +73,9 @@ class Principal:
     expires_at: int
     gateway_id: str | None = None
     sites: frozenset[str] = field(default_factory=frozenset)
+    csrf: str | None = None
+    """Set for a dashboard session: what its state-changing requests must send in
+    ``X-CSRF-Token``. ``None`` for a bearer token."""
 
     def allows(self, needed: Role) -> bool:
         """People's roles are ordered; a gateway token allows nothing but ingest."""
@@ -73,6 +90,22 @@ class Principal:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(48)
+
+
+def _claims(subject: str, role: Role, ttl_s: float, token_id: str) -> dict[str, Any]:
+    if not subject:
+        raise ValueError("a token needs a subject (who it is for)")
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    now = int(time.time())
+    return {
+        "iss": ISSUER,
+        "sub": subject,
+        "role": role.value,
+        "iat": now,
+        "exp": now + int(ttl_s),
+        "jti": token_id,
+    }
 
 
 class Authority:
@@ -93,27 +126,37 @@ class Authority:
         sites: list[str] | None = None,
     ) -> str:
         role = Role(role)
-        if not subject:
-            raise ValueError("a token needs a subject (who it is for)")
-        if not ttl_s > 0:
-            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         if (role is Role.GATEWAY) != (gateway_id is not None):
             raise ValueError("a gateway token needs a gateway id, and only a gateway token has one")
         if role is Role.GATEWAY and not sites:
             raise ValueError("a gateway token needs the sites it may send telemetry for")
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": ISSUER,
-            "sub": subject,
-            "role": role.value,
-            "iat": now,
-            "exp": now + int(ttl_s),
-            "jti": secrets.token_hex(8),
-        }
+        claims = _claims(subject, role, ttl_s, secrets.token_hex(8))
         if gateway_id is not None:
             claims["gateway_id"] = gateway_id
             claims["sites"] = sorted(sites or [])
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def issue_session(
+        self, subject: str, role: Role | str, session_id: str, *, csrf: str, ttl_s: float
+    ) -> str:
+        """The token of a dashboard session ``session_id`` (its ``jti``), with its CSRF
+        value; only :meth:`verify_session` accepts it."""
+        role = Role(role)
+        if role is Role.GATEWAY:
+            raise ValueError("a gateway cannot have a dashboard session")
+        if not session_id or not csrf:
+            raise ValueError("a session token needs a session_id and a csrf value")
+        claims = _claims(subject, role, ttl_s, session_id)
+        claims.update(use=SESSION_USE, csrf=csrf)
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify_session(self, token: str) -> Principal:
+        """The principal of a session cookie's token (its ``token_id`` is the session id,
+        its ``csrf`` set); a 401 :class:`ApiError` saying what is wrong otherwise."""
+        claims = self._decode(token, "session", "the session cookie", "log in again")
+        if claims.get("use") != SESSION_USE or not claims.get("jti") or not claims.get("csrf"):
+            raise unauthorized("the session cookie does not hold a session; log in again")
+        return replace(self._principal(claims, token, "session"), csrf=str(claims["csrf"]))
 
     def verify(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header value (``Bearer <jwt>``); a 401
@@ -123,32 +166,44 @@ class Authority:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("the Authorization header must be 'Bearer <token>'")
+        claims = self._decode(token.strip(), "token", "the bearer token", "ask for a new one")
+        if claims.get("use") == SESSION_USE:
+            raise unauthorized(
+                "a session cookie is not a bearer token: get a token with 'twinfleet token'"
+            )
+        return self._principal(claims, token, "token")
+
+    def _decode(self, token: str, noun: str, whole: str, renew: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(
-                token.strip(),
+            claims: dict[str, Any] = jwt.decode(
+                token,
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise unauthorized("the token has expired; ask for a new one") from None
+            raise unauthorized(f"the {noun} has expired; {renew}") from None
         except jwt.InvalidSignatureError:
             raise unauthorized(
-                "the token's signature does not verify (not issued by this server)"
+                f"the {noun}'s signature does not verify (not issued by this server)"
             ) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise unauthorized(f"the token has no {exc.claim!r} claim") from None
+            raise unauthorized(f"the {noun} has no {exc.claim!r} claim") from None
         except jwt.InvalidIssuerError:
-            raise unauthorized(f"the token was not issued by {ISSUER}") from None
+            raise unauthorized(f"the {noun} was not issued by {ISSUER}") from None
         except jwt.DecodeError:
-            raise unauthorized("the bearer token is not a well-formed JWT") from None
+            raise unauthorized(f"{whole} is not a well-formed JWT") from None
         except jwt.InvalidTokenError as exc:
-            raise unauthorized(f"the token is not valid: {exc}") from None
+            raise unauthorized(f"the {noun} is not valid: {exc}") from None
+        return claims
+
+    @staticmethod
+    def _principal(claims: dict[str, Any], token: str, noun: str) -> Principal:
         try:
             role = Role(str(claims.get("role")))
         except ValueError:
-            raise unauthorized(f"the token's role {claims.get('role')!r} is unknown") from None
+            raise unauthorized(f"the {noun}'s role {claims.get('role')!r} is unknown") from None
         gateway_id = claims.get("gateway_id")
         sites = claims.get("sites") or []
         if role is Role.GATEWAY and (not isinstance(gateway_id, str) or not sites):

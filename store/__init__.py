@@ -8,5 +8,7 @@
 - :mod:`store.writer`: the JetStream consumer that writes telemetry and events;
 - :mod:`store.compaction`: raw days into per-sensor-hour blocks;
 - :mod:`store.queries`: what the API asks: time series, machine history;
-- :mod:`store.registry`: assets, sensors and technicians from the plant file.
+- :mod:`store.registry`: assets, sensors and technicians from the plant file;
+- :mod:`store.users`: people who log in to the dashboard (argon2id password hashes);
+- :mod:`store.sessions`: their sessions, looked up on every request, revoked at logout.
 """

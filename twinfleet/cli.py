@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.plant import Plant, PlantFileError, load_plant
+from twinfleet.users import add_commands as add_user_commands
 
 if TYPE_CHECKING:
     from twins.training import History
@@ -75,6 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             machines_per_host=args.machines_per_host,
             nats_port=args.nats_port,
             leaf_port=args.leaf_port,
+            mqtt_port=args.mqtt_port,
             db_port=args.db_port,
             api_port=args.api_port,
             stay=args.stay,
@@ -118,10 +120,60 @@ def cmd_edge(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from twinfleet.edge_run import run_sim
 
-    port = args.port or (4840 if args.protocol == "opcua" else 5020)
+    port = args.port or {"opcua": 4840, "modbus": 5020, "sparkplug": 1883}[args.protocol]
+    user = password = None
+    only = None
+    if args.protocol == "sparkplug" and args.device:
+        from twinfleet.natsconf import MqttDevice, mqtt_devices_dir
+
+        path = mqtt_devices_dir(_data_dir(args.data_dir)) / f"{args.device}.json"
+        if not path.exists():
+            print(f"twinfleet sim: no MQTT device {args.device!r} ({path})", file=sys.stderr)
+            return 2
+        device = MqttDevice.load(path)
+        user, password = device.user, device.password
+        if device.group is not None and device.edge_node is not None:
+            only = (device.group, device.edge_node)
     return run_sim(
-        args.protocol, _plant(args.plant), args.host, port, args.seed, args.speed, args.tick
+        args.protocol,
+        _plant(args.plant),
+        args.host,
+        port,
+        args.seed,
+        args.speed,
+        args.tick,
+        user=user,
+        password=password,
+        only=only,
     )
+
+
+def cmd_mqtt_add(args: argparse.Namespace) -> int:
+    from twinfleet.natsconf import MqttDevice, mqtt_devices_dir
+
+    path = mqtt_devices_dir(_data_dir(args.data_dir)) / f"{args.name}.json"
+    if path.exists():
+        print(f"twinfleet mqtt add: {path} exists (remove it to re-issue)", file=sys.stderr)
+        return 2
+    sparkplug = None
+    if args.sparkplug:
+        group, _, node = args.sparkplug.partition("/")
+        if not group or not node or "/" in node:
+            print("twinfleet mqtt add: --sparkplug is GROUP/EDGE_NODE", file=sys.stderr)
+            return 2
+        sparkplug = (group, node)
+    try:
+        device = MqttDevice.new(args.name, sparkplug=sparkplug, topics=args.topic)
+    except ValueError as exc:
+        print(f"twinfleet mqtt add: {exc}", file=sys.stderr)
+        return 2
+    device.save(path.parent)
+    topics = ", ".join(device.topics)
+    what = f"Sparkplug edge node {args.sparkplug}" if sparkplug else f"topics {topics}"
+    print(f"MQTT device {args.name} ({what}) saved in {path}")
+    print(f"   user {device.user}, password {device.password}")
+    print("   the hub accepts it from its next start (twinfleet up)")
+    return 0
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -319,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port for edge gateways' leaf nodes (7422)",
     )
     up.add_argument(
+        "--mqtt-port",
+        type=_positive(int),
+        default=1883,
+        help="port of the hub's MQTT listener for MQTT and Sparkplug B devices (1883)",
+    )
+    up.add_argument(
         "--db-port",
         type=_positive(int),
         default=5433,
@@ -360,11 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--config", required=True, help="gateway configuration (YAML)")
     edge.set_defaults(func=cmd_edge)
 
-    sim = sub.add_parser("sim", help="serve the simulated plant over OPC UA or Modbus TCP")
-    sim.add_argument("protocol", choices=["opcua", "modbus"])
+    sim = sub.add_parser(
+        "sim", help="serve the simulated plant over OPC UA or Modbus TCP, or as Sparkplug B"
+    )
+    sim.add_argument("protocol", choices=["opcua", "modbus", "sparkplug"])
     sim.add_argument("--plant", help="plant file (default: the bundled example)")
     sim.add_argument("--host", default="127.0.0.1", help="(127.0.0.1)")
-    sim.add_argument("--port", type=_positive(int), help="(opcua 4840, modbus 5020)")
+    sim.add_argument(
+        "--port",
+        type=_positive(int),
+        help="(opcua 4840, modbus 5020; sparkplug: the MQTT broker's, 1883)",
+    )
+    sim.add_argument(
+        "--device",
+        help="sparkplug: the MQTT device (twinfleet mqtt add) to connect as",
+    )
+    sim.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--speed", type=_positive(float), default=1.0, help="simulated s per s (1)")
     sim.add_argument(
@@ -383,6 +452,20 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_add.add_argument("--plant", help="plant file (default: the bundled example)")
     gateway_add.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     gateway_add.set_defaults(func=cmd_gateway)
+
+    mqtt = sub.add_parser("mqtt", help="register MQTT and Sparkplug B devices with the hub")
+    mqtt_sub = mqtt.add_subparsers(dest="action", required=True)
+    mqtt_add = mqtt_sub.add_parser(
+        "add",
+        help="issue an MQTT user for a Sparkplug edge node or a plain device",
+        description="The user may publish only in its own namespace: a Sparkplug edge "
+        "node's messages (--sparkplug GROUP/EDGE_NODE), or the given plain topics.",
+    )
+    mqtt_add.add_argument("name")
+    mqtt_add.add_argument("--sparkplug", metavar="GROUP/EDGE_NODE")
+    mqtt_add.add_argument("--topic", action="append", help="a plain topic (repeatable)")
+    mqtt_add.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    mqtt_add.set_defaults(func=cmd_mqtt_add)
 
     plant = sub.add_parser("plant", help="validate a plant file and summarise it")
     plant.add_argument("file", nargs="?", help="plant file (default: the bundled example)")
@@ -432,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("benchmark", choices=["rul", "anomaly"])
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     bench.set_defaults(func=cmd_bench)
+
+    add_user_commands(sub)
     return parser
 
 

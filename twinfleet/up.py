@@ -130,6 +130,7 @@ def run_up(
     machines_per_host: int = 1000,
     nats_port: int = 4222,
     leaf_port: int = 7422,
+    mqtt_port: int = 1883,
     db_port: int = 5433,
     api_port: int = 8000,
     report_every_s: float = 5.0,
@@ -154,17 +155,19 @@ def run_up(
     history = None
     maintenance = None
     fleet = None
+    intake = None
     started_ray = False
     api_up = False
     if not port_is_free(api_port):
         raise ServiceError(f"port {api_port} is already taken; choose another with --api-port")
     try:
         if nats_url is None:
-            if not port_is_free(leaf_port):
-                raise ServiceError(
-                    f"port {leaf_port} is already taken; choose another with --leaf-port"
-                )
-            server = hub_server(data_dir, port=nats_port, leaf_port=leaf_port).start()
+            for port, flag in ((leaf_port, "--leaf-port"), (mqtt_port, "--mqtt-port")):
+                if not port_is_free(port):
+                    raise ServiceError(f"port {port} is already taken; choose another with {flag}")
+            server = hub_server(
+                data_dir, port=nats_port, leaf_port=leaf_port, mqtt_port=mqtt_port
+            ).start()
             nats_url = server.url
             gateways = asyncio.run(_prepare_hub(nats_url, data_dir))
             print(
@@ -201,6 +204,8 @@ def run_up(
         ).remote(nats_url, database_url)
         ray.get(history.start.remote())
         print("history writer: JetStream -> PostgreSQL (a Ray actor, restarted if it dies)")
+        if server is not None:
+            intake = _start_mqtt(plant, data_dir, nats_url, mqtt_port)
         print("RUL models (one per machine type):")
         models = load_or_train(plant, data_dir, seed=seed, lives=lives)
         step_s = step_minutes * 60.0
@@ -254,6 +259,9 @@ def run_up(
         if history is not None:
             with contextlib.suppress(Exception):
                 ray.get(history.stop.remote(), timeout=30)
+        if intake is not None:
+            with contextlib.suppress(Exception):
+                ray.get(intake.stop.remote(), timeout=30)
         if started_ray:
             ray.shutdown()
         if database is not None:
@@ -264,6 +272,35 @@ def run_up(
             "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-server "
             "(those this command started)"
         )
+
+
+def _start_mqtt(plant: Plant, data_dir: Path, nats_url: str, mqtt_port: int) -> Any:
+    """The MQTT and Sparkplug B intake (a Ray actor) on the hub's MQTT listener."""
+    import ray
+
+    from actors.mqtt import MqttIntakeActor
+    from twinfleet.natsconf import (
+        INTERNAL_USER,
+        internal_password,
+        load_mqtt_devices,
+        mqtt_devices_dir,
+    )
+
+    devices = load_mqtt_devices(mqtt_devices_dir(data_dir))
+    intake = MqttIntakeActor.options(name="tf-mqtt-intake").remote(  # type: ignore[attr-defined]
+        plant.model_dump_json(),
+        nats_url,
+        INTERNAL_USER,
+        internal_password(data_dir),
+        mqtt_port,
+        [t for d in devices for t in d.topics],
+    )
+    ray.get(intake.start.remote())
+    print(
+        f"MQTT and Sparkplug B on 127.0.0.1:{mqtt_port} (nats-server's MQTT listener; "
+        f"{len(devices)} registered device(s), twinfleet mqtt add): a Ray actor"
+    )
+    return intake
 
 
 def _prepare_database(database_url: str, plant: Plant) -> int:
@@ -310,6 +347,7 @@ def _start_api(
     import serve_app
     from api.auth import Authority, Role
     from twinfleet.services import api_secret
+    from twinfleet.users import first_admin
 
     secret = api_secret(data_dir)
     settings = {
@@ -335,6 +373,10 @@ def _start_api(
     )
     print(f"   viewer:   {viewer}")
     print(f"   engineer: {authority.issue('up-engineer', Role.ENGINEER)}")
+    first = first_admin(database_url)
+    print(f"dashboard: {url}/ (people log in; twinfleet user add NAME --role ROLE adds them)")
+    if first is not None:
+        print(f"   first admin user: {first[0]}  password: {first[1]}  (shown only now)")
 
 
 async def _simulate(
