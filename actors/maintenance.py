@@ -54,6 +54,7 @@ import ray
 from pydantic import BaseModel, ValidationError
 
 from actors.bus import EVENTS, MAINTENANCE, ensure_bucket, ensure_jetstream
+from actors.calendar import plan_calendar
 from actors.notify import Webhook
 from maintenance import cmms, planning
 from maintenance.alerts import AlertBook, PlantClock, Raised
@@ -74,6 +75,7 @@ from schemas.maintenance_api import (
     CreateWorkOrder,
     KpiRequest,
     MaintenancePlan,
+    PlanCalendar,
     ScheduleRequest,
     ShelveAlert,
     UpdateWorkOrder,
@@ -727,6 +729,16 @@ class MaintenanceService:
     async def export_csv(self, f: WorkOrderFilter) -> str:
         return cmms.to_csv(self.orders.select(f))
 
+    async def calendar(self, r: ScheduleRequest) -> PlanCalendar:
+        """The shifts and windows over the horizon of the current plan (from its start),
+        else from the next minute."""
+        plan = self.plan
+        if plan is not None and plan.horizon_hours == r.horizon_hours:
+            start = plan.start
+        else:
+            start = planning.next_minute(self.clock())
+        return plan_calendar(self.plant, start, r.horizon_hours)
+
     _handlers: ClassVar[dict[str, tuple[type[BaseModel], Callable[..., Awaitable[Any]]]]] = {
         "workorders.list": (WorkOrderFilter, list_orders),
         "workorders.create": (CreateWorkOrder, create_order),
@@ -740,6 +752,7 @@ class MaintenanceService:
         "schedule": (ScheduleRequest, schedule),
         "replan": (ScheduleRequest, replan),
         "export.csv": (WorkOrderFilter, export_csv),
+        "calendar": (ScheduleRequest, calendar),
     }
 
     async def status(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 
-from api import audit, present
+from api import audit, dashboard, present
 from api.auth import Authority, Principal, Role
 from api.errors import ApiError, forbidden, not_found
 from api.feeds import Feeds, key_of
@@ -55,6 +55,7 @@ from api.maintenance import (
     valid,
     workorder_doc,
 )
+from api.sessions import Sessions
 from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
 from schemas import subjects
@@ -182,9 +183,12 @@ def create_app(services: Services) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return _json_error(ApiError(500, "internal", f"internal error ({type(exc).__name__})"))
 
-    # -- who is asking --------------------------------------------------------------------
-    def caller(request: Request) -> Principal:
-        return services.principal(request.headers.get("authorization"))
+    # -- who is asking: a bearer token, or a dashboard session's cookie (api/sessions.py) --
+    logins = Sessions(services)
+    app.include_router(logins.router())
+
+    async def caller(request: Request) -> Principal:
+        return await logins.principal(request)
 
     def viewer(who: Annotated[Principal, Depends(caller)]) -> Principal:
         who.require(Role.VIEWER, "reading assets")
@@ -493,30 +497,27 @@ def create_app(services: Services) -> FastAPI:
                 connection.scope.get("method") == "GET" and "query" not in connection.query_params
             )
             if header or not browsing:
-                principal = services.principal(header)
+                principal = await logins.graphql_principal(connection)
         return {"services": services, "principal": principal}
 
     class TransportWS(BaseGraphQLTransportWSHandler):
         """Authenticates in ``connection_init``: payload ``{"Authorization": "Bearer
-        <jwt>"}`` (or ``{"token": "<jwt>"}``). A refused connection is closed with 4401
-        and the reason."""
+        <jwt>"}`` (or ``{"token": "<jwt>"}``), or the session cookie with ``{"csrf_token":
+        ...}``. A refused connection is closed with 4401 or 4403 and the reason."""
 
         async def handle_connection_init(self, message: Any) -> None:
-            payload = message.get("payload") or {}
-            header = None
-            if isinstance(payload, dict):
-                header = payload.get("Authorization") or payload.get("authorization")
-                if header is None and payload.get("token"):
-                    header = f"Bearer {payload['token']}"
+            context = cast(dict[str, Any], self.context)
             try:
-                principal = services.principal(header)
+                principal = await logins.socket_principal(
+                    context["request"], message.get("payload")
+                )
             except ApiError as exc:
                 services.counters[f"ws_{exc.status}"] += 1
                 if self.connection_init_timeout_task:
                     self.connection_init_timeout_task.cancel()
                 await self.websocket.close(code=4000 + exc.status, reason=exc.message[:120])
                 return
-            cast(dict[str, Any], self.context)["principal"] = principal
+            context["principal"] = principal
             await super().handle_connection_init(message)
 
         async def run_operation(self, operation: Any) -> None:
@@ -556,6 +557,7 @@ def create_app(services: Services) -> FastAPI:
         multipart_uploads_enabled=False,
     )
     app.include_router(router, prefix="/graphql")
+    dashboard.mount(app)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     return app
 

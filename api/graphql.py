@@ -13,6 +13,10 @@ Work orders, alerts and the technicians' plan (``workOrders``, ``alerts``, ``ala
 (:mod:`api.maintenance`); ``alertRaised`` and ``workOrderChanged`` deliver every change it
 publishes.
 
+The operations dashboard's own fields (``fleetTable``, ``sensorLimits``,
+``recommendedActions``, ``planCalendar``, the subscription ``fleetChanged``) are in
+:mod:`api.board`, merged into this schema by :func:`make_schema`.
+
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
 ``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
 anomaly, changing work orders and alerts, and replanning ``operator``; clones and what-if
@@ -48,9 +52,10 @@ from strawberry.extensions import AddValidationRules, ParserCache, ValidationCac
 from strawberry.extensions.max_aliases import create_validator as alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 from strawberry.scalars import JSON
+from strawberry.tools import merge_types
 from strawberry.types import Info
 
-from api import audit, maintenance, present
+from api import audit, board, maintenance, present
 from api.auth import Principal, Role
 from api.errors import ApiError
 from api.history import aware, time_range
@@ -1896,9 +1901,9 @@ def make_schema(
         cost_limit(max_cost),
     ]
     return Schema(
-        query=Query,
+        query=merge_types("Query", (Query, board.BoardQuery)),
         mutation=Mutation,
-        subscription=Subscription,
+        subscription=merge_types("Subscription", (Subscription, board.BoardSubscription)),
         extensions=[
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=QUERY_CACHE),

@@ -41,6 +41,7 @@ from schemas.maintenance_api import (
     CreateWorkOrder,
     KpiRequest,
     MaintenancePlan,
+    PlanCalendar,
     ScheduleRequest,
     ShelveAlert,
     UpdateWorkOrder,
@@ -258,6 +259,12 @@ class MaintenanceClient:
     async def replan(self, request: ScheduleRequest | None = None) -> MaintenancePlan:
         result: MaintenancePlan = await self._typed(
             "replan", request or ScheduleRequest(), MaintenancePlan.model_validate
+        )
+        return result
+
+    async def calendar(self, request: ScheduleRequest | None = None) -> PlanCalendar:
+        result: PlanCalendar = await self._typed(
+            "calendar", request or ScheduleRequest(), PlanCalendar.model_validate
         )
         return result
 

@@ -37,6 +37,9 @@ from schemas.rul import RulPrediction
 from schemas.twin import MachineStatus, SensorState, TwinState
 
 FLEET = "fleet"
+CHANGED = "changed"
+"""The topic on which the id of every machine whose twin event or RUL prediction arrived
+is published (the dashboard's fleet table follows it)."""
 
 
 @dataclass
@@ -264,6 +267,7 @@ class FleetView:
         self.counters["twin_events"] += 1
         event["_received_ms"] = live.received_ms
         self.broadcast.publish(f"state.{machine}", event)
+        self.broadcast.publish(CHANGED, machine)
         if self.broadcast.topics.get(FLEET):
             self._fleet_soon()
 
@@ -307,6 +311,7 @@ class FleetView:
         known = self.rul.get(prediction.machine_id)
         if known is None or prediction.predicted_at >= known.predicted_at:
             self.rul[prediction.machine_id] = prediction
+            self.broadcast.publish(CHANGED, prediction.machine_id)
 
     def _on_ack(self, key: str, value: bytes | None) -> None:
         if value:

@@ -20,6 +20,7 @@ operation                  request                               ``ok``
 ``schedule``               :class:`ScheduleRequest`              :class:`MaintenancePlan`
 ``replan``                 :class:`ScheduleRequest`              :class:`MaintenancePlan`
 ``export.csv``             :class:`WorkOrderFilter`              ``str`` (CSV text)
+``calendar``               :class:`ScheduleRequest`              :class:`PlanCalendar`
 =========================  ====================================  ==========================
 """
 
@@ -292,3 +293,43 @@ class MaintenancePlan(BaseModel):
     status: str = Field(description="the solver's status: optimal, feasible, ...")
     solver: str
     solve_seconds: float
+
+
+class Period(BaseModel):
+    """``[start, end)`` in UTC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: UtcDatetime
+    end: UtcDatetime
+
+
+class TechnicianCalendar(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    technician: Technician
+    on_shift: list[Period] = Field(default_factory=list)
+
+
+class LineCalendar(BaseModel):
+    """When a line's machines may be stopped for planned work (``windows``; ``None``:
+    at any time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site_id: Identifier
+    line_id: Identifier
+    windows: list[Period] | None = None
+
+
+class PlanCalendar(BaseModel):
+    """What the planner works within over a horizon, in UTC: every technician's shifts
+    (in the site's time zone) and every line's maintenance windows; the dashboard draws
+    it behind the plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: UtcDatetime
+    horizon_hours: float
+    technicians: list[TechnicianCalendar] = Field(default_factory=list)
+    lines: list[LineCalendar] = Field(default_factory=list)

