@@ -110,6 +110,25 @@ def decode_cost(metrics: int, repeats: int) -> float:
     return statistics.median(runs)
 
 
+def bench_hub(tmp: Path, devices: list[Any] | None = None) -> tuple[Any, int]:
+    """A hub nats-server (not started) with its MQTT listener; (server, MQTT port)."""
+    from twinfleet.natsconf import INTERNAL_USER, hub_config
+    from twinfleet.services import NatsServer, free_port
+
+    port, mqtt_port = free_port(), free_port()
+    config = hub_config(
+        port=port,
+        leaf_port=free_port(),
+        store_dir=tmp / "js",
+        internal_password="bench-password",
+        gateways=[],
+        mqtt_port=mqtt_port,
+        mqtt_devices=devices or [],
+    )
+    creds = (INTERNAL_USER, "bench-password")
+    return NatsServer(tmp, port=port, config=config, credentials=creds), mqtt_port
+
+
 def _publisher(
     mqtt_port: int, rate: int, seconds: float, devices: int, sensors: int, out: Any
 ) -> None:
@@ -170,23 +189,12 @@ async def offered_rate(rate: int, seconds: float, devices: int, sensors: int) ->
     from actors.bus import ensure_jetstream
     from actors.host import MachineHost
     from schemas.telemetry import TelemetryBatch
-    from twinfleet.natsconf import INTERNAL_USER, hub_config
-    from twinfleet.services import NatsServer, free_port
 
     plant = bench_plant(devices, sensors)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        port, mqtt_port = free_port(), free_port()
-        config = hub_config(
-            port=port,
-            leaf_port=free_port(),
-            store_dir=Path(tmp) / "js",
-            internal_password="bench-password",
-            gateways=[],
-            mqtt_port=mqtt_port,
-        )
-        creds = (INTERNAL_USER, "bench-password")
-        with NatsServer(Path(tmp), port=port, config=config, credentials=creds) as server:
+        server, mqtt_port = bench_hub(Path(tmp))
+        with server:
             nc = await nats.connect(server.url)
             js = nc.jetstream()
             await ensure_jetstream(js)
@@ -239,8 +247,7 @@ async def restart(count: int) -> dict[str, int]:
 
     from actors.bus import ensure_jetstream
     from edge.mqtt_intake import MqttIntake
-    from twinfleet.natsconf import INTERNAL_USER, MqttDevice, hub_config
-    from twinfleet.services import NatsServer, free_port
+    from twinfleet.natsconf import MqttDevice
 
     plant = bench_plant(1, 1)
     plant = plant.model_copy(
@@ -249,18 +256,8 @@ async def restart(count: int) -> dict[str, int]:
     topic = "site/M-000/s000"
     device = MqttDevice.new("bench-device", topics=[topic])
     with tempfile.TemporaryDirectory() as tmp:
-        port, mqtt_port = free_port(), free_port()
-        config = hub_config(
-            port=port,
-            leaf_port=free_port(),
-            store_dir=Path(tmp) / "js",
-            internal_password="bench-password",
-            gateways=[],
-            mqtt_port=mqtt_port,
-            mqtt_devices=[device],
-        )
-        creds = (INTERNAL_USER, "bench-password")
-        server = NatsServer(Path(tmp), port=port, config=config, credentials=creds).start()
+        server, mqtt_port = bench_hub(Path(tmp), [device])
+        server.start()
         try:
             nc = await nats.connect(server.url)
             await ensure_jetstream(nc.jetstream())

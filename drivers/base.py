@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.common import Quality, sensor_id
 
@@ -31,6 +32,17 @@ class FieldValue:
     @property
     def sensor_id(self) -> str:
         return sensor_id(self.machine_id, self.sensor)
+
+
+def reading_columns(machine: str, values: list[FieldValue]) -> dict[str, list[Any]]:
+    """One machine's values as the columns of a telemetry batch's ``readings``."""
+    return {
+        "machine_id": [machine] * len(values),
+        "sensor_id": [v.sensor_id for v in values],
+        "timestamp": [v.timestamp_ms for v in values],
+        "value": [float(v.value) for v in values],
+        "quality": [int(v.quality) for v in values],
+    }
 
 
 Sink = Callable[[list[FieldValue]], None]

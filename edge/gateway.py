@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.base import FieldValue
+from drivers.base import FieldValue, reading_columns
 from edge.config import GatewayConfig
 from edge.detection import EdgeDetection
 from edge.forwarding import Aggregate, Forwarded, Forwarder
@@ -426,13 +426,7 @@ class Gateway:
             "site_id": self.machines[machine].site,
             "batch_id": batch_id,
             "sent_at": sent_at,
-            "readings": {
-                "machine_id": [machine] * len(readings),
-                "sensor_id": [v.sensor_id for v in readings],
-                "timestamp": [v.timestamp_ms for v in readings],
-                "value": [float(v.value) for v in readings],
-                "quality": [int(v.quality) for v in readings],
-            },
+            "readings": reading_columns(machine, readings),
             "anomalies": [a.model_dump() for a in found],
         }
         if aggs:

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from drivers.base import FieldValue
+from drivers.base import FieldValue, reading_columns
 from edge.mqtt_plain import MqttInputError, PlainTopics, subject_of, topic_of
 from edge.sparkplug import NAMESPACE, SparkplugHost, SparkplugMap, state_payload, state_topic
 from schemas.plant import Plant
@@ -66,13 +66,7 @@ def telemetry_batch(
             "site_id": site,
             "batch_id": batch_id,
             "sent_at": now_ms,
-            "readings": {
-                "machine_id": [machine] * len(readings),
-                "sensor_id": [v.sensor_id for v in readings],
-                "timestamp": [v.timestamp_ms for v in readings],
-                "value": [float(v.value) for v in readings],
-                "quality": [int(v.quality) for v in readings],
-            },
+            "readings": reading_columns(machine, readings),
         },
         context={"now_ms": now_ms},
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +47,30 @@ class MqttInputError(ValueError):
         super().__init__(f"{topic}: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+def mapped_sensors(
+    plant: Plant, kind: type, rule_of: Callable[[str], Any], what: str
+) -> dict[Any, tuple[str, str, str]]:
+    """Every sensor with an address of ``kind`` (its own, else its machine type's rule
+    from ``rule_of``): ``address.expand(...) -> (site, machine id, sensor name)``. Two
+    sensors with the same address are an error naming both."""
+    out: dict[Any, tuple[str, str, str]] = {}
+    for m in plant.machines:
+        rule = rule_of(m.type)
+        for s in m.sensors:
+            address: Any = s.address if isinstance(s.address, kind) else rule
+            if address is None:
+                continue
+            key = address.expand(site=m.site, line=m.line, machine=m.id, sensor=s.name)
+            if key in out:
+                _, machine, sensor = out[key]
+                raise ValueError(
+                    f"{what} {key!r} is both {machine}.{sensor} and {m.id}.{s.name}: "
+                    "give each sensor its own"
+                )
+            out[key] = (m.site, m.id, s.name)
+    return out
 
 
 def subject_of(topic: str) -> str:
@@ -78,21 +103,7 @@ class PlainTopics:
 
     @classmethod
     def from_plant(cls, plant: Plant) -> PlainTopics:
-        sensors: dict[str, tuple[str, str, str]] = {}
-        for m in plant.machines:
-            rule = plant.mqtt.topic_rule(m.type)
-            for s in m.sensors:
-                address = s.address if isinstance(s.address, MqttAddress) else rule
-                if address is not None:
-                    topic = address.expand(site=m.site, line=m.line, machine=m.id, sensor=s.name)
-                    if topic in sensors:
-                        other = sensors[topic]
-                        raise ValueError(
-                            f"MQTT topic {topic!r} is both {other[1]}.{other[2]} and "
-                            f"{m.id}.{s.name}: give each sensor its own topic"
-                        )
-                    sensors[topic] = (m.site, m.id, s.name)
-        return cls(sensors)
+        return cls(mapped_sensors(plant, MqttAddress, plant.mqtt.topic_rule, "MQTT topic"))
 
     def subjects(self) -> list[str]:
         """The NATS subjects of every known topic (what the hub's stream captures)."""

@@ -60,7 +60,7 @@ from google.protobuf.message import DecodeError
 from pysparkplug._protobuf import Payload  # the published Sparkplug B schema, compiled
 
 from drivers.base import FieldValue
-from edge.mqtt_plain import MqttInputError, check_time
+from edge.mqtt_plain import MqttInputError, check_time, mapped_sensors
 from schemas.common import Quality
 from schemas.mqtt import SparkplugAddress
 from schemas.plant import Plant
@@ -89,20 +89,9 @@ class SparkplugMap:
 
     @classmethod
     def from_plant(cls, plant: Plant) -> SparkplugMap:
-        sensors: dict[Key, tuple[str, str, str]] = {}
-        for m in plant.machines:
-            rule = plant.mqtt.sparkplug_rule(m.type)
-            for s in m.sensors:
-                address = s.address if isinstance(s.address, SparkplugAddress) else rule
-                if address is not None:
-                    key = address.expand(site=m.site, line=m.line, machine=m.id, sensor=s.name)
-                    if key in sensors:
-                        raise ValueError(
-                            f"Sparkplug metric {'/'.join(key)} is both "
-                            f"{'.'.join(sensors[key][1:])} and {m.id}.{s.name}"
-                        )
-                    sensors[key] = (m.site, m.id, s.name)
-        return cls(sensors)
+        return cls(
+            mapped_sensors(plant, SparkplugAddress, plant.mqtt.sparkplug_rule, "Sparkplug metric")
+        )
 
     def sensors_of(self, group: str, node: str, device: str | None) -> list[tuple[str, str]]:
         """(machine, sensor) of a node's mapped metrics (one device's, when given)."""
