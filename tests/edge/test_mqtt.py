@@ -315,11 +315,14 @@ async def _test_unknown_alias_and_malformed_protobuf_are_dead_lettered(
         )
         raw.publish("spBv1.0/north/DDATA/L1/P-1", unknown.encode(), qos=1).wait_for_publish(5)
         raw.publish("spBv1.0/north/NDATA/L1", b"\xff\xff not protobuf", qos=1).wait_for_publish(5)
-        await seen.until(lambda: len(seen.reasons()) == 2, "two dead letters")
+        await seen.until(
+            lambda: intake.refusals["alias"] == 1 and intake.refusals["protobuf"] == 1,
+            "both refusals counted",
+        )
+        await seen.until(lambda: len(seen.reasons()) >= 2, "both dead letters")
         reasons = seen.reasons()
-        assert "alias 999 is not in any birth" in reasons[0]
-        assert "malformed Sparkplug B protobuf" in reasons[1]
-        assert intake.refusals["alias"] == 1 and intake.refusals["protobuf"] == 1
+        assert any("alias 999 is not in any birth" in r for r in reasons), reasons
+        assert any("malformed Sparkplug B protobuf" in r for r in reasons), reasons
         await seen.until(lambda: node.rebirths >= 1, "a rebirth asked for the unknown alias")
         raw.loop_stop()
         await asyncio.to_thread(node.stop)
