@@ -14,6 +14,13 @@
 * ``recommendedActions(assetId)``: what ``GET /api/v1/assets/{id}/rul`` recommends.
 * ``planCalendar(horizonHours)``: the technicians' shifts and the lines' maintenance
   windows the plan works within (the maintenance service's ``calendar``).
+* ``sensorTrends(assetId, start, end)``: every sensor's series of the machine over the
+  range, from the history (as ``GET /api/v1/sensors/{id}/timeseries``, same resolution
+  rule), in one answer and by columns: ``{sensor: {aggregation, unit, dataPoints, time,
+  value | avg, min, max, anomalies: [{timestamp, value, severity, type, reason}],
+  statistics}}`` (or ``{sensor: {error}}``). The machine page asked the REST route once
+  per sensor: 20 sensors of 30 days cost 20 requests of 116 KB, each half of its time
+  spent in FastAPI's generic encoder; one answer by columns is a third of the bytes.
 
 Reading and subscribing need the viewer role, as everywhere in the schema.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -33,6 +41,7 @@ from strawberry.types import Info
 from api import present
 from api.auth import Principal, Role
 from api.errors import ApiError
+from api.history import aware, time_range
 from api.view import CHANGED, FleetView
 from schemas.common import now_ms
 from schemas.maintenance_api import PlanCalendar as CalendarModel
@@ -145,6 +154,47 @@ async def coalesced(changes: AsyncIterator[str], every_s: float) -> AsyncIterato
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
+
+
+# -- trends -----------------------------------------------------------------------------------
+def columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """A time series answer (:func:`store.queries.timeseries`) by columns."""
+    points = doc["data"]
+    keys = ("value",) if doc["aggregation"] == "raw" else ("avg", "min", "max")
+    return {
+        "aggregation": doc["aggregation"],
+        "unit": doc["unit"],
+        "dataPoints": doc["data_points"],
+        "time": [p["timestamp"] for p in points],
+        **{k: [p[k] for p in points] for k in keys},
+        "anomalies": [
+            {k: a[k] for k in ("timestamp", "value", "severity", "type", "reason")}
+            for a in doc["anomalies"]
+        ],
+        "statistics": doc["statistics"],
+    }
+
+
+async def _trends(
+    services: Any, spec: Any, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
+    lo, hi = time_range(
+        None if start is None else aware(start, "start"), None if end is None else aware(end, "end")
+    )
+    history = services.require_history()
+    answers = await asyncio.gather(
+        *(history.timeseries(f"{spec.id}.{s.name}", lo, hi, "auto") for s in spec.sensors),
+        return_exceptions=True,
+    )
+    out: dict[str, Any] = {}
+    for sensor, answer in zip(spec.sensors, answers, strict=True):
+        if isinstance(answer, ApiError):
+            out[sensor.name] = {"error": answer.message, "code": answer.code}
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            out[sensor.name] = columns(answer)
+    return out
 
 
 # -- limits, actions, calendar ----------------------------------------------------------------
@@ -281,6 +331,24 @@ class BoardQuery:
         return [RecommendedAction(**a) for a in present.recommended_actions(view.spec, view.rul)]
 
     @strawberry.field
+    async def sensor_trends(
+        self,
+        info: Info,
+        asset_id: strawberry.ID,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> JSON:
+        """Every sensor's series over [start, end) (the 24 hours before now by default),
+        by columns; see the module docstring."""
+        services = _viewer(info, "reading the history")
+        spec = _spec(services, str(asset_id))
+        try:
+            trends: Any = await _trends(services, spec, start, end)
+        except ApiError as exc:
+            raise GraphQLError(exc.message, extensions={"code": exc.code}) from None
+        return trends
+
+    @strawberry.field
     async def plan_calendar(self, info: Info, horizon_hours: float = 168.0) -> PlanCalendar:
         """Shifts and maintenance windows over the plan's horizon, from the maintenance
         service."""
@@ -340,4 +408,4 @@ class BoardSubscription:
                     yield _table(view, mine)
 
 
-__all__ = ["BoardQuery", "BoardSubscription", "coalesced", "fleet_row"]
+__all__ = ["BoardQuery", "BoardSubscription", "coalesced", "columns", "fleet_row"]

@@ -11,7 +11,8 @@ time series and the CSV export, and the session routes (``/api/v1/session``) to 
 
 Every answer carries a content security policy that allows scripts, styles, images and
 connections from this origin only (plus ``data:`` images, and inline styles, which the
-chart and Gantt libraries set on their elements), and is never framed. The application's
+Gantt library, vis-timeline, sets on its elements: without them the browser refuses its
+layout), and is never framed. The application's
 own files are revalidated on every load (``no-cache``: a changed file is seen at once,
 an unchanged one is a 304); the libraries' files, whose path names their version, are
 cached for a day.

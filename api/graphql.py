@@ -14,7 +14,8 @@ Work orders, alerts and the technicians' plan (``workOrders``, ``alerts``, ``ala
 publishes.
 
 The operations dashboard's own fields (``fleetTable``, ``sensorLimits``,
-``recommendedActions``, ``planCalendar``, the subscription ``fleetChanged``) are in
+``recommendedActions``, ``sensorTrends``, ``planCalendar``, the subscription
+``fleetChanged``) are in
 :mod:`api.board`, merged into this schema by :func:`make_schema`.
 
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -423,8 +424,6 @@ def _query_load() -> Any:
 def replica_cpu() -> Any:
     """A function giving the CPU seconds the API's Serve replica has used so far (its
     process from Ray's actor table: the live actor named for the TwinApi deployment)."""
-    import os
-
     import ray
 
     actors = ray._private.state.actors().values()
@@ -516,7 +515,7 @@ def dashboards_effect(
 def report(name: str, values: list[float], target: str) -> None:
     print(
         f"{name}: median {statistics.median(values):.0f} ms, worst {max(values):.0f} ms "
-        f"over {len(values)} runs (target {target})",
+        f"over {len(values)} runs (target {target}; load average {os.getloadavg()[0]:.1f})",
         flush=True,
     )
 

@@ -277,3 +277,61 @@ def test_the_plan_calendar_comes_from_the_maintenance_service(nats_server: NatsS
         if line.maintenance_windows
     }
     assert windowed == expected and expected
+
+
+def test_sensor_trends_answer_every_sensor_by_columns(database: str) -> None:
+    """From a real PostgreSQL: the columns hold what the REST time series holds."""
+    from types import SimpleNamespace
+
+    import psycopg
+
+    from api.history import History
+    from store.partitions import Partitions
+    from store.registry import register_plant, sensor_keys
+
+    spec = machine(1)
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    minutes = [end - timedelta(minutes=m) for m in range(90, 0, -1)]
+    with psycopg.connect(database) as conn:
+        register_plant(conn, SimpleNamespace(machines=[spec], technicians=[]))
+        key = sensor_keys(conn, ["M-1.vibration"])["M-1.vibration"]
+        Partitions().ensure(conn, "rollup_1m", minutes)
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO rollup_1m (sensor_key, bucket, count, mean, m2, vmin, vmax, "
+                "n_uncertain, n_bad) VALUES (%s, %s, 6, %s, 0.5, %s, %s, 0, 0)",
+                [
+                    (key, t, 3.0 + i / 100, 2.9 + i / 100, 3.1 + i / 100)
+                    for i, t in enumerate(minutes)
+                ],
+            )
+
+    async def scenario() -> None:
+        _, _, context = setup()
+        services = context["services"]
+        query = "query($a: ID!) { sensorTrends(assetId: $a) }"
+        missing = await schema.execute(query, variable_values={"a": "M-1"}, context_value=context)
+        assert missing.errors and missing.errors[0].extensions == {"code": "unavailable"}
+        services.history = await History.open(database)
+        try:
+            trends = (await ask(context, query, a="M-1"))["sensorTrends"]
+            rest = await services.history.timeseries(
+                "M-1.vibration", end - timedelta(hours=24), datetime.now(UTC), "auto"
+            )
+        finally:
+            await services.history.close()
+        vibration = trends["vibration"]
+        assert vibration["aggregation"] == "1m" and vibration["unit"] == "mm/s"
+        assert vibration["dataPoints"] == 90 == len(vibration["time"]) == len(vibration["avg"])
+        assert vibration["time"] == [p["timestamp"] for p in rest["data"]]
+        assert vibration["avg"] == [p["avg"] for p in rest["data"]]
+        assert vibration["max"][0] == pytest.approx(3.1)
+        assert vibration["statistics"] == rest["statistics"]
+        assert trends["rpm"]["dataPoints"] == 0 and trends["rpm"]["time"] == []
+        unknown = await schema.execute(query, variable_values={"a": "M-9"}, context_value=context)
+        assert unknown.errors and unknown.errors[0].extensions == {
+            "code": "not_found",
+            "field": "assetId",
+        }
+
+    asyncio.run(scenario())

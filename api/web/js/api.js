@@ -1,6 +1,6 @@
 // The dashboard's only way to the API (same origin): the session (log in, out, who),
-// GraphQL queries and mutations over HTTP, live subscriptions over graphql-transport-ws
-// (one websocket for every page, reconnected automatically), and the few REST reads.
+// GraphQL queries and mutations over HTTP, and live subscriptions over
+// graphql-transport-ws (one websocket for every page, reconnected automatically).
 //
 // The session cookie (HttpOnly) authenticates every request; state-changing requests
 // carry the session's CSRF token in X-CSRF-Token, and the websocket's connection_init
@@ -128,17 +128,6 @@ export async function gql(query, variables = {}) {
     throw new ApiFailure(first.message, (first.extensions || {}).code || 'error', 200);
   }
   return body.data;
-}
-
-/** A REST GET answered with JSON. */
-export async function rest(path) {
-  const response = await fetch(path, { credentials: 'same-origin', headers: headers() });
-  if (response.status === 401) {
-    loggedOut();
-    throw await failure(response);
-  }
-  if (!response.ok) throw await failure(response);
-  return response.json();
 }
 
 // -- live -----------------------------------------------------------------------------------

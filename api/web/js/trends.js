@@ -1,24 +1,23 @@
-// The machine page's trend charts: one per sensor, from the history
-// (GET /api/v1/sensors/{id}/timeseries with aggregation=auto, so the resolution follows
-// the range: raw up to 2 hours, 1-minute buckets up to 3 days, else hourly), anomalies
-// marked, cursors in step. Zoom: drag across a chart, the mouse wheel, or the buttons;
-// pan: Shift + drag, or the buttons. Every change of range fetches that range again.
-import { rest } from './api.js';
+// The machine page's trend charts: one per sensor, from the history (sensorTrends: every
+// sensor's series in one answer, by columns; the resolution follows the range as in
+// GET /api/v1/sensors/{id}/timeseries: raw up to 2 hours, 1-minute buckets up to 3 days,
+// else hourly), anomalies marked, cursors in step. Zoom: drag across a chart, the mouse
+// wheel, or the buttons; pan: Shift + drag, or the buttons. Every change of range fetches
+// that range again.
+import { gql } from './api.js';
 import { trendChart } from './charts.js';
 import { fill, h, notice } from './ui.js';
 
 const HOUR = 3600;
 export const RANGES = { '6h': 6 * HOUR, '24h': 24 * HOUR, '7d': 168 * HOUR, '30d': 720 * HOUR };
 
+const TRENDS = `query Trends($id: ID!, $start: DateTime, $end: DateTime) {
+  sensorTrends(assetId: $id, start: $start, end: $end) }`;
+
 function seriesOf(doc) {
-  const t = doc.data.map((p) => Date.parse(p.timestamp) / 1000);
-  if (doc.aggregation === 'raw') return { t, value: doc.data.map((p) => p.value) };
-  return {
-    t,
-    avg: doc.data.map((p) => p.avg),
-    min: doc.data.map((p) => p.min),
-    max: doc.data.map((p) => p.max),
-  };
+  const t = doc.time.map((iso) => Date.parse(iso) / 1000);
+  if (doc.aggregation === 'raw') return { t, value: doc.value };
+  return { t, avg: doc.avg, min: doc.min, max: doc.max };
 }
 
 function utc(seconds) {
@@ -60,11 +59,14 @@ class Trends {
     const start = new Date(this.range.min * 1000).toISOString();
     const end = new Date(this.range.max * 1000).toISOString();
     fill(this.status, `${utc(this.range.min)} – ${utc(this.range.max)} UTC`);
-    const docs = await Promise.all(this.sensors.map((s) => rest(
-      `/api/v1/sensors/${encodeURIComponent(`${this.machineId}.${s.name}`)}/timeseries`
-      + `?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&aggregation=auto`,
-    ).catch((error) => ({ error }))));
+    let answer;
+    try {
+      answer = (await gql(TRENDS, { id: this.machineId, start, end })).sensorTrends;
+    } catch (error) {
+      answer = Object.fromEntries(this.sensors.map((s) => [s.name, { error: error.message }]));
+    }
     if (mine !== this.loading) return; // a newer range was asked for meanwhile
+    const docs = this.sensors.map((s) => answer[s.name] || { error: 'no answer' });
     this.destroy();
     const figures = docs.map((doc, i) => this.figure(this.sensors[i], doc));
     this.holder.replaceChildren(...figures.map((f) => f.box));
@@ -77,17 +79,17 @@ class Trends {
   figure(sensor, doc) {
     const box = h('figure', { class: 'trend', dataset: { sensor: sensor.name } });
     if (doc.error) {
-      box.append(notice(`${sensor.name}: ${doc.error.message}`));
+      box.append(notice(`${sensor.name}: ${doc.error}`));
       return { box };
     }
     const anomalies = doc.anomalies.map((a) => ({ t: Date.parse(a.timestamp) / 1000,
       value: a.value }));
-    box.dataset.points = String(doc.data_points);
+    box.dataset.points = String(doc.dataPoints);
     box.dataset.aggregation = doc.aggregation;
     const what = doc.aggregation === 'raw' ? 'readings' : `${doc.aggregation} buckets`;
-    box.append(h('figcaption', {}, `${sensor.name} (${sensor.unit}) · ${doc.data_points} `
+    box.append(h('figcaption', {}, `${sensor.name} (${sensor.unit}) · ${doc.dataPoints} `
       + `${what} · ${anomalies.length} anomalies`));
-    if (!doc.data_points) {
+    if (!doc.dataPoints) {
       box.append(h('p', { class: 'hint' }, 'No readings in this range.'));
       return { box };
     }

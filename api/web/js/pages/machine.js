@@ -21,6 +21,8 @@ const MACHINE = `query Machine($id: ID!) {
   sensorLimits(assetId: $id) { name kind unit normalLow normalHigh criticalLow criticalHigh rated }
   recommendedActions(assetId: $id) { priority action estimatedDowntimeHours estimatedCost }
 }`;
+const LIMITS = `query MachineSensors($id: ID!) { sensorLimits(assetId: $id) {
+  name kind unit normalLow normalHigh criticalLow criticalHigh rated } }`;
 const RUL_ONLY = `query MachineRul($id: ID!) { asset(id: $id) { ${RUL} }
   recommendedActions(assetId: $id) { priority action estimatedDowntimeHours estimatedCost } }`;
 const WORK = `query MachineWork($id: ID!) {
@@ -66,7 +68,7 @@ function table(heads, rows) {
 }
 
 class MachinePage {
-  constructor(main, data, range) {
+  constructor(main, data, trend) {
     this.id = data.asset.id;
     this.asset = data.asset;
     this.limits = Object.fromEntries(data.sensorLimits.map((s) => [s.name, s]));
@@ -76,7 +78,7 @@ class MachinePage {
     this.sensorRows = new Map();
     this.stopRul = () => {};
     this.lastRul = this.asset.rul ? this.asset.rul.predictionTimestamp : null;
-    this.trend = trends(this.id, data.sensorLimits, range);
+    this.trend = trend;
     this.build(main);
     this.paintFacts();
     this.paintRul(this.asset.rul, data.recommendedActions);
@@ -257,10 +259,16 @@ class MachinePage {
 }
 
 export async function mount(main, params) {
-  const data = await gql(MACHINE, { id: params.id });
+  const { id } = params;
+  const range = params.query.get('range') || '24h';
+  // the history is what takes longest: it is asked for as soon as the sensors are known,
+  // while the rest of the machine is read
+  const early = gql(LIMITS, { id }).then((d) => trends(id, d.sensorLimits, range), () => null);
+  const data = await gql(MACHINE, { id });
+  const trend = await early;
   if (!data.asset) {
-    main.append(pageTitle(`Machine ${params.id}`), notice(`There is no machine ${params.id}.`));
+    main.append(pageTitle(`Machine ${id}`), notice(`There is no machine ${id}.`));
     return () => {};
   }
-  return new MachinePage(main, data, params.query.get('range') || '24h').follow();
+  return new MachinePage(main, data, trend || trends(id, data.sensorLimits, range)).follow();
 }
