@@ -183,11 +183,18 @@ class ConfidenceInterval:
 
 
 @strawberry.type
+class FailureModeShare:
+    failure_mode: str
+    share: float
+
+
+@strawberry.type
 class Rul:
     component: str
     median_hours: float
     confidence_interval: ConfidenceInterval
     failure_mode: str | None
+    failure_mode_shares: list[FailureModeShare]
     model_version: str
     prediction_timestamp: str | None
     age_hours: float
@@ -903,6 +910,7 @@ class Asset:
             median_hours=doc["median_hours"],
             confidence_interval=ConfidenceInterval(**doc["confidence_interval"]),
             failure_mode=doc["failure_mode"],
+            failure_mode_shares=[FailureModeShare(**m) for m in doc["failure_mode_shares"]],
             model_version=doc["model_version"],
             prediction_timestamp=doc["prediction_timestamp"],
             age_hours=doc["age_hours"],

@@ -70,6 +70,10 @@ def rul_prediction(rul: RulPrediction) -> dict[str, Any]:
             for h, p in sorted(rul.failure_probability.items())
         ],
         "failure_mode": rul.failure_mode,
+        "failure_mode_shares": [
+            {"failure_mode": m, "share": p}
+            for m, p in sorted(rul.failure_mode_shares.items(), key=lambda kv: -kv[1])
+        ],
         "model_version": rul.model_version,
         "prediction_timestamp": iso(rul.predicted_at),
         "age_hours": rul.age_hours,

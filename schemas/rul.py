@@ -67,6 +67,11 @@ class RulPrediction(BaseModel):
         description="P(failure within h hours) for h in FAILURE_HORIZONS_H"
     )
     contributing_factors: list[ContributingFactor] = Field(default_factory=list)
+    failure_mode_shares: dict[str, Probability] = Field(
+        default_factory=dict,
+        description="each failure mode's share of the predicted failure (they sum to 1; "
+        "empty when the model does not tell modes apart)",
+    )
     model_version: Annotated[str, Field(min_length=1)]
     predicted_at: EpochMs
     age_hours: Hours = 0.0
@@ -95,6 +100,11 @@ class RulPrediction(BaseModel):
             raise ValueError(
                 f"failure_probability has no entry for horizons {missing} (hours); every "
                 f"prediction states {list(FAILURE_HORIZONS_H)}"
+            )
+        if self.failure_mode_shares and abs(sum(self.failure_mode_shares.values()) - 1) > 1e-3:
+            raise ValueError(
+                f"failure_mode_shares sum to {sum(self.failure_mode_shares.values()):.4f}; "
+                "the shares of one predicted failure sum to 1"
             )
         horizons = sorted(self.failure_probability)
         for short, long in pairwise(horizons):

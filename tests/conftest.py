@@ -67,7 +67,8 @@ def local_ray() -> Iterator[None]:
 
 
 def fit_toy_model(spec: MachineSpec, penalizer: float = 0.1) -> bytes:
-    """A RUL model fitted on random features (enough to make predictions, not good ones)."""
+    """A RUL model fitted on random features (enough to make predictions, not good ones),
+    with lives failing by each of the type's failure modes in turn."""
     rng = np.random.default_rng(0)
     names = rul_feature_names(spec)
     x = rng.normal(size=(200, len(names)))
@@ -75,7 +76,9 @@ def fit_toy_model(spec: MachineSpec, penalizer: float = 0.1) -> bytes:
     frame["entry"] = rng.uniform(0, 100, 200)
     frame["duration"] = frame["entry"] + 1000 * np.exp(0.2 * x[:, 0]) * rng.weibull(2, 200)
     frame["event"] = True
-    frame["mode"] = spec.failure_modes[0].value if spec.failure_modes else "bearing_wear"
+    # every failure mode of the type fails some lives, so predictions share between modes
+    modes = [m.value for m in spec.failure_modes] or ["bearing_wear"]
+    frame["mode"] = [modes[i % len(modes)] for i in range(len(frame))]
     return SurvivalRulModel(names, penalizer=penalizer).fit(frame).to_bytes()
 
 

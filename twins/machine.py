@@ -90,6 +90,14 @@ IDLE_FRACTION = 0.1
 machine is idle: learned detectors pause and low limits do not apply."""
 
 
+def _shares(mode_probability: dict[str, float]) -> dict[str, float]:
+    """Failure-mode shares rounded for the record, still summing to 1 (empty for one mode)."""
+    total = sum(mode_probability.values())
+    if len(mode_probability) < 2 or total <= 0:
+        return {}
+    return {m: round(p / total, 6) for m, p in mode_probability.items()}
+
+
 def running_indicator(spec: MachineSpec) -> tuple[int, float] | None:
     """(sensor index, threshold) telling running from idle, or None if nothing tells."""
     for kind, unit, machine_rated in (
@@ -868,6 +876,7 @@ class MachineTwin:
                 )
                 for name, imp, val, thr in estimate.factors
             ],
+            failure_mode_shares=_shares(estimate.mode_probability),
             model_version=self.rul_model.version_,
             predicted_at=now_ms,
             age_hours=round(max(ages.values(), default=0.0), 3),

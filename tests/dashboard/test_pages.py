@@ -18,7 +18,7 @@ from tests.dashboard.conftest import PEOPLE, Browsers, Plantside, rows, wait_for
 pytestmark = [pytest.mark.slow]
 
 RUL = """query($id: ID!) { asset(id: $id) { rul { medianHours
-  confidenceInterval { lower upper } modelVersion } } }"""
+  confidenceInterval { lower upper } modelVersion failureModeShares { failureMode share } } } }"""
 
 
 def hours_text(value: float) -> str:
@@ -151,6 +151,12 @@ def test_the_machine_page_draws_the_survival_curve_of_the_model(
         f"{hours_text(ci['lower'])} – {hours_text(ci['upper'])}"
     )
     assert facts.locator("[data-field=model]").inner_text() == expected["modelVersion"]
+    # each failure mode's share of the predicted failure, largest first, as the API has it
+    shares = expected["failureModeShares"]
+    assert len(shares) >= 2, shares  # a motor has several failure modes in the example plant
+    assert page.locator("table.mode-shares tbody tr").evaluate_all(
+        "rows => rows.map((r) => r.dataset.mode)"
+    ) == [m["failureMode"] for m in shares]
     # the canvas has the curve, the shaded interval and the median line drawn on it
     painted = page.evaluate(
         """() => { const c = document.querySelector('.survival canvas');

@@ -249,6 +249,11 @@ def test_rul_median_outside_interval_is_refused(median: float, lower: float, upp
             {"failure_probability": {0: 0, 24: 0.1, 72: 0.2, 168: 0.3, 336: 0.4, 720: 0.5}},
             "greater than 0",
         ),
+        (
+            {"failure_mode_shares": {"bearing_wear": 0.5, "seal_leak": 0.2}},
+            r"failure_mode_shares sum to 0.7000; the shares of one predicted failure sum to 1",
+        ),
+        ({"failure_mode_shares": {"bearing_wear": 1.5}}, "less than or equal to 1"),
         ({"median_hours": -1, "lower_hours": -2}, "greater than or equal to 0"),
         ({"confidence": 1.0}, "less than 1"),
         ({"upper_hours": math.inf}, "finite"),

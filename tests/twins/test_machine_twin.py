@@ -354,6 +354,11 @@ def test_rul_is_predicted_when_due_and_names_its_model_version() -> None:
     assert probs == sorted(probs)
     assert rul.lower_hours <= rul.median_hours <= rul.upper_hours
     assert {f.factor for f in rul.contributing_factors}
+    # both failure modes share the predicted failure, the likely one the most
+    shares = rul.failure_mode_shares
+    assert set(shares) == {"bearing_wear", "winding_insulation"}
+    assert sum(shares.values()) == pytest.approx(1, abs=1e-5)
+    assert max(shares, key=shares.__getitem__) == rul.failure_mode
     # A repair of the dominant mode restarts its clock: the next prediction is from age 0.
     repaired_at = T0 + 24 * 3_600_000
     twin.record_repair("bearing_wear", repaired_at)

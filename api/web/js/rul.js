@@ -1,5 +1,5 @@
 // The machine page's remaining useful life: median and 90 % interval, P(fail) at 1, 7 and
-// 30 days, likely failure mode, model version, the survival curve with its interval
+// 30 days, likely failure mode and each mode's share, model version, the survival curve with its interval
 // shaded and its median marked, contributing factors and recommended actions.
 import { survivalChart } from './charts.js';
 import { fill, h, hours, num, pct, severityBadge, when } from './ui.js';
@@ -23,6 +23,18 @@ function facts(rul) {
   fact('Likely failure mode', null, (rul.failureMode || '–').replaceAll('_', ' ')),
   fact('Model version', 'model', rul.modelVersion),
   fact('Predicted at', null, when(rul.predictionTimestamp)));
+}
+
+function modeShares(rul) {
+  const shares = rul.failureModeShares || [];
+  if (!shares.length) return h('p', {}, 'The model does not tell failure modes apart here.');
+  return h('table', { class: 'mode-shares' },
+    h('thead', {}, h('tr', {}, ['Failure mode', 'Share of the predicted failure']
+      .map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, shares.map((m) => h('tr', { dataset: { mode: m.failureMode } },
+      h('th', { scope: 'row' }, m.failureMode.replaceAll('_', ' ')),
+      h('td', {}, h('meter', { min: 0, max: 1, value: m.share,
+        'aria-label': `share of ${m.failureMode.replaceAll('_', ' ')}` }), ` ${pct(m.share)}`)))));
 }
 
 function factors(rul) {
@@ -54,7 +66,8 @@ export function rulPanel(box, rul, actions) {
   const plot = h('div', { class: 'survival', role: 'img', 'aria-label':
     `Survival curve: median ${hours(rul.medianHours)}, ${Math.round(ci.confidence * 100)} % `
     + `interval ${hours(ci.lower)} to ${hours(ci.upper)}` });
-  fill(box, facts(rul), plot, h('h3', {}, 'Contributing factors'), factors(rul),
+  fill(box, facts(rul), plot, h('h3', {}, 'Failure modes'), modeShares(rul),
+    h('h3', {}, 'Contributing factors'), factors(rul),
     h('h3', {}, 'Recommended actions'), actionsList(actions));
   const chart = survivalChart(plot, { curve: rul.survivalCurve, median: rul.medianHours,
     lower: ci.lower, upper: ci.upper });

@@ -9,6 +9,7 @@ import { trends } from '../trends.js';
 import { age, fill, h, notice, num, pageTitle, severityBadge, statusBadge, when } from '../ui.js';
 
 const RUL = `rul { medianHours confidenceInterval { lower upper confidence } failureMode
+  failureModeShares { failureMode share }
   modelVersion predictionTimestamp ageHours survivalCurve { hours survivalProbability }
   failureProbabilities { horizonHours probability }
   contributingFactors { factor importance currentValue threshold } }`;
