@@ -231,6 +231,40 @@ def cmd_lives(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print each model version's live accuracy on each machine type (twins/accuracy.py)."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from store.accuracy import live_accuracy
+    from twins.accuracy import WEEK_H, describe
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("twinfleet models: give --database-url or set DATABASE_URL", file=sys.stderr)
+        return 2
+    since = None if args.days is None else datetime.now(UTC) - timedelta(days=args.days)
+
+    async def read() -> Any:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await live_accuracy(conn, since)
+
+    found = asyncio.run(read())
+    if not found:
+        print("no stored prediction has an outcome yet (a failure, a repair or later data)")
+        return 0
+    for a in found:
+        print(describe(a))
+        for b in a.calibration.get(WEEK_H, []):
+            print(
+                f"  P(fail 7 d) {b.low:.1f}-{b.high:.1f}: {b.count} predictions, "
+                f"mean {b.mean_predicted:.2f}, observed {b.observed_rate:.2f}"
+            )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import time
 
@@ -503,6 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
     lives.add_argument("--plant", help="plant file (default: the bundled example)")
     lives.add_argument("--database-url", help="default $DATABASE_URL")
     lives.set_defaults(func=cmd_lives)
+
+    models = sub.add_parser(
+        "models",
+        help="live accuracy of the RUL models: predictions scored against recorded outcomes",
+        description="Pairs every stored RUL prediction with how its machine's life ended "
+        "(a failure, a repair before failure, or still running) and prints, per model version "
+        "and machine type: interval coverage, median error, concordance, Brier score and "
+        "calibration of P(fail within 7 days), and P(fail 7 d) a week before each failure.",
+    )
+    models.add_argument("--database-url", help="default $DATABASE_URL")
+    models.add_argument(
+        "--days", type=_positive(float), help="only predictions of the last DAYS days"
+    )
+    models.set_defaults(func=cmd_models)
 
     bench = sub.add_parser(
         "bench",
