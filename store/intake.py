@@ -125,6 +125,9 @@ def screen(
     return Rows(kept.sensor_id, kept.ts_ms, kept.value, kept.quality, key[keep]), refusals
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def edge_partials(
     messages: list[Decoded], keys: dict[str, int]
 ) -> tuple[Partials | None, list[Refusal]]:
@@ -158,19 +161,30 @@ def edge_partials(
                     unknown[0],
                 )
             )
+        huge: list[str] = []
         for i, s in enumerate(agg.sensor_id):
-            if s in keys:
-                k.append(keys[s])
-                cols.append(
-                    (
-                        agg.window_start[i],
-                        agg.count[i],
-                        agg.avg[i],
-                        agg.std[i] ** 2 * agg.count[i],
-                        agg.min[i],
-                        agg.max[i],
-                    )
+            if s not in keys:
+                continue
+            if not all(abs(v) <= _FLOAT32_MAX for v in (agg.avg[i], agg.min[i], agg.max[i])) or (
+                agg.std[i] > _FLOAT32_MAX
+            ):
+                huge.append(s)  # as screen() refuses such a reading
+                continue
+            k.append(keys[s])
+            cols.append(
+                (
+                    agg.window_start[i],
+                    agg.count[i],
+                    agg.avg[i],
+                    agg.std[i] ** 2 * agg.count[i],  # below 1.2e78: finite
+                    agg.min[i],
+                    agg.max[i],
                 )
+            )
+        if huge:
+            refusals.append(
+                Refusal(d.seq, "value out of range: beyond a 4-byte float", len(huge), huge[0])
+            )
     if not k:
         return None, refusals
     key = np.array(k, np.int32)
