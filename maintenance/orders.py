@@ -292,6 +292,13 @@ class WorkOrderBook:
                     f"technician {tech.id} lacks the skills {', '.join(sorted(missing))}",
                     "assigned_technician_id",
                 )
+            spec = self.machines.get(order.asset_id)
+            if spec is not None and tech.site_id not in (None, spec.site):
+                raise Invalid(
+                    f"technician {tech.id} works at site {tech.site_id}, not at "
+                    f"{order.asset_id}'s site {spec.site}",
+                    "assigned_technician_id",
+                )
             fields["assigned_technician_id"] = tech.id
             fields["technician_pinned"] = True
         for name in ("priority", "title", "description", "estimated_duration_hours"):

@@ -115,6 +115,12 @@ def orders(
         if o.status is WorkOrderStatus.SCHEDULED
     }
     busy: dict[str, float] = {}
+    # work in progress is not placed again: an order waiting for it starts after its end
+    ending = {
+        o.workorder_id: max(_hours(o.scheduled_end, start), 0.0)
+        for o in open_orders
+        if o.status is WorkOrderStatus.IN_PROGRESS and o.scheduled_end is not None
+    }
     out = []
     for o in open_orders:
         if o.status is WorkOrderStatus.IN_PROGRESS:
@@ -144,6 +150,8 @@ def orders(
             )
             failure_cost, cdf = rate * horizon_h, ((horizon_h, 1.0),)
         n = parts[o.workorder_id]
+        release = max(_hours(o.not_before, start), 0.0) if o.not_before else 0.0
+        release = max([release, *(ending[a] for a in o.after if a in ending)])
         for k in range(1, n + 1):
             first = k == 1
             out.append(
@@ -153,7 +161,7 @@ def orders(
                     duration_h=o.estimated_duration_hours / n,
                     skills=frozenset(o.required_skills) | {f"site:{spec.site}"},
                     due_h=_hours(o.due_by, start) if o.due_by is not None else None,
-                    release_h=max(_hours(o.not_before, start), 0.0) if o.not_before else 0.0,
+                    release_h=release,
                     windows=windows,
                     after=tuple(visit_id(a, parts[a], parts[a]) for a in o.after if a in parts)
                     if first

@@ -537,16 +537,12 @@ def test_an_assigned_technician_must_exist_and_have_the_skills() -> None:
     assert book.get("WO-2026-01-0001").assigned_technician_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="update() checks a pinned technician's skills but not their site: the planner "
-    "(a technician works only at their own site) can then never place the order",
-)
 def test_an_assigned_technician_must_work_at_the_machines_site() -> None:
     book = WorkOrderBook(plant(), [order(1, asset="P-1")])
     with pytest.raises(Invalid) as e:  # T-4 has the skills but works at south
         book.update(change("WO-2026-01-0001", assigned_technician_id="T-4"), NOW)
     assert e.value.field == "assigned_technician_id"
+    assert "technician T-4 works at site south, not at P-1's site north" in str(e.value)
 
 
 def test_updating_an_unknown_order() -> None:
