@@ -8,7 +8,8 @@ message it publishes, on core NATS:
 * ``tf.twin.<machine>``: a compact "twin changed" event (version, health, status, the new
   readings of the sensors that changed, the stream sequence);
 * ``tf.event.anomaly.<machine>`` and ``tf.event.rul.<machine>``: the records;
-* ``tf.dlq.<gateway>``: every refused message or reading, with the reason;
+* ``tf.dlq.<gateway>``: every refused message or reading, with the reason (also a
+  message outside its subject's site, see :mod:`actors.ingest`);
 
 and every ``state_every_s`` the latest full state of each twin that changed goes into the
 ``tf_twins`` key-value bucket (coalesced: a full state is about 50 KB and 1 ms to build
@@ -47,6 +48,14 @@ MEMBERSHIP_PREFIX = "_host."
 
 FLUSH_BUDGET_S = 0.01
 """Longest a loop turn spends writing due states and checkpoints."""
+
+
+def _inbox(client: str) -> str:
+    """The client's own inbox prefix; the shared one when its name is no subject token."""
+    try:
+        return subjects.inbox(client)
+    except ValueError:
+        return "_INBOX"
 
 
 async def _keys(bucket: Any) -> set[str]:
@@ -96,7 +105,11 @@ class HostActor:
         handles_unknown: bool = False,
         fleet: list[str] | None = None,
         state_every_s: float = 15.0,
+        gateway_sites: dict[str, list[str]] | None = None,
     ) -> None:
+        """``gateway_sites``: the registered gateways' sites (gateway id -> sites), so a
+        batch naming a gateway is applied only on its sites' subjects (see
+        :class:`~actors.ingest.StreamIngest`)."""
         self.host_id = host_id
         self.nats_url = nats_url
         self.checkpoint_every_s = float(checkpoint_every_s)
@@ -109,7 +122,7 @@ class HostActor:
         self.config = dict(config or {})
         rul_models = {t: load_rul_model(b) for t, b in self.model_blobs.items()}
         self.host = MachineHost(specs, models=rul_models, config=TwinConfig(**(config or {})))
-        self.ingest = StreamIngest(self.host)
+        self.ingest = StreamIngest(self.host, gateway_sites)
         # machine -> when it first changed since its last write (insertion-ordered)
         self.dirty_state: dict[str, float] = {}
         self.dirty_checkpoint: dict[str, float] = {}
@@ -156,7 +169,9 @@ class HostActor:
         from nats.js.errors import NotFoundError
 
         self.phase = "connecting"
-        self._nc = nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._nc = nc = await nats.connect(
+            self.nats_url, max_reconnect_attempts=-1, inbox_prefix=_inbox(f"host-{self.host_id}")
+        )
         js = nc.jetstream()
         checkpoints, twins_kv = await ensure_jetstream(js)
         self._checkpoints, self._twins_kv = checkpoints, twins_kv

@@ -13,6 +13,11 @@ the reason, counted per machine and per gateway:
 
 * the whole message: not a telemetry batch (malformed JSON, NaN/inf, future timestamps,
   too many readings...), or a subject that is not a machine's telemetry subject;
+* the whole message, when it travels outside its site (issue 18): NATS permissions hold
+  a gateway to its own sites' subjects, but the message itself must agree with its
+  subject: the machine must be of the subject's site, the batch must be of that site, a
+  message id scoped to a gateway (``<gateway>:...``) must be the batch's gateway's, and
+  a gateway the hub knows (``gateway_sites``) must be registered for that site;
 * single readings: for another machine than the subject's, for a machine or sensor this
   host does not hold, duplicates and out-of-order (late) readings (the twin's rules).
 
@@ -32,12 +37,16 @@ True
 >>> bad = ingest.process(Delivery(8, "tf.telemetry.s1.M-1", b"{oops", 1700000000000))
 >>> bad.dead_letters[0].reason.startswith("not a telemetry batch")
 True
+>>> elsewhere = ingest.process(Delivery(9, "tf.telemetry.s2.M-1", body, 1700000000000))
+>>> elsewhere.result is None, elsewhere.dead_letters[0].reason
+(True, "machine 'M-1' is at site 's1', not at the subject's site 's2'")
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,8 +54,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from actors.host import MachineHost, _subset
-from schemas.subjects import PREFIX
-from schemas.telemetry import TelemetryBatch
+from schemas.subjects import PREFIX, telemetry_address
+from schemas.telemetry import TelemetryBatch, scope_error
 from twins.machine import ApplyResult
 
 _TELEMETRY = f"{PREFIX}.telemetry."
@@ -100,8 +109,14 @@ def machine_of(subject: str) -> str | None:
 class StreamIngest:
     """Applies stream messages to a :class:`MachineHost`'s twins once each."""
 
-    def __init__(self, host: MachineHost) -> None:
+    def __init__(
+        self, host: MachineHost, gateway_sites: Mapping[str, Collection[str]] | None = None
+    ) -> None:
+        """``gateway_sites``: the registered gateways' sites (gateway id -> sites); a
+        batch naming one of them is taken only on its sites' subjects. Other sources
+        (the hub's own: HTTP, MQTT) are held to the subject's site only."""
         self.host = host
+        self.gateway_sites = {g: frozenset(s) for g, s in (gateway_sites or {}).items()}
         self.sequence: dict[str, int] = dict.fromkeys(host.twins, 0)
         self.rejected_by_machine: Counter[str] = Counter()
         self.rejected_by_gateway: Counter[str] = Counter()
@@ -145,6 +160,10 @@ class StreamIngest:
                 batch.gateway_id,
             )
             return out
+        outside = self._outside(delivery, machine, batch)
+        if outside is not None:
+            self._refuse(out, delivery, outside, machine, batch.gateway_id)
+            return out
         machines = np.asarray(batch.readings.machine_id)
         foreign = np.flatnonzero(machines != machine)
         if foreign.size:
@@ -184,6 +203,23 @@ class StreamIngest:
                     out, delivery, f"{dup} duplicate reading(s) dropped", machine, batch.gateway_id
                 )
         return out
+
+    def _outside(self, delivery: Delivery, machine: str, batch: TelemetryBatch) -> str | None:
+        """Why a held machine's batch does not belong on its subject (None if it does)."""
+        address = telemetry_address(delivery.subject)
+        if address is None:  # machine_of() took it: a token no identifier can be
+            return f"subject {delivery.subject!r} names no site and machine"
+        site = address[0]
+        home = self.host.twins[machine].spec.site
+        if home != site:
+            return f"machine {machine!r} is at site {home!r}, not at the subject's site {site!r}"
+        why = scope_error(site, batch.site_id, batch.gateway_id, delivery.msg_id)
+        if why is not None:
+            return why
+        sites = self.gateway_sites.get(batch.gateway_id)
+        if sites is not None and site not in sites:
+            return f"gateway {batch.gateway_id!r} is not registered for site {site!r}"
+        return None
 
     def _refuse(
         self,

@@ -14,8 +14,12 @@ gateway takes what arrived and:
    resolution around anomalies (or everything);
 4. publishes one :class:`~schemas.telemetry.TelemetryBatch` per machine on
    ``tf.telemetry.<site>.<machine>`` with ``Nats-Msg-Id`` = the batch id
-   (``<gateway>-<incarnation>-<seq>``; the incarnation is counted on disk, so ids never
-   repeat across restarts).
+   ``<gateway>:<incarnation>-<secret>-<seq>``. The incarnation is counted on disk, so ids
+   never repeat across restarts; the secret (128 random bits drawn at each start) makes
+   them impossible for anyone else to compute, so no other gateway can publish one of
+   them first and have JetStream drop this gateway's batch as its duplicate. A batch
+   keeps its id for good (in the leaf node's stream, or in memory while retried), so a
+   resent batch is still recognised.
 
 With ``store: leaf`` the batches go into the gateway's own leaf node
 (:mod:`edge.store`), which acknowledges them whether or not the hub is reachable and
@@ -32,6 +36,7 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -46,7 +51,12 @@ from edge.store import EdgeStore, StoreStatus
 from schemas.common import EARLIEST_TIMESTAMP_MS, Quality
 from schemas.plant import Plant
 from schemas.subjects import dead_letter, edge_alert, telemetry
-from schemas.telemetry import MAX_FUTURE_SKEW_MS, EdgeAnomaly, TelemetryBatch
+from schemas.telemetry import (
+    MAX_FUTURE_SKEW_MS,
+    EdgeAnomaly,
+    TelemetryBatch,
+    scoped_message_id,
+)
 from twinfleet.natsconf import GatewayCredentials
 
 log = logging.getLogger(__name__)
@@ -116,6 +126,7 @@ class Gateway:
         self._js: Any = None
         self._seq = 0
         self._incarnation = 0
+        self._id_secret = secrets.token_hex(16)
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.alerts: deque[EdgeAnomaly] = deque(maxlen=100)
@@ -191,6 +202,7 @@ class Gateway:
         stop = stop or asyncio.Event()
         cfg = self.config
         self._incarnation = _next_incarnation(cfg.store.dir)
+        self._id_secret = secrets.token_hex(16)  # this start's ids: nobody can guess them
         if cfg.store.mode == "leaf":
             self.store = EdgeStore(
                 self.creds,
@@ -212,6 +224,7 @@ class Gateway:
                 reconnect_time_wait=0.5,
                 error_cb=self._nats_error,
                 name=f"twinfleet-edge-{cfg.gateway_id}",
+                inbox_prefix=self.creds.inbox_prefix,  # the only replies it may read
             )
             self._js = self._nc.jetstream()
             if self.store is not None:
@@ -402,7 +415,7 @@ class Gateway:
         messages: list[tuple[str, str, bytes]] = []
         for machine, (readings, found, aggs) in per_machine.items():
             self._seq += 1
-            batch_id = f"{self.config.gateway_id}-{self._incarnation}-{self._seq:010d}"
+            batch_id = self._batch_id()
             batch = self._batch(machine, batch_id, sent_at, readings, found, aggs)
             if batch is None:
                 continue
@@ -411,6 +424,11 @@ class Gateway:
             self.counts["readings_forwarded"] += len(readings)
             self.counts["aggregates_forwarded"] += len(aggs)
         await self._send(messages)
+
+    def _batch_id(self) -> str:
+        """The next batch id, also its ``Nats-Msg-Id`` (see the module)."""
+        local = f"{self._incarnation}-{self._id_secret}-{self._seq:010d}"
+        return scoped_message_id(self.config.gateway_id, local)
 
     def _batch(
         self,

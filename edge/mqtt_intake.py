@@ -15,7 +15,9 @@ of a node's messages), and for each message:
    ``tf.telemetry.<site>.<machine>`` with a ``Nats-Msg-Id`` made from the message's
    identity (Sparkplug: edge node, device, session, seq and time; plain: topic and
    payload when it carries a timestamp, else the stream sequence), so a device's resend,
-   or this intake handling a message again after a crash, is applied once;
+   or this intake handling a message again after a crash, is applied once. The id is
+   in the intake's namespace (``mqtt:``) and keyed with its password
+   (:func:`message_id`), so no gateway can compute one and publish it first;
 3. sends what was refused, with its reason, to the dead-letter subject ``tf.dlq.mqtt``,
    and rebirth requests (``NCMD``) to the edge nodes;
 4. acknowledges the message only then.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -40,8 +43,8 @@ from drivers.base import FieldValue, reading_columns
 from edge.mqtt_plain import MqttInputError, PlainTopics, subject_of, topic_of
 from edge.sparkplug import NAMESPACE, SparkplugHost, SparkplugMap, state_payload, state_topic
 from schemas.plant import Plant
-from schemas.subjects import dead_letter, telemetry
-from schemas.telemetry import TelemetryBatch
+from schemas.subjects import dead_letter, inbox, telemetry
+from schemas.telemetry import TelemetryBatch, scoped_message_id
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,22 @@ def telemetry_batch(
     )
 
 
-def message_id(identity: str, machine: str) -> str:
-    """A ``Nats-Msg-Id`` (and batch id) of printable ASCII, at most 64 characters."""
-    digest = hashlib.sha256(f"{identity}|{machine}".encode()).hexdigest()[:40]
-    return f"{SOURCE}-{digest}"
+def message_id(identity: str, machine: str, key: bytes = b"") -> str:
+    """A ``Nats-Msg-Id`` (and batch id) of printable ASCII, at most 64 characters, in the
+    intake's namespace (``mqtt:<digest>``). With a ``key`` (the intake's NATS password,
+    the same at every start) the digest is keyed, so nobody who sees or guesses a
+    device's message can compute its id and publish under it first.
+
+    >>> message_id("seq:7", "P-101")
+    'mqtt:...'
+    >>> message_id("seq:7", "P-101", b"k") != message_id("seq:7", "P-101")
+    True
+    """
+    text = f"{identity}|{machine}".encode()
+    digest = (
+        hmac.new(key, text, hashlib.sha256).hexdigest() if key else hashlib.sha256(text).hexdigest()
+    )
+    return scoped_message_id(SOURCE, digest[:40])
 
 
 class MqttIntake:
@@ -125,7 +140,11 @@ class MqttIntake:
         from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
         self._nc = await nats.connect(
-            self.nats_url, user=self.user, password=self.password, max_reconnect_attempts=-1
+            self.nats_url,
+            user=self.user,
+            password=self.password,
+            max_reconnect_attempts=-1,
+            inbox_prefix=inbox("mqtt-intake"),
         )
         self._js = self._nc.jetstream()
         subjects = sorted({SPARKPLUG_SUBJECTS, *self.plain.subjects(), *self.device_subjects})
@@ -255,7 +274,7 @@ class MqttIntake:
         batches = []
         for machine, rows in per_machine.items():
             site = self.site_of[machine]
-            batch_id = message_id(identity, machine)
+            batch_id = message_id(identity, machine, (self.password or "").encode())
             body = telemetry_batch(site, machine, batch_id, rows, now).model_dump_json().encode()
             batches.append((telemetry(site, machine), batch_id, body, len(rows)))
         return batches

@@ -3,8 +3,11 @@
 =====================================  ==========================================
 subject                                 what travels on it
 =====================================  ==========================================
-``tf.telemetry.<site>.<machine>``       TelemetryBatch for one machine (JetStream,
-                                        edge -> twins, ``Nats-Msg-Id`` = batch_id)
+``tf.telemetry.<site>.<machine>``       TelemetryBatch for one machine of that site
+                                        (JetStream, edge -> twins, ``Nats-Msg-Id`` =
+                                        ``<gateway>:<local id>``); a batch of another
+                                        site or machine is refused by the hub
+``_INBOX.<client>.<unique>``            replies to one client (its own inbox prefix)
 ``tf.twin.<machine>``                   TwinState after a change
 ``tf.event.anomaly.<machine>``          AnomalyRecord
 ``tf.event.rul.<machine>``              RulPrediction
@@ -61,6 +64,33 @@ def _token(kind: str, value: str) -> str:
 
 def telemetry(site_id: str, machine_id: str) -> str:
     return f"{PREFIX}.telemetry.{_token('site', site_id)}.{_token('machine', machine_id)}"
+
+
+def telemetry_address(subject: str) -> tuple[str, str] | None:
+    """The (site, machine) a telemetry subject names; None for any other subject.
+
+    >>> telemetry_address("tf.telemetry.plant-a.P-101")
+    ('plant-a', 'P-101')
+    >>> telemetry_address("tf.telemetry.plant-a.P-101.x") is None
+    True
+    """
+    head = f"{PREFIX}.telemetry."
+    if not subject.startswith(head):
+        return None
+    tokens = subject[len(head) :].split(".")
+    if len(tokens) != 2 or not all(_TOKEN.fullmatch(t) for t in tokens):
+        return None
+    return tokens[0], tokens[1]
+
+
+def inbox(client: str) -> str:
+    """A client's own inbox prefix (``nats.connect(inbox_prefix=...)``): its replies
+    arrive on ``_INBOX.<client>.<unique>``, so permissions can give each client its own.
+
+    >>> inbox("gw-north")
+    '_INBOX.gw-north'
+    """
+    return f"_INBOX.{_token('client', client)}"
 
 
 def telemetry_site(site_id: str) -> str:

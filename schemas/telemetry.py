@@ -306,11 +306,67 @@ class AggregateColumns(BaseModel):
         return len(self.avg)
 
 
+MESSAGE_ID_SEPARATOR = ":"
+"""Ends the publisher's part of a scoped ``Nats-Msg-Id`` (never in an identifier)."""
+
+
+def scoped_message_id(gateway_id: str, local_id: str) -> str:
+    """A ``Nats-Msg-Id`` in ``gateway_id``'s namespace: ``<gateway>:<local id>``.
+
+    JetStream drops a message whose id it has seen within the duplicate window, stream-wide
+    and before anyone reads it, so ids are scoped to their publisher and, for gateways,
+    carry a secret drawn at each start (:mod:`edge.gateway`): no other gateway can compute
+    them. The hub refuses a message whose id is in another gateway's namespace than the
+    batch's (:func:`message_id_gateway`).
+
+    >>> scoped_message_id("gw-1", "3-9f2c-0000000001")
+    'gw-1:3-9f2c-0000000001'
+    >>> message_id_gateway("gw-1:3-9f2c-0000000001"), message_id_gateway("legacy-17")
+    ('gw-1', None)
+    """
+    if MESSAGE_ID_SEPARATOR in gateway_id or not gateway_id:
+        raise ValueError(f"gateway_id {gateway_id!r} cannot scope a message id")
+    return f"{gateway_id}{MESSAGE_ID_SEPARATOR}{local_id}"
+
+
+def message_id_gateway(msg_id: str | None) -> str | None:
+    """The gateway whose namespace a ``Nats-Msg-Id`` is in; None for an unscoped id."""
+    if not msg_id or MESSAGE_ID_SEPARATOR not in msg_id:
+        return None
+    return msg_id.split(MESSAGE_ID_SEPARATOR, 1)[0]
+
+
+def scope_error(
+    subject_site: str, batch_site: str, batch_gateway: str, msg_id: str | None
+) -> str | None:
+    """Why a batch cannot travel on a subject of ``subject_site`` under ``msg_id``
+    (None when it can): the batch must be of the subject's site, and a scoped message id
+    must be in the batch's gateway's namespace.
+
+    >>> scope_error("north", "north", "gw-1", "gw-1:1-a-1") is None
+    True
+    >>> scope_error("north", "south", "gw-1", None)
+    "a batch of site 'south' on a telemetry subject of site 'north'"
+    >>> scope_error("north", "north", "gw-1", "gw-2:1-a-1")
+    "message id 'gw-2:1-a-1' belongs to gateway 'gw-2', not to the batch's gateway 'gw-1'"
+    """
+    if batch_site != subject_site:
+        return f"a batch of site {batch_site!r} on a telemetry subject of site {subject_site!r}"
+    owner = message_id_gateway(msg_id)
+    if owner is not None and owner != batch_gateway:
+        return (
+            f"message id {msg_id!r} belongs to gateway {owner!r}, "
+            f"not to the batch's gateway {batch_gateway!r}"
+        )
+    return None
+
+
 class TelemetryBatch(BaseModel):
     """What a gateway publishes: readings, edge anomalies and aggregates of one site.
 
     ``batch_id`` is unique per gateway and becomes the NATS ``Nats-Msg-Id``, so a resent
-    batch is recognised and dropped.
+    batch is recognised and dropped. A gateway's batch ids are scoped to it
+    (:func:`scoped_message_id`); the hub takes a batch only on a subject of its site.
     """
 
     gateway_id: Identifier

@@ -24,8 +24,12 @@ away (a restart, a crash) and carrying on with what it held:
 
 Refused input never stops the writer: a message that does not decode is refused whole; a
 row whose sensor is not registered, or that is older than the raw retention, is refused
-alone. Each refusal is counted by reason, recorded in ``rejected`` in the same transaction,
-and published on ``tf.dlq.store`` with its reason. Nothing is ever half stored: a
+alone. A message outside its subject's site is refused whole, as the machine actors
+refuse it (issue 18): its machine must be registered at the subject's site, the batch must
+be of that site and hold only that machine's readings, aggregates and anomalies, and a
+message id scoped to a gateway must be the batch's gateway's. Each refusal is counted
+by reason, recorded in ``rejected`` in the same transaction, and published on
+``tf.dlq.store`` with its reason. Nothing is ever half stored: a
 message's accepted rows and its sequence commit together.
 
 Run it with ``python -m store.writer --nats URL --database URL`` (``twinfleet up`` runs it
@@ -48,9 +52,10 @@ from typing import Any
 
 import numpy as np
 from psycopg import sql
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas import subjects
+from schemas.telemetry import scope_error
 from store import compaction, intake
 from store.copy import copy_buffer, ms_to_pg
 from store.intake import Decoded, Refusal
@@ -61,6 +66,47 @@ log = logging.getLogger("twinfleet.store")
 
 STATUS_SUBJECT = f"{subjects.PREFIX}.store.status"
 DLQ_SUBJECT = subjects.dead_letter("store")
+
+
+class _Envelope(BaseModel):
+    """The part of a telemetry batch that says where it comes from (decoded apart from
+    :func:`store.intake.decode_telemetry`, which keeps only what is stored)."""
+
+    gateway_id: str
+    site_id: str
+
+
+def _machines(d: Decoded) -> set[str]:
+    """Every machine a decoded message has readings, aggregates or anomalies for."""
+    found = {a.machine_id for a in d.anomalies}
+    if d.rows is not None and len(d.rows):
+        found |= {s.split(".", 1)[0] for s in np.unique(d.rows.sensor_id).tolist()}
+    if d.aggregates is not None:
+        found |= set(d.aggregates.machine_id)
+    return found
+
+
+def out_of_scope(d: Decoded, site_of: dict[str, str]) -> str | None:
+    """Why a decoded telemetry message does not belong on its subject (None if it does):
+    see the module. ``site_of``: registered machine -> its site (an unregistered machine
+    is left to the sensor screening)."""
+    msg = d.msg
+    address = subjects.telemetry_address(msg.subject)
+    if address is None:
+        return f"subject {msg.subject!r} is not a machine's telemetry subject"
+    site, machine = address
+    home = site_of.get(machine)
+    if home is not None and home != site:
+        return f"machine {machine!r} is at site {home!r}, not at the subject's site {site!r}"
+    foreign = sorted(_machines(d) - {machine})
+    if foreign:
+        return f"data of machine {foreign[0]!r} on the subject of {machine!r}"
+    try:
+        envelope = _Envelope.model_validate_json(msg.data)
+    except ValidationError as exc:
+        return intake.first_error(exc, "invalid telemetry batch")
+    msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+    return scope_error(site, envelope.site_id, envelope.gateway_id, msg_id)
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
@@ -193,6 +239,10 @@ _STAGE_COLUMNS = (
 )
 
 
+def _address(d: Decoded) -> tuple[str, str] | None:
+    return subjects.telemetry_address(d.msg.subject)
+
+
 class Writer:
     """Writes the telemetry and events of a hub's JetStream into PostgreSQL."""
 
@@ -205,6 +255,7 @@ class Writer:
         self.stats: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self._keys: dict[str, int] = {}
+        self._sites: dict[str, str] = {}  # machine -> its site, as registered
         self._partitions = Partitions()
         self._raw_keep = timedelta(days=90)
         self._nc: Any = None
@@ -270,7 +321,11 @@ class Writer:
 
         from actors.bus import ensure_jetstream
 
-        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._nc = await nats.connect(
+            self.nats_url,
+            max_reconnect_attempts=-1,
+            inbox_prefix=subjects.inbox(self.config.durable),
+        )
         self._js = self._nc.jetstream()
         await ensure_jetstream(self._js)
         try:
@@ -451,6 +506,25 @@ class Writer:
             )
             self._keys.update(dict(await cur.fetchall()))
 
+    async def _machine_sites(self, conn: Any, fresh: list[Decoded]) -> None:
+        """Learn the registered sites of the machines ``fresh`` messages' subjects name."""
+        named = {a[1] for d in fresh if d.msg is not None and (a := _address(d))}
+        missing = sorted(named - self._sites.keys())
+        if missing:
+            cur = await conn.execute(
+                "SELECT asset_id, site_id FROM assets WHERE asset_id = ANY(%s)", (missing,)
+            )
+            self._sites.update(dict(await cur.fetchall()))
+
+    def _screen_scope(self, fresh: list[Decoded]) -> None:
+        """Refuse, whole, every message outside its subject's site (see the module)."""
+        for d in fresh:
+            if d.refused is None and d.msg is not None:
+                why = out_of_scope(d, self._sites)
+                if why is not None:
+                    self.stats["refused_out_of_scope"] += 1
+                    d.refuse(why)
+
     async def _flush(self, conn: Any, batch: list[Decoded]) -> list[Refusal]:
         """One transaction: the messages of ``batch`` not stored before, their refusals
         and their sequences."""
@@ -465,6 +539,8 @@ class Writer:
             self.stats["redelivered_skipped"] += len(batch) - len(fresh)
             if not fresh:
                 return []
+            await self._machine_sites(conn, fresh)
+            self._screen_scope(fresh)
             ids: set[str] = set()
             for d in fresh:
                 if d.rows is not None:

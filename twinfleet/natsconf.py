@@ -4,13 +4,20 @@ The hub (``twinfleet up``) runs JetStream in the domain ``hub`` and accepts leaf
 Every client needs a user:
 
 * ``twinfleet``: the hub's own services (actors, API); full access;
-* ``gw-<id>``: a gateway publishing straight to the hub ("direct" mode); it may publish
-  only ``tf.telemetry.<site>.>`` for its own sites and its dead-letter subject;
-* ``leaf-<id>``: a gateway's leaf node. Its telemetry reaches the hub only through the
-  hub's stream *sourcing* from the leaf's JetStream domain (``edge-<id>``), filtered to
-  its sites. The leaf user may not publish application subjects, KV or JetStream API
-  requests into the hub (a deny list: the sourcing protocol itself uses inbox and
-  ``$JS`` reply subjects, so those stay open).
+* ``gw-<id>``: a gateway publishing straight to the hub ("direct" mode), as an ordinary
+  client only; it may publish only ``tf.telemetry.<site>.>`` for its own sites and its
+  dead-letter subject, and subscribe only to its own inbox prefix
+  (``_INBOX.gw-<id>.>``, :attr:`GatewayCredentials.inbox_prefix`, which it must pass to
+  ``nats.connect(inbox_prefix=...)``): other gateways' and the hub services' replies
+  (JetStream deliveries and acknowledgements, request/reply answers) stay out of reach;
+* ``leaf-<id>``: a gateway's leaf node, usable only as a leaf-node connection. Its
+  telemetry reaches the hub only through the hub's stream *sourcing* from the leaf's
+  JetStream domain (``edge-<id>``), filtered to its sites. The owner of a gateway
+  controls its leaf node entirely, so the leaf user is held to what sourcing needs:
+  towards the hub, JetStream API replies (``$JSC.R.>``) and the source's deliveries
+  (``$JS.S.>``); from the hub, its own domain's JetStream API (``$JS.edge-<id>.API.>``)
+  and flow-control replies of its own streams. No inbox, acknowledgement or application
+  subject crosses the leaf connection either way.
 
 A gateway's own leaf node (started by ``twinfleet edge``) has one user for the gateway
 process, allowed to publish only its sites' telemetry, its dead-letter subject and its
@@ -39,16 +46,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from schemas.subjects import (
-    PREFIX,
     dead_letter,
     edge_alert_all,
+    edge_stream,
+    inbox,
     telemetry_site,
 )
 from twinfleet.services import NatsServer
 
 HUB_DOMAIN = "hub"
 INTERNAL_USER = "twinfleet"
-_LEAF_DENY = [f"{PREFIX}.>", "$KV.>", "$OBJ.>", "$JS.API.>", f"$JS.{HUB_DOMAIN}.API.>"]
+_LEAF_PUBLISH = ["$JSC.R.>", "$JS.S.>"]
+"""What a leaf node sends the hub for sourcing: API replies and the source's deliveries."""
 
 
 def _q(value: object) -> str:
@@ -89,6 +98,17 @@ class GatewayCredentials:
     @property
     def edge_domain(self) -> str:
         return edge_domain(self.gateway_id)
+
+    @property
+    def inbox_prefix(self) -> str:
+        """The only reply subjects (``<prefix>.>``) the gateway may subscribe to."""
+        return inbox(self.direct_user)
+
+    def leaf_subscribe_subjects(self) -> list[str]:
+        """What the hub may send the gateway's leaf node: JetStream API requests to its
+        own domain and flow-control replies of its own source streams."""
+        streams = [f"$JS.FC.{edge_stream(s)}.>" for s in self.sites]
+        return [f"$JS.{self.edge_domain}.API.>", f"$JS.FC.{self.edge_domain}.>", *streams]
 
     @staticmethod
     def telemetry_subject(site_id: str) -> str:
@@ -244,14 +264,15 @@ def hub_config(
     for gw in gateways:
         users.append(
             f"    {{user: {_q(gw.direct_user)}, password: {_q(gw.direct_password)}, "
+            f'allowed_connection_types: ["STANDARD"], '
             f"permissions: {{publish: {{allow: {_q(gw.publish_subjects())}}}, "
-            f'subscribe: {{allow: ["_INBOX.>"]}}}}}}'
+            f"subscribe: {{allow: {_q([gw.inbox_prefix + '.>'])}}}}}}}"
         )
         users.append(
             f"    {{user: {_q(gw.leaf_user)}, password: {_q(gw.leaf_password)}, "
-            f"permissions: {{publish: {{deny: {_q(_LEAF_DENY)}}}, "
-            f'subscribe: {{allow: ["$JS.{gw.edge_domain}.API.>", "_INBOX.>", "$JS.FC.>", '
-            f'"$JS.ACK.>"]}}}}}}'
+            f'allowed_connection_types: ["LEAFNODE"], '
+            f"permissions: {{publish: {{allow: {_q(_LEAF_PUBLISH)}}}, "
+            f"subscribe: {{allow: {_q(gw.leaf_subscribe_subjects())}}}}}}}"
         )
     for dev in mqtt_devices or []:
         users.append(

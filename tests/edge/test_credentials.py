@@ -20,7 +20,9 @@ from tests.edge.conftest import Hub
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _publish_as(url: str, allowed: str, forbidden: str) -> tuple[Any, list[str]]:
+async def _publish_as(
+    url: str, allowed: str, forbidden: str, inbox_prefix: str = "_INBOX"
+) -> tuple[Any, list[str]]:
     """JetStream-publish to ``allowed`` (must be acknowledged) and to ``forbidden`` (must
     be refused by the server); returns the ack and the server's error messages."""
     import nats
@@ -31,7 +33,9 @@ async def _publish_as(url: str, allowed: str, forbidden: str) -> tuple[Any, list
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(url, error_cb=on_error, max_reconnect_attempts=0)
+    nc = await nats.connect(
+        url, error_cb=on_error, max_reconnect_attempts=0, inbox_prefix=inbox_prefix
+    )
     js = nc.jetstream()
     ack = await js.publish(allowed, b"{}", headers={"Nats-Msg-Id": "ok-1"})
     with pytest.raises(nats.errors.TimeoutError):  # never stored, never acknowledged
@@ -63,7 +67,12 @@ def test_a_gateway_is_refused_outside_its_sites_at_the_hub(hub: Hub) -> None:
     creds = hub.creds
     url = f"nats://{creds.direct_user}:{creds.direct_password}@127.0.0.1:{hub.server.port}"
     ack, errors = asyncio.run(
-        _publish_as(url, "tf.telemetry.plant-north.M-101", "tf.telemetry.plant-south.P-207")
+        _publish_as(
+            url,
+            "tf.telemetry.plant-north.M-101",
+            "tf.telemetry.plant-south.P-207",
+            inbox_prefix=creds.inbox_prefix,  # the only replies a gateway may read
+        )
     )
     assert ack.stream == "TELEMETRY"
     assert any("permissions violation for publish" in e.lower() for e in errors), errors

@@ -174,8 +174,10 @@ def test_a_gateway_restarted_during_the_outage_still_delivers_everything_once(
         await second.finish()
         await server.stop()
         await proxy.close()
-        incarnations = {b.batch_id.rsplit("-", 2)[1] for b in batches}
-        assert incarnations == {"1", "2"}
+        # batch ids are "<gateway>:<incarnation>-<secret>-<seq>" (issue 18, finding 8)
+        starts = {b.batch_id.split(":", 1)[1].rsplit("-", 1)[0] for b in batches}
+        assert {s.split("-")[0] for s in starts} == {"1", "2"}
+        assert len({s.split("-")[1] for s in starts}) == 2  # a new secret at each start
         _check_exactly_once_in_order(batches, stored, forwarded)
 
     asyncio.run(main())
