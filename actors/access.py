@@ -26,6 +26,14 @@ class CloneGone(KeyError):
     """No such clone: never made, retired, expired, or its process ended."""
 
 
+class CloneLimit(RuntimeError):
+    """Making the clone would hold more clones than allowed (per user or in all)."""
+
+
+class NotYourClone(PermissionError):
+    """The clone belongs to another user."""
+
+
 class FleetAccess:
     """Async access to the fleet named ``name`` (see the module docstring)."""
 
@@ -76,38 +84,74 @@ class FleetAccess:
             ).remote()
             self._spare = (token, actor)
 
-    async def clone(self, machine_id: str, ttl_s: float = 900.0) -> dict[str, Any]:
-        """An independent copy of the machine's twin in its own actor."""
+    async def clone(
+        self,
+        machine_id: str,
+        ttl_s: float = 900.0,
+        *,
+        owner: str = "",
+        max_per_owner: int | None = None,
+        max_total: int | None = None,
+    ) -> dict[str, Any]:
+        """An independent copy of the machine's twin in its own actor, held by ``owner``.
+        :class:`CloneLimit` when ``owner`` already holds ``max_per_owner`` clones or all
+        together ``max_total``."""
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         await self.expire_clones()
         host = await self.host_of(machine_id)
-        spec_json, snapshot, model, config = await host.clone_source.remote(machine_id)
         self.keep_spare()
         (token, actor), self._spare = self._spare, None
-        self.keep_spare()  # the next one
         clone_id = f"{machine_id}-clone-{token}"
-        await actor.load.remote(clone_id, spec_json, snapshot, model, config, ttl_s)
-        self._made[clone_id] = actor
         expires_at = time.time() + ttl_s
-        await self.registry.add_clone.remote(clone_id, machine_id, expires_at, CLONE_PREFIX + token)
+        refused = await self.registry.add_clone.remote(
+            clone_id, machine_id, expires_at, CLONE_PREFIX + token, owner, max_total, max_per_owner
+        )
+        if refused is not None:
+            if self._spare is None:
+                self._spare = (token, actor)  # still unused: the next clone takes it
+            else:
+                ray.kill(actor, no_restart=True)
+            raise CloneLimit(str(refused))
+        self.keep_spare()  # the next one
+        try:
+            spec_json, snapshot, model, config = await host.clone_source.remote(machine_id)
+            await actor.load.remote(clone_id, spec_json, snapshot, model, config, ttl_s)
+        except BaseException:
+            await self.registry.drop_clone.remote(clone_id)
+            ray.kill(actor, no_restart=True)
+            raise
+        self._made[clone_id] = actor
         return {"clone_id": clone_id, "machine_id": machine_id, "expires_at": expires_at}
 
-    async def _clone_actor(self, clone_id: str) -> Any:
+    async def _entry(self, clone_id: str, owner: str | None) -> dict[str, Any]:
+        """The clone's registry entry; ``owner`` (``None``: anyone) must have made it."""
         entry = await self.registry.clone_of.remote(clone_id)
         if entry is None:
             raise CloneGone(f"no clone {clone_id!r} (never made, retired or expired)")
+        if owner is not None and entry.get("owner", "") != owner:
+            raise NotYourClone(
+                f"clone {clone_id!r} belongs to another user; only its maker or an admin "
+                "may use or retire it"
+            )
+        return dict(entry)
+
+    async def _clone_actor(self, clone_id: str, owner: str | None = None) -> Any:
+        entry = await self._entry(clone_id, owner)
         actor = _named(entry["actor"])
         if actor is None:
             await self.registry.drop_clone.remote(clone_id)
             raise CloneGone(f"clone {clone_id!r} is gone (the process that made it ended)")
         return actor
 
-    async def what_if(self, clone_id: str, request_json: str) -> dict[str, Any]:
-        """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` JSON) on a clone."""
+    async def what_if(
+        self, clone_id: str, request_json: str, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Run a what-if request (:class:`schemas.whatif.WhatIfRequest` JSON) on a clone
+        (of ``owner``, when given)."""
         from ray.exceptions import RayActorError
 
-        actor = await self._clone_actor(clone_id)
+        actor = await self._clone_actor(clone_id, owner)
         try:
             return dict(await actor.what_if.remote(request_json))
         except RayActorError:
@@ -116,7 +160,10 @@ class FleetAccess:
                 f"clone {clone_id!r} is gone (the process that made it ended)"
             ) from None
 
-    async def retire_clone(self, clone_id: str) -> None:
+    async def retire_clone(self, clone_id: str, owner: str | None = None) -> None:
+        """Retire a clone (of ``owner``, when given)."""
+        if owner is not None:
+            await self._entry(clone_id, owner)
         entry = await self.registry.drop_clone.remote(clone_id)
         if entry is None:
             raise CloneGone(f"no clone {clone_id!r}")

@@ -25,7 +25,8 @@ class FleetRegistry:
 
     def __init__(self) -> None:
         self.placement: dict[str, str] = {}
-        # clone id -> {clone_id, machine_id, expires_at, actor: the clone actor's name}
+        # clone id -> {clone_id, machine_id, expires_at, actor: the clone actor's name,
+        # owner: who made it ("" for the driver)}
         self.clones: dict[str, dict[str, Any]] = {}
 
     def place(self, machine_id: str, host: str) -> None:
@@ -40,13 +41,38 @@ class FleetRegistry:
     def all(self) -> dict[str, str]:
         return dict(self.placement)
 
-    def add_clone(self, clone_id: str, machine_id: str, expires_at: float, actor: str) -> None:
+    def add_clone(
+        self,
+        clone_id: str,
+        machine_id: str,
+        expires_at: float,
+        actor: str,
+        owner: str = "",
+        max_total: int | None = None,
+        max_per_owner: int | None = None,
+    ) -> str | None:
+        """List a clone of ``owner``; or, when that would hold more clones than
+        ``max_per_owner`` for the owner or ``max_total`` in all, list nothing and return
+        why (the check and the listing are one step: the registry is the one place)."""
+        held = sum(1 for e in self.clones.values() if e.get("owner") == owner)
+        if owner and max_per_owner is not None and held >= max_per_owner:
+            return (
+                f"{owner} holds {held} clones, the most one user may hold "
+                f"({max_per_owner}); retire one first"
+            )
+        if max_total is not None and len(self.clones) >= max_total:
+            return (
+                f"{len(self.clones)} clones are held, the most there may be ({max_total}); "
+                "retire one or wait for one to expire"
+            )
         self.clones[clone_id] = {
             "clone_id": clone_id,
             "machine_id": machine_id,
             "expires_at": expires_at,
             "actor": actor,
+            "owner": owner,
         }
+        return None
 
     def clone_of(self, clone_id: str) -> dict[str, Any] | None:
         return self.clones.get(clone_id)

@@ -101,6 +101,13 @@ asks the planner, not the operator, to act (ISA-18.2: one critical alarm per abn
 situation)."""
 
 
+PREVIEW_TTL_S = 60.0
+"""How long a preview of the plan over another horizon is answered again unchanged."""
+MAX_PREVIEWS = 8
+"""Previews kept at once (one per horizon)."""
+PREVIEW_TIME_LIMIT_S = 2.0
+"""A preview's solver time (one worker): a reader cannot take the planner's cores."""
+
 MAX_DELIVERIES = 5
 """An event whose handling fails this many times goes to ``tf.dlq.maintenance``."""
 
@@ -143,6 +150,8 @@ class MaintenanceService:
         self.counters: Counter[str] = Counter()
         self._seq: dict[str, int] = {"anomaly": 0, "rul": 0}
         self._lock = asyncio.Lock()
+        self._preview_lock = asyncio.Lock()
+        self._previews: dict[Any, tuple[datetime, MaintenancePlan]] = {}
         self._replan_due = False
         self._last_plan: datetime | None = None
         self._pending_repairs: dict[str, tuple[str, str | None, int]] = {}
@@ -520,15 +529,25 @@ class MaintenanceService:
                 await self._kv.delete(f"wo.{order.workorder_id}")
                 self.counters["workorders_pruned"] += 1
 
-    async def _replan(self, horizon_h: float) -> MaintenancePlan:
-        """Plan every open order from the next whole minute (call with the lock held)."""
+    async def _solve(
+        self, horizon_h: float, time_limit_s: float | None = None, workers: int = 2
+    ) -> tuple[MaintenancePlan, list[WorkOrder], datetime]:
+        """Plan every open order from the next whole minute: the plan, the orders whose
+        placement it changes and the time it was made. Changes nothing."""
+        limit = self.plan_time_limit_s if time_limit_s is None else time_limit_s
         now = self.clock()
         start = planning.next_minute(now)
         open_orders = self.orders.open_orders()
         orders, busy = planning.orders(self.plant, open_orders, self.predictions, start, horizon_h)
         crews = planning.crews(self.plant, start, horizon_h, busy)
-        result = await asyncio.to_thread(solve, orders, crews, horizon_h, self.plan_time_limit_s, 2)
+        result = await asyncio.to_thread(solve, orders, crews, horizon_h, limit, workers)
         view, changed = planning.apply(result, open_orders, start, horizon_h, now)
+        return view, changed, now
+
+    async def _replan(self, horizon_h: float) -> MaintenancePlan:
+        """Plan every open order and commit it: the orders' new dates, the "cannot be
+        scheduled" alerts (call with the lock held)."""
+        view, changed, now = await self._solve(horizon_h)
         for order in changed:
             self.orders.keep(order)
             await self._save_order(order, "scheduled")
@@ -717,10 +736,32 @@ class MaintenanceService:
         return self.kpis(start, end)
 
     async def schedule(self, r: ScheduleRequest) -> MaintenancePlan:
+        """The current plan; over another horizon (or before the first plan), a preview
+        that is not committed: reading the schedule never moves an order or raises an
+        alert (that is :meth:`replan`). Previews are solved one at a time and kept while
+        nothing they depend on changes (:data:`PREVIEW_TTL_S` at most)."""
         if self.plan is not None and self.plan.horizon_hours == r.horizon_hours:
             return self.plan
-        async with self._lock:
-            return await self._replan(r.horizon_hours)
+        async with self._preview_lock:
+            key = (
+                r.horizon_hours,
+                self._last_plan,
+                tuple((o.workorder_id, o.revision) for o in self.orders.open_orders()),
+                max((p.predicted_at for p in self.predictions.values()), default=0),
+            )
+            wall = self._wall()
+            kept = self._previews.get(key)
+            if kept is not None and (wall - kept[0]).total_seconds() < PREVIEW_TTL_S:
+                return kept[1]
+            view, _changed, _now = await self._solve(
+                r.horizon_hours, min(self.plan_time_limit_s, PREVIEW_TIME_LIMIT_S), workers=1
+            )
+            self._previews = {k: v for k, v in self._previews.items() if k[1:] == key[1:]}
+            if len(self._previews) >= MAX_PREVIEWS:
+                self._previews.pop(next(iter(self._previews)))
+            self._previews[key] = (wall, view)
+            self.counters["schedule_previews"] += 1
+            return view
 
     async def replan(self, r: ScheduleRequest) -> MaintenancePlan:
         async with self._lock:

@@ -20,11 +20,14 @@ Every error is the JSON of :class:`api.errors.ApiError`, never a bare 500 for ba
 # No ``from __future__ import annotations`` here: FastAPI reads the dependencies of the
 # routes (``Annotated[Principal, Depends(caller)]``) from live annotations, and ``caller``
 # is local to :func:`create_app`.
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -55,6 +58,7 @@ from api.maintenance import (
     valid,
     workorder_doc,
 )
+from api.sessions import COOKIE as SESSION_COOKIE
 from api.sessions import Sessions
 from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
@@ -88,6 +92,15 @@ class Settings:
     """The history database (PostgreSQL); ``None``: no history routes (503)."""
     maintenance_timeout_s: float = 15.0
     """How long to wait for the maintenance service's reply (then 503)."""
+    max_clones_per_user: int = 2
+    """What-if clones one user (token subject) may hold at once; each is a process."""
+    max_clones: int = 8
+    """What-if clones held at once by everyone together."""
+    ws_init_timeout_s: float = 5.0
+    """How long a websocket may wait before its ``connection_init`` (then closed, 4408)."""
+    ws_session_recheck_s: float = 30.0
+    """How often a websocket opened with a dashboard session checks that the session is
+    still live (logged out, disabled: closed, 4401)."""
 
 
 @dataclass
@@ -143,6 +156,11 @@ class Services:
         if self.maintenance is not None:
             await self.maintenance.stop()
         await self.view.stop()
+
+
+TOO_LARGE = "tf.too_large"
+"""What :meth:`Router.decode_json` makes of a websocket message over the size limit."""
+EXPIRED = "the token has expired; connect again with a new one"
 
 
 def _json_error(exc: ApiError) -> JSONResponse:
@@ -412,9 +430,35 @@ def create_app(services: Services) -> FastAPI:
     async def get_schedule(
         who: Annotated[Principal, Depends(viewer)], horizon_hours: float = 168.0
     ) -> dict[str, Any]:
-        """The technicians' plan over the next ``horizon_hours`` with its expected cost."""
+        """The technicians' current plan with its expected cost. Over another
+        ``horizon_hours`` than the current plan's: a preview, not committed. Reading
+        never changes a work order or raises an alert; replanning is
+        ``POST /api/v1/maintenance/replan`` (operator)."""
         request = valid(ScheduleRequest, horizon_hours=horizon_hours)
         return plan_doc(await services.require_maintenance().schedule(request))
+
+    @app.post("/api/v1/maintenance/replan", tags=["maintenance"])
+    async def replan(
+        who: Annotated[Principal, Depends(operator)], body: ReplanBody | None = None
+    ) -> dict[str, Any]:
+        """Plan the open work orders again over the next ``horizon_hours`` and commit it:
+        the orders' dates and technicians change, orders that cannot be placed raise
+        alerts."""
+        horizon_hours = ReplanBody().horizon_hours if body is None else body.horizon_hours
+        request = valid(ScheduleRequest, horizon_hours=horizon_hours, actor=who.subject)
+        plan = await services.require_maintenance().replan(request)
+        await audit.record(
+            services,
+            who,
+            "replan",
+            None,
+            {
+                "horizon_hours": horizon_hours,
+                "scheduled": len(plan.scheduled),
+                "unscheduled": len(plan.unscheduled),
+            },
+        )
+        return plan_doc(plan)
 
     @app.get("/api/v1/maintenance/alerts", tags=["maintenance"])
     async def list_alerts(
@@ -503,7 +547,27 @@ def create_app(services: Services) -> FastAPI:
     class TransportWS(BaseGraphQLTransportWSHandler):
         """Authenticates in ``connection_init``: payload ``{"Authorization": "Bearer
         <jwt>"}`` (or ``{"token": "<jwt>"}``), or the session cookie with ``{"csrf_token":
-        ...}``. A refused connection is closed with 4401 or 4403 and the reason."""
+        ...}``. A refused connection is closed with 4401 or 4403 and the reason.
+
+        The rules of HTTP hold for the connection's whole life: when the token expires,
+        or the dashboard session it was opened with ends (logged out, user disabled), the
+        connection and its subscriptions are closed (4401); every operation counts
+        against the token's rate (over it, the operation's error is ``rate_limited``); a
+        message larger than ``max_body_bytes`` closes the connection (4413). A connection
+        without ``connection_init`` is closed after ``ws_init_timeout_s`` (4408)."""
+
+        expiry_task: asyncio.Task[None] | None = None
+
+        async def handle_message(self, message: Any) -> None:
+            if isinstance(message, dict) and message.get("type") == TOO_LARGE:
+                services.counters["ws_413"] += 1
+                reason = (
+                    f"a message of {message['bytes']} bytes is over the limit of "
+                    f"{services.settings.max_body_bytes}"
+                )
+                await self.websocket.close(code=4413, reason=reason)
+                return
+            await super().handle_message(message)
 
         async def handle_connection_init(self, message: Any) -> None:
             context = cast(dict[str, Any], self.context)
@@ -519,6 +583,62 @@ def create_app(services: Services) -> FastAPI:
                 return
             context["principal"] = principal
             await super().handle_connection_init(message)
+            if self.connection_acknowledged and self.expiry_task is None:
+                payload = message.get("payload")
+                bearer = isinstance(payload, dict) and any(
+                    payload.get(k) for k in ("Authorization", "authorization", "token")
+                )
+                cookie = None if bearer else context["request"].cookies.get(SESSION_COOKIE)
+                self.expiry_task = asyncio.create_task(self.watch(principal, cookie))
+
+        async def watch(self, principal: Principal, cookie: str | None) -> None:
+            """Close the connection when its token expires, or (a dashboard session's
+            ``cookie``) when the session ends: checked every ``ws_session_recheck_s``."""
+            while True:
+                left = principal.expires_at - time.time()
+                if left <= 0:
+                    await self.close_expired()
+                    return
+                if cookie is None:
+                    await asyncio.sleep(left)
+                    continue
+                await asyncio.sleep(min(left, services.settings.ws_session_recheck_s))
+                try:
+                    await logins.session(cookie)
+                except ApiError as exc:
+                    if exc.status != 401:
+                        continue  # the database or the rate: try again at the next check
+                    services.counters["ws_session_ended"] += 1
+                    with contextlib.suppress(Exception):
+                        await self.websocket.close(code=4401, reason=exc.message[:120])
+                    return
+
+        async def close_expired(self) -> None:
+            services.counters["ws_expired"] += 1
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await self.websocket.close(code=4401, reason=EXPIRED)
+
+        async def handle_subscribe(self, message: Any) -> None:
+            principal = cast(dict[str, Any], self.context).get("principal")
+            if principal is not None:
+                if time.time() >= principal.expires_at:
+                    await self.close_expired()
+                    return
+                try:
+                    services.limiter.check(principal.token_id)
+                except ApiError as exc:
+                    services.counters["ws_429"] += 1
+                    error: Any = {"message": exc.message, "extensions": {"code": exc.code}}
+                    await self.send_message(
+                        {"id": message["id"], "type": "error", "payload": [error]}
+                    )
+                    return
+            await super().handle_subscribe(message)
+
+        async def shutdown(self) -> None:
+            if self.expiry_task is not None:
+                self.expiry_task.cancel()
+            await super().shutdown()
 
         async def run_operation(self, operation: Any) -> None:
             """Subscriptions of people with at least the viewer role share one feed per
@@ -549,12 +669,21 @@ def create_app(services: Services) -> FastAPI:
     class Router(GraphQLRouter):
         graphql_transport_ws_handler_class = TransportWS  # type: ignore[assignment]
 
+        def decode_json(self, data: str | bytes) -> object:
+            """A message over ``max_body_bytes`` is not decoded (HTTP bodies that large
+            are refused before, by :class:`BodySizeLimit`)."""
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
+            if size > services.settings.max_body_bytes:
+                return {"type": TOO_LARGE, "bytes": size}
+            return super().decode_json(data)
+
     router = Router(
         schema,
         context_getter=graphql_context,
         subscription_protocols=("graphql-transport-ws",),
         graphql_ide="graphiql",
         multipart_uploads_enabled=False,
+        connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_s),
     )
     app.include_router(router, prefix="/graphql")
     dashboard.mount(app)
@@ -569,6 +698,14 @@ class ShelveBody(BaseModel):
 
     minutes: float
     reason: str
+
+
+class ReplanBody(BaseModel):
+    """The body of ``POST /api/v1/maintenance/replan`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_hours: float = 168.0
 
 
 def _split(values: list[str] | None) -> list[str]:

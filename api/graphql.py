@@ -21,9 +21,9 @@ The operations dashboard's own fields (``fleetTable``, ``sensorLimits``,
 Every operation needs a bearer token (HTTP: the ``Authorization`` header; websocket: the
 ``connection_init`` payload). Reading and subscribing need ``viewer``; acknowledging an
 anomaly, changing work orders and alerts, and replanning ``operator``; clones and what-if
-``engineer``. Queries deeper than
-:data:`MAX_DEPTH` or costlier than :data:`MAX_COST` (see :class:`CostLimit`) are refused
-before they run.
+``engineer``. Documents larger than
+:mod:`api.query_limits` allows, queries deeper than :data:`MAX_DEPTH` or costlier than
+:data:`MAX_COST` are refused before they are validated.
 """
 
 from __future__ import annotations
@@ -33,33 +33,19 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from graphql import (
-    ASTValidationRule,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    GraphQLList,
-    GraphQLNonNull,
-    GraphQLObjectType,
-    InlineFragmentNode,
-    IntValueNode,
-    OperationDefinitionNode,
-    SelectionSetNode,
-    ValidationRule,
-)
+from graphql import GraphQLError
 from pydantic import ValidationError
-from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
-from strawberry.extensions.max_aliases import create_validator as alias_validator
-from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
+from strawberry.extensions import ValidationCache
 from strawberry.scalars import JSON
 from strawberry.tools import merge_types
 from strawberry.types import Info
+from strawberry.types.execution import PreExecutionError
 
 from api import audit, board, maintenance, present
 from api.auth import Principal, Role
 from api.errors import ApiError
 from api.history import aware, time_range
+from api.query_limits import DEFAULT_LIST, document_limits
 from api.view import FLEET, AssetView
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.maintenance import WorkOrderStatus
@@ -81,11 +67,9 @@ MAX_DEPTH = 8
 MAX_COST = 5_000
 MAX_ALIASES = 30
 MAX_LIST = 1_000
-DEFAULT_LIST = 20
 MAX_NOTE = 500
 QUERY_CACHE = 1024
-"""Distinct query texts whose parse and validation are kept."""
-"""The size a list field counts for in the cost when it has no ``limit``."""
+"""Distinct query texts whose validation is kept."""
 
 
 # -- access ---------------------------------------------------------------------------------
@@ -1320,7 +1304,9 @@ class Query:
 
     @strawberry.field
     async def schedule(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:
-        """The technicians' current plan over the next ``horizonHours``."""
+        """The technicians' current plan; over another ``horizonHours`` than its own, a
+        preview that is not committed (reading never changes anything: the mutation
+        ``replan`` does)."""
         _need(info, Role.VIEWER, "reading the maintenance schedule")
         request = _model(ScheduleRequest, horizon_hours=horizon_hours)
         return MaintenancePlan.of(await _asked(_maintenance(info).schedule(request)))
@@ -1387,7 +1373,9 @@ class Mutation:
     async def clone_twin(
         self, info: Info, asset_id: strawberry.ID, ttl_seconds: int = 900
     ) -> Clone:
-        """An independent copy of the twin for what-if (expires after ``ttlSeconds``)."""
+        """An independent copy of the twin for what-if (expires after ``ttlSeconds``).
+        Only its maker (or an admin) may use or retire it; a user holds at most
+        ``max_clones_per_user`` clones, everyone together ``max_clones``."""
         who = _need(info, Role.ENGINEER, "cloning a twin")
         if not 0 < ttl_seconds <= 86_400:
             raise GraphQLError(
@@ -1399,7 +1387,18 @@ class Mutation:
             raise GraphQLError(
                 f"no asset {asset_id!r}", extensions={"code": "not_found", "field": "assetId"}
             )
-        made = await services.access.clone(str(asset_id), float(ttl_seconds))
+        from actors.access import CloneLimit
+
+        try:
+            made = await services.access.clone(
+                str(asset_id),
+                float(ttl_seconds),
+                owner=who.subject,
+                max_per_owner=services.settings.max_clones_per_user,
+                max_total=services.settings.max_clones,
+            )
+        except CloneLimit as exc:
+            raise GraphQLError(str(exc), extensions={"code": "too_many_clones"}) from None
         await audit.record(
             services,
             who,
@@ -1418,7 +1417,7 @@ class Mutation:
         self, info: Info, clone_id: strawberry.ID, scenario: WhatIfScenario | None = None
     ) -> WhatIfResult:
         """Project the clone forward under the scenario; the live twin is not touched."""
-        from actors.access import CloneGone
+        from actors.access import CloneGone, NotYourClone
 
         who = _need(info, Role.ENGINEER, "running a what-if")
         s = scenario or WhatIfScenario()
@@ -1450,10 +1449,16 @@ class Mutation:
                 extensions={"code": "bad_request", "field": f"scenario.{where}"},
             ) from None
         try:
-            out = await _services(info).access.what_if(str(clone_id), request.model_dump_json())
+            out = await _services(info).access.what_if(
+                str(clone_id), request.model_dump_json(), _clone_owner(who)
+            )
         except CloneGone as exc:
             raise GraphQLError(
                 str(exc.args[0]), extensions={"code": "not_found", "field": "cloneId"}
+            ) from None
+        except NotYourClone as exc:
+            raise GraphQLError(
+                str(exc), extensions={"code": "forbidden", "field": "cloneId"}
             ) from None
         except Exception as exc:  # the clone refused (expired) or failed
             raise GraphQLError(_cause(exc), extensions={"code": "conflict"}) from None
@@ -1499,14 +1504,18 @@ class Mutation:
 
     @strawberry.mutation
     async def retire_clone(self, info: Info, clone_id: strawberry.ID) -> bool:
-        from actors.access import CloneGone
+        from actors.access import CloneGone, NotYourClone
 
         who = _need(info, Role.ENGINEER, "retiring a clone")
         try:
-            await _services(info).access.retire_clone(str(clone_id))
+            await _services(info).access.retire_clone(str(clone_id), _clone_owner(who))
         except CloneGone as exc:
             raise GraphQLError(
                 str(exc.args[0]), extensions={"code": "not_found", "field": "cloneId"}
+            ) from None
+        except NotYourClone as exc:
+            raise GraphQLError(
+                str(exc), extensions={"code": "forbidden", "field": "cloneId"}
             ) from None
         await audit.record(_services(info), who, "retire_clone", str(clone_id))
         return True
@@ -1692,6 +1701,11 @@ class Mutation:
         return MaintenancePlan.of(plan)
 
 
+def _clone_owner(who: Principal) -> str | None:
+    """Whose clones ``who`` may use: their own, or (an admin) anyone's (``None``)."""
+    return None if who.allows(Role.ADMIN) else who.subject
+
+
 def _cause(exc: BaseException) -> str:
     """The message of the error an actor raised (Ray wraps it)."""
     cause = getattr(exc, "cause", None) or exc.__cause__ or exc
@@ -1804,90 +1818,17 @@ def _update(event: dict[str, Any], units: dict[str, Any]) -> AssetUpdate:
     )
 
 
-# -- cost -----------------------------------------------------------------------------------
-def cost_limit(max_cost: int) -> type[ValidationRule]:
-    """A validation rule refusing an operation whose cost is over ``max_cost``. Each field
-    costs 1 times the number of parent items it is fetched for; a list field multiplies
-    its children by its literal ``limit`` argument (else that argument's default, else
-    :data:`DEFAULT_LIST`). Fragments are counted where they are spread."""
-
-    class CostLimit(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            schema = self.context.schema
-            root = {
-                "query": schema.query_type,
-                "mutation": schema.mutation_type,
-                "subscription": schema.subscription_type,
-            }[node.operation.value]
-            fragments = {
-                d.name.value: d
-                for d in self.context.document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
-            cost = _cost(node.selection_set, root, fragments, 1, 0)
-            if cost > max_cost:
-                self.report_error(
-                    GraphQLError(
-                        f"query cost {cost} is over the limit of {max_cost}; ask for fewer "
-                        "items (smaller limit) or fewer fields",
-                        node,
-                        extensions={"code": "query_too_costly", "cost": cost, "limit": max_cost},
-                    )
-                )
-
-    return CostLimit
-
-
-def _unwrap(t: Any) -> tuple[Any, bool]:
-    is_list = False
-    while isinstance(t, GraphQLNonNull | GraphQLList):
-        if isinstance(t, GraphQLList):
-            is_list = True
-        t = t.of_type
-    return t, is_list
-
-
-def _cost(
-    selections: SelectionSetNode | None,
-    parent: Any,
-    fragments: dict[str, Any],
-    multiplier: int,
-    depth: int,
-) -> int:
-    if selections is None or parent is None or depth > 32:
-        return 0
-    total = 0
-    for sel in selections.selections:
-        if isinstance(sel, FieldNode):
-            total += multiplier
-            fields = getattr(parent, "fields", None) or {}
-            definition = fields.get(sel.name.value)
-            if definition is None:
-                continue
-            child, is_list = _unwrap(definition.type)
-            n = 1
-            if is_list:
-                n = DEFAULT_LIST
-                default = definition.args.get("limit")
-                if default is not None and isinstance(default.default_value, int):
-                    n = default.default_value
-                for arg in sel.arguments or ():
-                    if arg.name.value == "limit" and isinstance(arg.value, IntValueNode):
-                        n = int(arg.value.value)
-            if isinstance(child, GraphQLObjectType):
-                total += _cost(
-                    sel.selection_set, child, fragments, multiplier * max(n, 1), depth + 1
-                )
-        elif isinstance(sel, InlineFragmentNode):
-            total += _cost(sel.selection_set, parent, fragments, multiplier, depth + 1)
-        elif isinstance(sel, FragmentSpreadNode):
-            fragment = fragments.get(sel.name.value)
-            if fragment is not None:
-                total += _cost(fragment.selection_set, parent, fragments, multiplier, depth + 1)
-    return total
-
-
 class Schema(strawberry.Schema):
+    async def _prepare_operation_async(self, context: Any, extensions_runner: Any) -> Any:
+        """A document refused while it is parsed or checked (:mod:`api.query_limits`,
+        or a syntax error) is the operation's error on every transport: strawberry
+        catches its hooks' errors over HTTP, not over websockets."""
+        try:
+            return await super()._prepare_operation_async(context, extensions_runner)
+        except GraphQLError as error:
+            context.pre_execution_errors = [error]
+            return PreExecutionError(data=None, errors=[error])
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         """Refusals the API means to give (bad input, roles) are not logged as failures;
         anything else is, with its traceback."""
@@ -1901,23 +1842,16 @@ class Schema(strawberry.Schema):
 def make_schema(
     max_depth: int = MAX_DEPTH, max_cost: int = MAX_COST, max_aliases: int = MAX_ALIASES
 ) -> Schema:
-    """The schema with its limits. The validation rules are made once here, so that the
-    validation of a query text seen before comes from the cache (validating is most of
-    the cost of a small query)."""
-    rules: list[type[ASTValidationRule]] = [
-        depth_validator(max_depth, None),
-        alias_validator(max_aliases),
-        cost_limit(max_cost),
-    ]
+    """The schema with its limits (:mod:`api.query_limits`: the document's size and
+    shape, the operation's depth, aliases and cost, checked before validation). Parses
+    and validations are cached per query text (validating is most of the cost of a
+    small query)."""
+    limits = document_limits(max_depth, max_cost, max_aliases)
     return Schema(
         query=merge_types("Query", (Query, board.BoardQuery)),
         mutation=Mutation,
         subscription=merge_types("Subscription", (Subscription, board.BoardSubscription)),
-        extensions=[
-            lambda: AddValidationRules(rules),
-            lambda: ParserCache(maxsize=QUERY_CACHE),
-            lambda: ValidationCache(maxsize=QUERY_CACHE),
-        ],
+        extensions=[limits, lambda: ValidationCache(maxsize=QUERY_CACHE)],
     )
 
 

@@ -80,6 +80,43 @@ def time_range(
     return (start if start is not None else end - DEFAULT_SPAN), end
 
 
+MAX_ROLLUP_ROWS = 50_000
+"""Buckets of a rolled-up series in one answer: 1-minute buckets over about 34 days, hourly
+ones over 5 years (the longest range)."""
+_BUCKET = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
+
+
+def rollup_rows(start: datetime, end: datetime, aggregation: str) -> int:
+    """The buckets a rolled-up series over ``[start, end)`` has (0 for raw: that is
+    bounded by its readings); a 413 over :data:`MAX_ROLLUP_ROWS`.
+
+    >>> t = datetime(2026, 11, 1, tzinfo=UTC)
+    >>> rollup_rows(t, t + timedelta(days=3), "auto"), rollup_rows(t, t + timedelta(days=300), "1h")
+    (4320, 7200)
+    >>> rollup_rows(t, t + timedelta(days=60), "1m")
+    Traceback (most recent call last):
+    ...
+    api.errors.ApiError: the range holds 86,400 buckets of 1m, more than 50,000; ...
+    """
+    try:
+        resolution = queries.check_range(start, end, aggregation)
+    except queries.QueryError:
+        return 0  # the query refuses it with its own message
+    bucket = _BUCKET.get(resolution)
+    if bucket is None:
+        return 0
+    rows = -(-(end - start) // bucket)
+    if rows > MAX_ROLLUP_ROWS:
+        raise ApiError(
+            413,
+            "range_too_large",
+            f"the range holds {rows:,} buckets of {resolution}, more than {MAX_ROLLUP_ROWS:,}; "
+            "ask for aggregation=1h or a shorter range",
+            "end",
+        )
+    return int(rows)
+
+
 class History:
     """The history database of one replica: a pool of ``POOL_MIN`` to ``POOL_MAX``
     connections, each request in one (read) transaction."""
@@ -110,6 +147,7 @@ class History:
     async def timeseries(
         self, sensor_id: str, start: datetime, end: datetime, aggregation: str
     ) -> dict[str, Any]:
+        rollup_rows(start, end, aggregation)
         return await self._run(queries.timeseries, sensor_id, start, end, aggregation)
 
     async def asset_history(self, asset_id: str, start: datetime, end: datetime) -> dict[str, Any]:

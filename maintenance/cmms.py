@@ -84,13 +84,31 @@ def row(o: WorkOrder) -> dict[str, Any]:
     }
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV
+injection)."""
+
+
+def cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula gets a leading apostrophe
+    (shown as text, not evaluated); numbers and other text are unchanged.
+
+    >>> cell("=HYPERLINK(1)"), cell("@SUM(A1)"), cell("Repair"), cell(-2.5)
+    ("'=HYPERLINK(1)", "'@SUM(A1)", 'Repair', -2.5)
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(orders: Iterable[WorkOrder]) -> str:
-    """RFC 4180 CSV with a header row (lists joined by ``;``, parts as ``number x qty``)."""
+    """RFC 4180 CSV with a header row (lists joined by ``;``, parts as ``number x qty``);
+    every text cell passes :func:`cell`, so none is a formula."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for o in orders:
-        writer.writerow(row(o))
+        writer.writerow({k: cell(v) for k, v in row(o).items()})
     return out.getvalue()
 
 

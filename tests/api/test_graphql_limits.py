@@ -42,17 +42,9 @@ def test_depth_limit() -> None:
 def test_cost_is_counted_per_item(query: str, cost: int) -> None:
     from graphql import parse
 
-    document = parse(query)
-    schema = gql.schema._schema
-    fragments = {
-        d.name.value: d
-        for d in document.definitions
-        if type(d).__name__ == "FragmentDefinitionNode"
-    }
-    operation = next(
-        d for d in document.definitions if type(d).__name__ == "OperationDefinitionNode"
-    )
-    assert gql._cost(operation.selection_set, schema.query_type, fragments, 1, 0) == cost
+    from api.query_limits import measure
+
+    assert measure(parse(query), gql.schema._schema, None, None).cost == cost
 
 
 def test_costly_queries_are_refused_before_they_run() -> None:
