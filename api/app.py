@@ -73,6 +73,7 @@ from schemas.maintenance_api import (
     WorkOrderFilter,
     WorkOrderRequest,
 )
+from schemas.telemetry import scoped_message_id
 from schemas.twin import TwinState
 
 log = logging.getLogger("twinfleet.api")
@@ -324,7 +325,8 @@ def create_app(services: Services) -> FastAPI:
                 ack = await js.publish(
                     subjects.telemetry(batch.site_id, machine),
                     batch.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": f"{batch.gateway_id}-{batch.batch_id}"},
+                    # in the gateway's namespace: "a" + "b-c" and "a-b" + "c" stay apart
+                    headers={"Nats-Msg-Id": scoped_message_id(batch.gateway_id, batch.batch_id)},
                 )
             except Exception as exc:  # NATS down or JetStream not answering
                 services.counters["publish_failures"] += 1

@@ -57,10 +57,16 @@ def rows(spec: MachineSpec, start_ms: int, scans: int, **override: float) -> lis
     return out
 
 
-def send(stack: Stack, spec: MachineSpec, readings: list[dict[str, Any]], **extra: Any) -> Any:
-    token = stack.token(Role.GATEWAY, gateway_id="gw-test", sites=[spec.site])
+def send(
+    stack: Stack,
+    spec: MachineSpec,
+    readings: list[dict[str, Any]],
+    gateway: str = "gw-test",
+    **extra: Any,
+) -> Any:
+    token = stack.token(Role.GATEWAY, gateway_id=gateway, sites=[spec.site])
     body = {
-        "gateway_id": "gw-test",
+        "gateway_id": gateway,
         "timestamp": int(time.time() * 1000),
         "readings": readings,
         **extra,
@@ -449,6 +455,21 @@ def test_a_resent_batch_is_applied_once(stack: Stack) -> None:
     stack.wait_for(lambda: asset(stack, viewer, spec.id, True)["version"] > before, 15, "the batch")
     time.sleep(1.0)
     assert asset(stack, viewer, spec.id, consistent=True)["version"] == before + 1
+
+
+def test_one_gateway_cannot_claim_anothers_batch_ids(stack: Stack) -> None:
+    """Gateway "gw" sending batch "x-1" and gateway "gw-x" sending batch "1" once made the
+    same message id, and JetStream dropped the second as a duplicate (issue 18, finding 8)."""
+    spec = stack.machines[0]
+    viewer = stack.token(Role.VIEWER)
+    before = asset(stack, viewer, spec.id, consistent=True)["version"]
+    start = int(time.time() * 1000) - 10_000  # after what other tests sent (a twin skips older)
+    first = send(stack, spec, rows(spec, start, 1), gateway="gw", batch_id="x-1")
+    second = send(stack, spec, rows(spec, start + 1_000, 1), gateway="gw-x", batch_id="1")
+    assert first["duplicate_messages"] == 0 and second["duplicate_messages"] == 0
+    stack.wait_for(
+        lambda: asset(stack, viewer, spec.id, True)["version"] >= before + 2, 15, "both batches"
+    )
 
 
 def test_rate_limit_per_token(stack: Stack) -> None:

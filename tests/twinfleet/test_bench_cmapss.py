@@ -78,6 +78,14 @@ def test_runs_end_to_end_and_predicts_wear(tmp_path: Path, regimes: int) -> None
     capped = np.minimum(truth, 125.0)
     assert out.beyond_cap == int(np.sum(truth > 125))
     assert out.rmse_floor == pytest.approx(float(np.sqrt(np.mean((capped - truth) ** 2))))
+    # and the figures against the capped truth, from the medians and the truth alone
+    assert out.rmse_capped_truth == pytest.approx(
+        float(np.sqrt(np.mean((out.median - capped) ** 2)))
+    )
+    d = out.median - capped
+    assert out.score_capped_truth == pytest.approx(
+        float(np.sum(np.where(d < 0, np.exp(-d / 13) - 1, np.exp(d / 10) - 1)))
+    )
 
 
 @pytest.mark.slow
@@ -93,6 +101,9 @@ def test_main_and_the_cli_print_every_figure(
         assert figure in text
     assert "and the wear index" in text
     assert re.search(r"true RUL above the cap \(100\) for \d+ of 20 test engines", text)
+    assert re.search(
+        r"against the true RUL capped at 100 as well .*: RMSE \d+\.\d+ \| PHM'08", text
+    )
     rmse = float(re.search(r"RMSE (\d+\.\d+)", text).group(1))  # type: ignore[union-attr]
     assert rmse < 15
 
