@@ -29,7 +29,7 @@ anomaly, changing work orders and alerts, and replanning ``operator``; clones an
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import strawberry
@@ -408,6 +408,94 @@ class Sensor:
         except ApiError as exc:
             raise _error(exc) from None
         return Timeseries.of(doc)
+
+
+# -- model accuracy -------------------------------------------------------------------------
+@strawberry.type
+class HorizonScore:
+    """The Brier score of P(fail within ``horizonHours``) over the predictions whose outcome
+    at that horizon is known."""
+
+    horizon_hours: int
+    brier: float
+    known_outcomes: int
+
+
+@strawberry.type
+class CalibrationBin:
+    """Predictions whose P(fail within ``horizonHours``) fell in [low, high): how many, their
+    mean probability and how often the machine did fail within the horizon."""
+
+    horizon_hours: int
+    low: float
+    high: float
+    count: int
+    mean_predicted: float
+    observed_rate: float
+
+
+@strawberry.type
+class WeekAheadWarning:
+    """A failure and P(fail within 7 days) of the last prediction a week or more before it
+    (null: none was made that early)."""
+
+    machine_id: strawberry.ID
+    failed_at: str
+    p_fail_7d: float | None
+
+
+@strawberry.type
+class ModelAccuracy:
+    """How one model version's predictions came true on one machine type
+    (``twins/accuracy.py``): interval coverage and median error over the lives that failed,
+    concordance, and the Brier score and calibration of P(fail) per horizon."""
+
+    model_version: str
+    machine_type: str
+    predictions: int
+    failures: int
+    interval_coverage: float | None
+    median_abs_error_hours: float | None
+    concordance: float | None
+    brier: list[HorizonScore]
+    calibration: list[CalibrationBin]
+    week_ahead: list[WeekAheadWarning]
+
+    @classmethod
+    def of(cls, a: Any) -> ModelAccuracy:
+        return cls(
+            model_version=a.model_version,
+            machine_type=a.machine_type,
+            predictions=a.predictions,
+            failures=a.failures,
+            interval_coverage=a.interval_coverage,
+            median_abs_error_hours=a.median_abs_error_hours,
+            concordance=a.concordance,
+            brier=[
+                HorizonScore(horizon_hours=h, brier=b, known_outcomes=a.known_outcomes[h])
+                for h, b in sorted(a.brier.items())
+            ],
+            calibration=[
+                CalibrationBin(
+                    horizon_hours=h,
+                    low=b.low,
+                    high=b.high,
+                    count=b.count,
+                    mean_predicted=b.mean_predicted,
+                    observed_rate=b.observed_rate,
+                )
+                for h, bins in sorted(a.calibration.items())
+                for b in bins
+            ],
+            week_ahead=[
+                WeekAheadWarning(
+                    machine_id=strawberry.ID(w.machine_id),
+                    failed_at=present.iso(w.failed_at_ms) or "",
+                    p_fail_7d=w.p_fail_7d,
+                )
+                for w in a.week_ahead
+            ],
+        )
 
 
 # -- maintenance ----------------------------------------------------------------------------
@@ -1301,6 +1389,27 @@ class Query:
             raise _error(exc) from None
         request = _model(KpiRequest, **_present({"start": lo, "end": hi}))
         return AlarmKpis.of(await _asked(_maintenance(info).alarm_kpis(request)))
+
+    @strawberry.field
+    async def model_accuracy(
+        self, info: Info, days: float | None = None, limit: int = 10
+    ) -> list[ModelAccuracy]:
+        """How each model version's RUL predictions came true on each machine type: stored
+        predictions scored against the lives completed repairs cut (a corrective repair
+        ends a life in a failure; any other, or the life still running, censors it). Only
+        predictions of the last ``days`` days when given; the first ``limit`` (model
+        version, machine type) pairs in that order."""
+        _need(info, Role.VIEWER, "reading model accuracy")
+        if days is not None and not (0 < days <= 3650):
+            raise GraphQLError("days: must be above 0 and at most 3650")
+        if not 1 <= limit <= 100:
+            raise GraphQLError("limit: must be between 1 and 100")
+        since = None if days is None else datetime.now(UTC) - timedelta(days=days)
+        try:
+            doc = await _services(info).require_history().model_accuracy(since)
+        except ApiError as exc:
+            raise _error(exc) from None
+        return [ModelAccuracy.of(a) for a in doc["models"][:limit]]
 
     @strawberry.field
     async def schedule(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.errors import ApiError
 from store import queries
+from store.accuracy import live_accuracy
 
 DEFAULT_SPAN = timedelta(hours=24)
 POOL_MIN = 1
@@ -153,6 +154,10 @@ class History:
     async def asset_history(self, asset_id: str, start: datetime, end: datetime) -> dict[str, Any]:
         return await self._run(queries.history, asset_id, start, end)
 
+    async def model_accuracy(self, since: datetime | None) -> dict[str, Any]:
+        """Live accuracy per model version and machine type (:mod:`store.accuracy`)."""
+        return await self._run(_accuracy, since)
+
     async def _run(
         self, query: Callable[..., Awaitable[dict[str, Any]]], *args: Any
     ) -> dict[str, Any]:
@@ -168,3 +173,7 @@ class History:
                 "unavailable",
                 f"the history database is not answering ({type(exc).__name__}); try again",
             ) from None
+
+
+async def _accuracy(conn: Any, since: datetime | None) -> dict[str, Any]:
+    return {"models": await live_accuracy(conn, since)}

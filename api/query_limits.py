@@ -70,10 +70,11 @@ FIELD_COST = {
     ("Sensor", "timeseries"): HISTORY_COST,
     ("Asset", "history"): HISTORY_COST,
     ("Query", "sensorTrends"): 10 * HISTORY_COST,
+    ("Query", "modelAccuracy"): HISTORY_COST,
 }
 """Fields that cost more than 1: each reads the history database (sensorTrends: every
-sensor of a machine). One machine's sensors' series (20 by default) fit in a query; at
-most about 50 series do."""
+sensor of a machine; modelAccuracy: every stored prediction). One machine's sensors'
+series (20 by default) fit in a query; at most about 50 series do."""
 PARSE_CACHE = 1024
 BIG = 10**12
 """Numbers above this are counted as this (a limit of 10**100 is simply too costly)."""

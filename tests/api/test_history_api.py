@@ -667,3 +667,36 @@ def test_a_database_that_does_not_answer_is_503(
         status, code, _, message = error_of(api, f"/api/v1/assets/{machine.id}/history")
         assert (status, code) == (503, "unavailable") and "not answering" in message
         assert api.get("/api/v1/health", token=None)[0] == 200  # the rest of the API is up
+
+
+MODEL_ACCURACY = """query($days: Float) { modelAccuracy(days: $days) { modelVersion machineType
+  predictions failures intervalCoverage medianAbsErrorHours concordance
+  brier { horizonHours brier knownOutcomes }
+  calibration { horizonHours low high count meanPredicted observedRate }
+  weekAhead { machineId failedAt pFail7d } } }"""
+
+
+def test_model_accuracy_is_served_from_the_recorded_outcomes(
+    api: LiveApi, database: str, seeded: Seeded
+) -> None:
+    from tests.store.test_accuracy_store import seed as seed_outcomes
+
+    seed_outcomes(database)  # P-1 fails at 1,000 h; predictions of model v1 around it
+    body = api.graphql(MODEL_ACCURACY)
+    assert "errors" not in body, body
+    [v1] = [m for m in body["data"]["modelAccuracy"] if m["modelVersion"] == "v1"]
+    assert (v1["machineType"], v1["predictions"], v1["failures"]) == ("pump-75kw", 4, 1)
+    assert v1["intervalCoverage"] == 0.5 and v1["medianAbsErrorHours"] == 125.0
+    assert {
+        "horizonHours": 168,
+        "brier": pytest.approx((0.04 + 0.81 + 0.0025) / 3),
+        "knownOutcomes": 3,
+    } in v1["brier"]
+    assert v1["weekAhead"] == [
+        {"machineId": "P-1", "failedAt": "2026-02-11T16:00:00.000Z", "pFail7d": 0.2}
+    ]
+    # a bad window is refused with a clear message; a viewer may read, nobody unauthenticated
+    refused = api.graphql(MODEL_ACCURACY, {"days": -1})
+    assert refused["errors"][0]["message"] == "days: must be above 0 and at most 3650"
+    status, _ = api._request("POST", "/graphql", {"query": MODEL_ACCURACY}, None)
+    assert status == 401
