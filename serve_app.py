@@ -10,6 +10,14 @@ Started by ``twinfleet up`` (see :func:`deploy`), by the tests and by the API be
 ``serve run serve_app:app nats_url=... plant=... secret=... [database_url=...]`` works as
 well. The settings are those of :class:`api.app.Settings` (``database_url`` turns on the
 history routes).
+
+Secrets do not travel in the settings (deployment arguments are readable by any client of
+the cluster): without ``secret`` the replica reads the signing secret on its node
+(:func:`twinfleet.services.api_secret_on_node`), a NATS URL with a user and no password
+gets it there (:func:`twinfleet.services.nats_url_on_node`) and a database URL without a
+password uses libpq's ``PGPASSFILE``. The replica's inter-deployment gRPC server listens
+on the node's address (:func:`twinfleet.loopback.serve_replica_on_node_address`), not on
+every interface.
 """
 
 from __future__ import annotations
@@ -39,8 +47,15 @@ class TwinApi:
         from actors.access import FleetAccess
         from api.app import Settings, start_services
         from schemas.plant import MachineSpec
+        from twinfleet.loopback import serve_replica_on_node_address
+        from twinfleet.services import api_secret_on_node, nats_url_on_node
 
-        config = Settings(**settings)
+        serve_replica_on_node_address()  # before Serve starts the replica's gRPC server
+
+        on_node = dict(settings, nats_url=nats_url_on_node(settings["nats_url"]))
+        if not on_node.get("secret"):
+            on_node["secret"] = api_secret_on_node()
+        config = Settings(**on_node)
         specs = [MachineSpec.model_validate_json(m) for m in machines]
         self.services = await start_services(config, specs, access=FleetAccess(config.fleet_name))
         self.services.access.keep_spare()  # the first clone need not wait for a worker

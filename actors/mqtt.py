@@ -5,6 +5,10 @@ stream (a message it had not acknowledged comes back and is applied once: its te
 carries the same message id); its Sparkplug host state starts empty, so the first data
 of each edge node asks for a rebirth, as the specification expects of a host that
 restarted.
+
+Its NATS password is not an argument (any client of the cluster can read those): the
+URL names the user and the actor reads the password on its node
+(:func:`twinfleet.services.nats_url_on_node`).
 """
 
 from __future__ import annotations
@@ -20,19 +24,22 @@ class MqttIntakeActor:
         self,
         plant_json: str,
         nats_url: str,
-        user: str,
-        password: str,
         mqtt_port: int,
         device_topics: list[str],
     ) -> None:
+        from urllib.parse import unquote, urlsplit
+
         from edge.mqtt_intake import MqttIntake
         from schemas.plant import Plant
+        from twinfleet.services import nats_url_on_node
 
+        url = nats_url_on_node(nats_url)
+        parts = urlsplit(url)
         self.intake = MqttIntake(
             Plant.model_validate_json(plant_json),
-            nats_url,
-            user=user,
-            password=password,
+            url,
+            user=parts.username,
+            password=None if parts.password is None else unquote(parts.password),
             mqtt_port=mqtt_port,
             device_topics=device_topics,
         )

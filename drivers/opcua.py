@@ -24,6 +24,13 @@ counted, retried with backoff (0.5 s doubling to 30 s), re-subscribed, and the g
 from the server's history (HistoryRead) when it keeps one. A refused login or rejected
 security is an :class:`OpcUaAuthError` from :meth:`OpcUaDriver.connect`; ``run`` logs it,
 counts it and keeps retrying (the server's configuration may be fixed meanwhile).
+
+Security boundaries (issue 18): a password is only sent over a secured channel (a driver
+given one without ``security`` is refused when it is made); a secured channel trusts the
+server's certificate only by an explicit decision (``OpcUaSecurity.server_certificate``
+pinned, or ``trust_on_first_use=True``, which logs the certificate's SHA-256 fingerprint
+and pins it for every reconnect); and every message the server sends is bounded
+(``max_message_size``, ``max_chunk_count``), whatever the server acknowledges.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from asyncua import Client, ua
+from asyncua.common.connection import TransportLimits
 from asyncua.common.subscription import (
     DataChangeEvent,
     OverflowPolicy,
@@ -95,6 +103,12 @@ _TRIGGERS = {
     "StatusValue": ua.DataChangeTrigger.StatusValue,
 }
 _CHUNK = 1000  # monitored items / nodes per service call
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""The largest message (all chunks) the driver accepts from a server by default."""
+MAX_CHUNK_COUNT = 4096
+"""The most chunks of one message the driver accepts by default (16 MiB in 4 KiB chunks)."""
+_BYTES_PER_HISTORY_VALUE = 64
+"""A generous size of one DataValue in a HistoryRead answer, to size its calls."""
 
 
 class OpcUaError(RuntimeError):
@@ -109,13 +123,48 @@ class OpcUaAuthError(OpcUaError):
 @dataclass(frozen=True, slots=True)
 class OpcUaSecurity:
     """A secured session: the client's certificate (DER or PEM) and private key (PEM),
-    and optionally the server's certificate (else taken from its endpoint list)."""
+    and the server's certificate, pinned. Without one, ``trust_on_first_use=True`` must
+    say so: the certificate the server presents first is then trusted (and logged with
+    its fingerprint) and pinned for every reconnect; otherwise the driver is refused.
+
+    >>> OpcUaSecurity("c.der", "c.pem")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: security.server_certificate is not set: pin the OPC UA server's ...
+    """
 
     certificate: str | Path
     private_key: str | Path
     server_certificate: str | Path | None = None
     policy: Literal["Basic256Sha256"] = "Basic256Sha256"
     mode: Literal["SignAndEncrypt", "Sign"] = "SignAndEncrypt"
+    trust_on_first_use: bool = False
+
+    def __post_init__(self) -> None:
+        if self.server_certificate is None and not self.trust_on_first_use:
+            raise ValueError(
+                "security.server_certificate is not set: pin the OPC UA server's "
+                "certificate, or set security.trust_on_first_use to accept the one it "
+                "presents (logged)"
+            )
+        if self.mode not in ("SignAndEncrypt", "Sign"):
+            raise ValueError(f"security.mode must be SignAndEncrypt or Sign, got {self.mode!r}")
+
+
+class _BoundedClient(Client):
+    """asyncua's client with its transport limits kept: asyncua sends its limits in the
+    Hello but then adopts whatever the server acknowledges (0 is "no limit"); this one
+    keeps the smaller of the two for everything the server sends afterwards."""
+
+    async def send_hello(self) -> None:
+        await super().send_hello()
+        limits: TransportLimits = self.uaclient.protocol._connection._limits  # type: ignore[union-attr]
+        for name, ours in (
+            ("max_message_size", self.max_messagesize),
+            ("max_chunk_count", self.max_chunkcount),
+        ):
+            theirs = getattr(limits, name)
+            setattr(limits, name, ours if theirs <= 0 else min(theirs, ours))
 
 
 @dataclass(slots=True)
@@ -189,7 +238,10 @@ class OpcUaDriver:
     trigger
         ``"StatusValueTimestamp"`` (a new source time alone is a change) or ``"StatusValue"``.
     security, username, password
-        Optional secure channel and user identity.
+        Optional secure channel and user identity; a password needs ``security``.
+    max_message_size, max_chunk_count
+        The largest message (bytes) and the most chunks of one message the driver accepts
+        from the server (both > 0).
     discover
         Browse for machines (True) or use the sensors' ``OpcUaAddress`` node ids (False).
     """
@@ -217,6 +269,8 @@ class OpcUaDriver:
         backoff_max_s: float = 30.0,
         backfill: bool = True,
         max_backfill_per_sensor: int = 10_000,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_chunk_count: int = MAX_CHUNK_COUNT,
     ) -> None:
         if not endpoint.startswith("opc.tcp://"):
             raise ValueError(f"endpoint must start with opc.tcp://, got {endpoint!r}")
@@ -233,6 +287,17 @@ class OpcUaDriver:
             raise ValueError(f"trigger must be one of {sorted(_TRIGGERS)}, got {trigger!r}")
         if password is not None and username is None:
             raise ValueError("a password needs a username")
+        if password is not None and security is None:
+            raise ValueError(
+                f"password: refusing to send the OPC UA password for {endpoint} without "
+                "channel security; configure security (certificate, private_key and the "
+                "server's certificate) or use an anonymous session"
+            )
+        if max_message_size <= 0 or max_chunk_count <= 0:
+            raise ValueError(
+                "max_message_size and max_chunk_count must be > 0 (0 would mean no limit), "
+                f"got {max_message_size!r} and {max_chunk_count!r}"
+            )
         if sampling_interval_ms < 0 or publishing_interval_ms <= 0 or queue_size < 0:
             raise ValueError(
                 "sampling_interval_ms and queue_size must be >= 0 and publishing_interval_ms > 0"
@@ -257,6 +322,11 @@ class OpcUaDriver:
         self.backoff_max_s = backoff_max_s
         self.backfill = backfill
         self.max_backfill_per_sensor = max_backfill_per_sensor
+        self.max_message_size = int(max_message_size)
+        self.max_chunk_count = int(max_chunk_count)
+        self.server_fingerprint: str | None = None
+        """SHA-256 of the certificate of the server the secured session trusts."""
+        self._first_used: bytes | None = None
 
         self.stats = DriverStats()
         self.units: dict[SensorKey, str] = {}
@@ -291,7 +361,11 @@ class OpcUaDriver:
         :class:`OpcUaError` for other refusals, ``OSError`` when it cannot be reached.
         """
         await self.disconnect()
-        client = Client(self.endpoint, timeout=self.timeout_s, watchdog_intervall=self.watchdog_s)
+        client = _BoundedClient(
+            self.endpoint, timeout=self.timeout_s, watchdog_intervall=self.watchdog_s
+        )
+        client.max_messagesize = self.max_message_size
+        client.max_chunkcount = self.max_chunk_count
         client.application_uri = self.application_uri
         client.name = client.description = "twinfleet OPC UA driver"
         client.session_timeout = 60_000
@@ -318,6 +392,17 @@ class OpcUaDriver:
             ) from None
         except TimeoutError as exc:
             raise OSError(f"OPC UA server {self.endpoint} did not answer in time") from exc
+        except ua.UaError as exc:
+            if "certificate mismatch" not in str(exc):
+                raise
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise OpcUaAuthError(
+                f"OPC UA server {self.endpoint} presented a certificate other than the "
+                "trusted one (security.server_certificate or the one first used)"
+            ) from None
+        if self.security is not None:
+            self._trusted(client)
         self._client = client
         self.stats.connects += 1
 
@@ -335,6 +420,25 @@ class OpcUaDriver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2.0)
 
+    def _trusted(self, client: Client) -> None:
+        """Note the fingerprint of the server certificate the session trusts; on first
+        use, log it and pin it for every reconnect."""
+        import hashlib
+
+        peer = client.security_policy.peer_certificate
+        if not peer:
+            return
+        self.server_fingerprint = hashlib.sha256(peer).hexdigest()
+        if self.security is not None and self.security.server_certificate is None:
+            if self._first_used is None:
+                _log.warning(
+                    "OPC UA server %s: trusting on first use the certificate it presented "
+                    "(SHA-256 %s); pin it with security.server_certificate",
+                    self.endpoint,
+                    self.server_fingerprint,
+                )
+            self._first_used = peer
+
     def _security_text(self) -> str:
         assert self.security is not None
         return f"{self.security.policy} {self.security.mode}"
@@ -343,7 +447,9 @@ class OpcUaDriver:
         sec = self.security
         assert sec is not None
         mode = getattr(ua.MessageSecurityMode, sec.mode)
-        server_cert = str(sec.server_certificate) if sec.server_certificate else None
+        server_cert: str | bytes | None = (
+            str(sec.server_certificate) if sec.server_certificate else self._first_used
+        )
         try:
             await client.set_security(
                 security_policies.SecurityPolicyBasic256Sha256,
@@ -670,7 +776,10 @@ class OpcUaDriver:
         start_ms = min(since.values())
         total = 0
         unsupported = 0
-        for chunk in _chunks(items, 200):
+        per_call = self.max_message_size // (
+            _BYTES_PER_HISTORY_VALUE * max(1, self.max_backfill_per_sensor)
+        )
+        for chunk in _chunks(items, max(1, min(200, per_call))):
             details = ua.ReadRawModifiedDetails(
                 IsReadModified=False,
                 StartTime=datetime.fromtimestamp(start_ms / 1000, UTC) + timedelta(microseconds=1),

@@ -91,11 +91,36 @@ class ModbusDevice(_Strict):
 
 
 class OpcUaSecurity(_Strict):
+    """Basic256Sha256 SignAndEncrypt with the gateway's certificate and key. The server's
+    certificate is pinned (``server_certificate``) or, by an explicit and logged
+    decision, trusted on first use (``trust_on_first_use: true``); a password is only
+    configurable here, so it never travels over an unsecured channel.
+
+    >>> OpcUaSecurity.model_validate({"certificate": "gw.der", "private_key": "gw.pem"})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for OpcUaSecurity
+    ...
+    """
+
     certificate: Path
     private_key: Path
     server_certificate: Path | None = None
+    trust_on_first_use: bool = False
     username: str | None = None
     password: str | None = None
+
+    @model_validator(mode="after")
+    def _trust_is_explicit(self) -> Self:
+        if self.server_certificate is None and not self.trust_on_first_use:
+            raise ValueError(
+                "security.server_certificate is not set: pin the OPC UA server's "
+                "certificate, or set security.trust_on_first_use: true to accept the one it "
+                "presents (logged)"
+            )
+        if self.password is not None and self.username is None:
+            raise ValueError("security.password needs security.username")
+        return self
 
 
 class OpcUaEndpoint(_Strict):

@@ -96,6 +96,17 @@ class PostgresServer(ChildServer):
         """The connection string without the password (safe to print)."""
         return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{DATABASE}"
 
+    def passfile(self) -> Path:
+        """Write ``DATA_DIR/pgpass`` (libpq's password file, mode 0600) for this
+        cluster's role: with ``PGPASSFILE`` pointing at it, :attr:`public_url` connects
+        without the password travelling in the URL."""
+        path = self.data_dir / "pgpass"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"127.0.0.1:{self.port}:*:{ROLE}:{self.password}\n")
+        path.chmod(0o600)  # an older file keeps its mode on O_TRUNC
+        return path
+
     def _exe(self, name: str) -> str:
         exe = self.bin_dir / name
         if not exe.exists():

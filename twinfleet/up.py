@@ -55,8 +55,33 @@ SERVE_INGRESS = {
 }
 """How the API is reached: HAProxy straight to the replicas (Serve's direct ingress)
 rather than Serve's Python proxy, and the app on the replica's own event loop; see
-``bench/api.py`` and the README for what each option measured. HAProxy listens on all
-interfaces (Serve forces it); every route but health and readiness needs a token."""
+``bench/api.py`` and the README for what each option measured. Every route but health
+and readiness needs a token."""
+
+
+def local_head_env(data_dir: Path) -> dict[str, str]:
+    """The environment of the local Ray head ``twinfleet up`` starts (its processes
+    inherit it): Serve's ingress, everything on loopback (:mod:`twinfleet.loopback`:
+    Ray's servers, HAProxy's statistics and metrics on free loopback ports, its access
+    log to a Unix socket, its admin socket for its owner only). A variable already set
+    is kept: that is how to configure otherwise (for example
+    ``RAY_SERVE_HAPROXY_STATS_PORT``)."""
+    from twinfleet.loopback import RAY_LOOPBACK_ENV, haproxy_log_target, haproxy_wrapper
+    from twinfleet.services import free_port
+
+    env = {
+        **SERVE_INGRESS,
+        **RAY_LOOPBACK_ENV,
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+    log_target = haproxy_log_target(data_dir)
+    if log_target is not None:
+        env["RAY_SERVE_HAPROXY_LOG_TARGET"] = log_target
+    env = {k: os.environ.get(k, v) for k, v in env.items()}
+    # always the wrapper: it runs the HAProxy a given RAY_SERVE_HAPROXY_BINARY_PATH names
+    env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(haproxy_wrapper(data_dir))
+    return env
 
 
 class Watcher:
@@ -138,12 +163,14 @@ def run_up(
     stay: bool = False,
     lives: int = 40,
 ) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    address = os.environ.get("RAY_ADDRESS")
+    if address is None:  # before Ray is imported: it reads some of these once, on import
+        os.environ.update(local_head_env(data_dir))
     import ray
 
     from actors.fleet import Fleet
     from twins.simulator import PlantSimulator
-
-    data_dir.mkdir(parents=True, exist_ok=True)
 
     def terminate(signum: int, frame: object) -> None:  # SIGTERM stops it like Ctrl-C
         raise KeyboardInterrupt
@@ -177,35 +204,51 @@ def run_up(
             )
         else:
             print(f"using NATS at {nats_url}")
+        from twinfleet.services import (
+            NATS_PASSWORD_FILE_ENV,
+            SECRET_FILE_ENV,
+            api_secret,
+            without_password,
+        )
+
+        actor_nats_url = nats_url
+        if server is not None:  # the hub's password is read on the node, by each actor
+            os.environ[NATS_PASSWORD_FILE_ENV] = str((data_dir / "nats-password").resolve())
+            actor_nats_url = without_password(nats_url)
+        api_secret(data_dir)  # made now: the replicas read it on their node
+        os.environ[SECRET_FILE_ENV] = str((data_dir / "api-secret").resolve())
         database_url = os.environ.get("DATABASE_URL")
         if database_url is None:
             database = PostgresServer(data_dir, port=db_port).start()
-            database_url = database.url
+            os.environ["PGPASSFILE"] = str(database.passfile().resolve())  # libpq reads it
+            database_url = database.public_url
             print(f"PostgreSQL 15 on {database.public_url} (data in {database.cluster})")
         else:
             print("using the PostgreSQL at DATABASE_URL")
         sensors = _prepare_database(database_url, plant)
         print(f"   schema migrated; {len(plant.machines)} machines, {sensors} sensors registered")
-        address = os.environ.get("RAY_ADDRESS")
-        if address is None:
-            os.environ.update(SERVE_INGRESS)  # read by the Serve processes Ray starts
         ray.init(
             address=address,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
         )
+        signal.signal(signal.SIGTERM, terminate)  # Ray's driver installs its own
         started_ray = address is None
         print("Ray: " + (f"connected to {address}" if address else "started a local head"))
         from actors.history import HistoryWriter
 
+        # The history writer, the maintenance service and the fleet's host actors still
+        # get the NATS URL with its password (they connect with the URL as given:
+        # store/writer.py, actors/maintenance.py, actors/host_actor.py); once each passes
+        # it through twinfleet.services.nats_url_on_node, give them actor_nats_url too.
         history = HistoryWriter.options(  # type: ignore[attr-defined]
             name="tf-history-writer"
         ).remote(nats_url, database_url)
         ray.get(history.start.remote())
         print("history writer: JetStream -> PostgreSQL (a Ray actor, restarted if it dies)")
         if server is not None:
-            intake = _start_mqtt(plant, data_dir, nats_url, mqtt_port)
+            intake = _start_mqtt(plant, data_dir, actor_nats_url, mqtt_port)
         print("RUL models (one per machine type):")
         models = load_or_train(plant, data_dir, seed=seed, lives=lives)
         step_s = step_minutes * 60.0
@@ -231,7 +274,7 @@ def run_up(
             f"the plan of {len(plant.technicians)} technicians (CP-SAT; a Ray actor)"
         )
         api_up = True
-        _start_api(data_dir, nats_url, database_url, fleet.name, machines, api_port)
+        _start_api(data_dir, actor_nats_url, database_url, fleet.name, machines, api_port)
         print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
         hour = 3_600_000
         start_ms = (int(time.time() * 1000) - int(days * 86_400_000)) // hour * hour
@@ -279,19 +322,12 @@ def _start_mqtt(plant: Plant, data_dir: Path, nats_url: str, mqtt_port: int) -> 
     import ray
 
     from actors.mqtt import MqttIntakeActor
-    from twinfleet.natsconf import (
-        INTERNAL_USER,
-        internal_password,
-        load_mqtt_devices,
-        mqtt_devices_dir,
-    )
+    from twinfleet.natsconf import load_mqtt_devices, mqtt_devices_dir
 
     devices = load_mqtt_devices(mqtt_devices_dir(data_dir))
     intake = MqttIntakeActor.options(name="tf-mqtt-intake").remote(  # type: ignore[attr-defined]
         plant.model_dump_json(),
-        nats_url,
-        INTERNAL_USER,
-        internal_password(data_dir),
+        nats_url,  # the user's name only: the actor reads the password on its node
         mqtt_port,
         [t for d in devices for t in d.topics],
     )
@@ -350,9 +386,8 @@ def _start_api(
     from twinfleet.users import first_admin
 
     secret = api_secret(data_dir)
-    settings = {
+    settings = {  # no secret: the replicas read it on their node (serve_app.TwinApi)
         "nats_url": nats_url,
-        "secret": secret,
         "fleet_name": fleet_name,
         "database_url": database_url,
     }

@@ -211,7 +211,7 @@ def test_secured_session_works_and_a_wrong_password_is_refused(tmp_path: Path) -
             application_uri=CLIENT_APPLICATION_URI,
             server=False,
         )
-        security = OpcUaSecurity(client_cert, client_key)
+        security = OpcUaSecurity(client_cert, client_key, server_certificate=server_cert)
         async with OpcUaPlantServer(
             plant,
             tick_s=0.2,
