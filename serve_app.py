@@ -14,7 +14,7 @@ history routes).
 Secrets do not travel in the settings (deployment arguments are readable by any client of
 the cluster): without ``secret`` the replica reads the signing secret on its node
 (:func:`twinfleet.services.api_secret_on_node`), a NATS URL with a user and no password
-gets it there (:func:`twinfleet.services.nats_url_on_node`) and a database URL without a
+gets it there (:func:`bus.connect.nats_url_on_node`) and a database URL without a
 password uses libpq's ``PGPASSFILE``. The replica's inter-deployment gRPC server listens
 on the node's address (:func:`twinfleet.loopback.serve_replica_on_node_address`), not on
 every interface.
@@ -46,9 +46,10 @@ class TwinApi:
     ) -> None:
         from actors.access import FleetAccess
         from api.app import Settings, start_services
+        from bus.connect import nats_url_on_node
         from schemas.plant import MachineSpec
         from twinfleet.loopback import serve_replica_on_node_address
-        from twinfleet.services import api_secret_on_node, nats_url_on_node
+        from twinfleet.services import api_secret_on_node
 
         serve_replica_on_node_address()  # before Serve starts the replica's gRPC server
 

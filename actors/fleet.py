@@ -107,7 +107,10 @@ class Fleet:
         checkpoint_every_s: float = 30.0,
         state_every_s: float = 15.0,
         name: str = "fleet",
+        gateway_sites: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
+        """``gateway_sites``: the registered gateways' sites, so the hosts apply a batch
+        naming one of them only on its sites' subjects (:class:`actors.ingest.StreamIngest`)."""
         if machines_per_host < 1:
             raise ValueError(f"machines_per_host must be at least 1, got {machines_per_host}")
         self.specs = {m.id: m for m in machines}
@@ -118,6 +121,7 @@ class Fleet:
         self.checkpoint_every_s = float(checkpoint_every_s)
         self.state_every_s = float(state_every_s)
         self.name = name
+        self.gateway_sites = {g: list(s) for g, s in (gateway_sites or {}).items()}
         self._arguments: dict[str, Any] = {}
         self.hosts: dict[str, Any] = {}
         self.runs: dict[str, Any] = {}
@@ -157,6 +161,7 @@ class Fleet:
             handles_unknown=handles_unknown,
             fleet=list(self.specs),
             state_every_s=self.state_every_s,
+            gateway_sites=self.gateway_sites,
         )
         self.hosts[host] = actor
         self.runs[host] = actor.run.remote()

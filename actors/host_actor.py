@@ -37,6 +37,7 @@ import ray
 from actors.bus import STREAM, ensure_jetstream, pack_checkpoint, unpack_checkpoint
 from actors.host import MachineHost
 from actors.ingest import Delivery, Processed, StreamIngest, machine_of
+from bus.connect import nats_url_on_node
 from schemas import subjects
 from schemas.plant import MachineSpec
 from twins.machine import ApplyResult, MachineTwin, TwinConfig
@@ -170,7 +171,9 @@ class HostActor:
 
         self.phase = "connecting"
         self._nc = nc = await nats.connect(
-            self.nats_url, max_reconnect_attempts=-1, inbox_prefix=_inbox(f"host-{self.host_id}")
+            nats_url_on_node(self.nats_url),  # the password is read on this node
+            max_reconnect_attempts=-1,
+            inbox_prefix=_inbox(f"host-{self.host_id}"),
         )
         js = nc.jetstream()
         checkpoints, twins_kv = await ensure_jetstream(js)

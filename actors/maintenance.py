@@ -56,6 +56,7 @@ from pydantic import BaseModel, ValidationError
 from actors.bus import EVENTS, MAINTENANCE, ensure_bucket, ensure_jetstream
 from actors.calendar import plan_calendar
 from actors.notify import Webhook
+from bus.connect import nats_url_on_node
 from maintenance import cmms, planning
 from maintenance.alerts import AlertBook, PlantClock, Raised
 from maintenance.errors import Invalid, MaintenanceError
@@ -177,7 +178,11 @@ class MaintenanceService:
     async def start(self) -> MaintenanceService:
         import nats
 
-        self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+        self._nc = await nats.connect(
+            nats_url_on_node(self.nats_url),  # the password is read on this node
+            max_reconnect_attempts=-1,
+            inbox_prefix=subjects.inbox("maintenance"),
+        )
         self._js = self._nc.jetstream()
         await ensure_jetstream(self._js)
         self._kv = await ensure_bucket(self._js, MAINTENANCE)

@@ -8,7 +8,7 @@ restarted.
 
 Its NATS password is not an argument (any client of the cluster can read those): the
 URL names the user and the actor reads the password on its node
-(:func:`twinfleet.services.nats_url_on_node`).
+(:func:`bus.connect.nats_url_on_node`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ class MqttIntakeActor:
     ) -> None:
         from urllib.parse import unquote, urlsplit
 
+        from bus.connect import nats_url_on_node
         from edge.mqtt_intake import MqttIntake
         from schemas.plant import Plant
-        from twinfleet.services import nats_url_on_node
 
         url = nats_url_on_node(nats_url)
         parts = urlsplit(url)

@@ -54,6 +54,7 @@ import numpy as np
 from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
+from bus.connect import nats_url_on_node
 from schemas import subjects
 from schemas.telemetry import scope_error
 from store import compaction, intake
@@ -322,7 +323,7 @@ class Writer:
         from actors.bus import ensure_jetstream
 
         self._nc = await nats.connect(
-            self.nats_url,
+            nats_url_on_node(self.nats_url),  # the password is read on this node
             max_reconnect_attempts=-1,
             inbox_prefix=subjects.inbox(self.config.durable),
         )

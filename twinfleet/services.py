@@ -203,59 +203,12 @@ def api_secret(data_dir: Path) -> str:
 
 
 SECRET_FILE_ENV = "TWINFLEET_API_SECRET_FILE"
-NATS_PASSWORD_FILE_ENV = "TWINFLEET_NATS_PASSWORD_FILE"
-"""Secrets reach the processes Ray starts through the node's environment, never as actor
-or deployment arguments (which any client of the cluster can read): ``twinfleet up``
-sets these (and libpq's ``PGPASSFILE``) before it starts Ray, so its workers inherit
-them; on a cluster, set them (or ``TWINFLEET_API_SECRET``) in the environment of ``ray
-start`` on every node, pointing at files readable by their owner only."""
-
-
-def read_secret(env: str, file_env: str) -> str:
-    """A secret on this node: ``$env``, else the file named by ``$file_env``. A missing
-    one is an error naming both settings."""
-    given = os.environ.get(env)
-    if given:
-        return given
-    path = os.environ.get(file_env)
-    if not path:
-        raise ServiceError(f"no secret on this node: set {env} or {file_env}")
-    return Path(path).read_text().strip()
+"""The API signing secret reaches the processes Ray starts through the node's environment,
+like the NATS password (:mod:`bus.connect`)."""
 
 
 def api_secret_on_node() -> str:
     """The API signing secret for a process Ray started (see :data:`SECRET_FILE_ENV`)."""
+    from bus.connect import read_secret
+
     return read_secret(SECRET_ENV, SECRET_FILE_ENV)
-
-
-def without_password(url: str) -> str:
-    """``url`` without its password (the user stays): what may travel and be printed.
-
-    >>> without_password("nats://twinfleet:s3cret@127.0.0.1:4222")
-    'nats://twinfleet@127.0.0.1:4222'
-    """
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}@{parts.netloc.rsplit('@', 1)[1]}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def nats_url_on_node(url: str) -> str:
-    """``url`` with the NATS password read on this node when it names a user but no
-    password (``$TWINFLEET_NATS_PASSWORD_FILE``); any other URL is returned as is.
-
-    >>> nats_url_on_node("nats://127.0.0.1:4222")
-    'nats://127.0.0.1:4222'
-    """
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None or parts.password is not None:
-        return url
-    password = read_secret("TWINFLEET_NATS_PASSWORD", NATS_PASSWORD_FILE_ENV)
-    host = parts.netloc.rsplit("@", 1)[1]
-    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -204,12 +204,8 @@ def run_up(
             )
         else:
             print(f"using NATS at {nats_url}")
-        from twinfleet.services import (
-            NATS_PASSWORD_FILE_ENV,
-            SECRET_FILE_ENV,
-            api_secret,
-            without_password,
-        )
+        from bus.connect import NATS_PASSWORD_FILE_ENV, without_password
+        from twinfleet.services import SECRET_FILE_ENV, api_secret
 
         actor_nats_url = nats_url
         if server is not None:  # the hub's password is read on the node, by each actor
@@ -238,13 +234,10 @@ def run_up(
         print("Ray: " + (f"connected to {address}" if address else "started a local head"))
         from actors.history import HistoryWriter
 
-        # The history writer, the maintenance service and the fleet's host actors still
-        # get the NATS URL with its password (they connect with the URL as given:
-        # store/writer.py, actors/maintenance.py, actors/host_actor.py); once each passes
-        # it through twinfleet.services.nats_url_on_node, give them actor_nats_url too.
+        # actors get the NATS URL without its password: each reads it on its node
         history = HistoryWriter.options(  # type: ignore[attr-defined]
             name="tf-history-writer"
-        ).remote(nats_url, database_url)
+        ).remote(actor_nats_url, database_url)
         ray.get(history.start.remote())
         print("history writer: JetStream -> PostgreSQL (a Ray actor, restarted if it dies)")
         if server is not None:
@@ -255,11 +248,12 @@ def run_up(
         machines, config = polled_plant(plant, step_minutes)
         fleet = Fleet(
             machines,
-            nats_url,
+            actor_nats_url,
             machines_per_host=machines_per_host,
             models={t: m.to_bytes() for t, m in models.items()},
             config=dataclasses.asdict(config),
             name="plant",
+            gateway_sites=registered_gateway_sites(data_dir),
         ).start()
         fleet.wait_ready()
         print(f"fleet: {len(machines)} machines on {len(fleet.hosts)} host actor(s)")
@@ -267,7 +261,7 @@ def run_up(
 
         maintenance = MaintenanceActor.options(  # type: ignore[attr-defined]
             name="tf-maintenance"
-        ).remote(polled_alerting(plant, step_minutes).model_dump_json(), nats_url, fleet.name)
+        ).remote(polled_alerting(plant, step_minutes).model_dump_json(), actor_nats_url, fleet.name)
         ray.get(maintenance.start.remote())
         print(
             f"maintenance: alerts ({len(plant.alert_rules)} rules), predictive work orders and "
@@ -315,6 +309,13 @@ def run_up(
             "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-server "
             "(those this command started)"
         )
+
+
+def registered_gateway_sites(data_dir: Path) -> dict[str, list[str]]:
+    """The sites of every gateway registered with this hub (``twinfleet gateway add``)."""
+    from twinfleet.natsconf import gateways_dir, load_gateways
+
+    return {g.gateway_id: list(g.sites) for g in load_gateways(gateways_dir(data_dir))}
 
 
 def _start_mqtt(plant: Plant, data_dir: Path, nats_url: str, mqtt_port: int) -> Any:
