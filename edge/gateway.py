@@ -165,7 +165,12 @@ class Gateway:
                         queue_size=ep.queue_size,
                         deadband=ep.deadband,
                         security=(
-                            OpcUaSecurity(sec.certificate, sec.private_key, sec.server_certificate)
+                            OpcUaSecurity(
+                                sec.certificate,
+                                sec.private_key,
+                                sec.server_certificate,
+                                trust_on_first_use=sec.trust_on_first_use,
+                            )
                             if sec
                             else None
                         ),
