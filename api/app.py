@@ -54,6 +54,7 @@ from api.maintenance import (
     alert_doc,
     created_doc,
     plan_doc,
+    replan_and_audit,
     unavailable,
     valid,
     workorder_doc,
@@ -447,19 +448,7 @@ def create_app(services: Services) -> FastAPI:
         the orders' dates and technicians change, orders that cannot be placed raise
         alerts."""
         horizon_hours = ReplanBody().horizon_hours if body is None else body.horizon_hours
-        request = valid(ScheduleRequest, horizon_hours=horizon_hours, actor=who.subject)
-        plan = await services.require_maintenance().replan(request)
-        await audit.record(
-            services,
-            who,
-            "replan",
-            None,
-            {
-                "horizon_hours": horizon_hours,
-                "scheduled": len(plan.scheduled),
-                "unscheduled": len(plan.unscheduled),
-            },
-        )
+        plan = await replan_and_audit(services, who, horizon_hours)
         return plan_doc(plan)
 
     @app.get("/api/v1/maintenance/alerts", tags=["maintenance"])

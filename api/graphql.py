@@ -1794,19 +1794,7 @@ class Mutation:
     async def replan(self, info: Info, horizon_hours: float = 168.0) -> MaintenancePlan:
         """Plan the open work orders again over the next ``horizonHours``."""
         who = _need(info, Role.OPERATOR, "replanning maintenance")
-        request = _model(ScheduleRequest, horizon_hours=horizon_hours, actor=who.subject)
-        plan = await _asked(_maintenance(info).replan(request))
-        await audit.record(
-            _services(info),
-            who,
-            "replan",
-            None,
-            {
-                "horizon_hours": horizon_hours,
-                "scheduled": len(plan.scheduled),
-                "unscheduled": len(plan.unscheduled),
-            },
-        )
+        plan = await _asked(maintenance.replan_and_audit(_services(info), who, horizon_hours))
         return MaintenancePlan.of(plan)
 
 

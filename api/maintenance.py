@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from api.auth import Principal
 from api.errors import ApiError
 from api.view import Broadcaster
 from schemas import subjects
@@ -310,3 +311,24 @@ def plan_doc(plan: MaintenancePlan) -> dict[str, Any]:
     for work, item in zip(plan.scheduled, doc["scheduled"], strict=True):
         item["cost"]["total"] = work.cost.total
     return doc
+
+
+async def replan_and_audit(services: Any, who: Principal, horizon_hours: float) -> MaintenancePlan:
+    """Plan the open work orders again and commit it, then audit it: the one command
+    behind ``POST /api/v1/maintenance/replan`` and the ``replan`` mutation."""
+    from api import audit
+
+    request = valid(ScheduleRequest, horizon_hours=horizon_hours, actor=who.subject)
+    plan: MaintenancePlan = await services.require_maintenance().replan(request)
+    await audit.record(
+        services,
+        who,
+        "replan",
+        None,
+        {
+            "horizon_hours": horizon_hours,
+            "scheduled": len(plan.scheduled),
+            "unscheduled": len(plan.unscheduled),
+        },
+    )
+    return plan

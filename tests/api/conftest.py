@@ -92,32 +92,29 @@ def pick_machines() -> list[MachineSpec]:
     return here + there
 
 
-@pytest.fixture(scope="module")
-def stack(
-    local_ray: None,
+@contextlib.contextmanager
+def serve_stack(
     tmp_path_factory: pytest.TempPathFactory,
     toy_model: Callable[[MachineSpec, float], bytes],
+    machines: list[MachineSpec],
+    name: str,
+    **settings: Any,
 ) -> Iterator[Stack]:
+    """A nats-server, the fleet of ``machines`` on Ray and the API on Ray Serve with
+    ``settings`` (beside the NATS URL, the secret and the fleet's name); all stopped after."""
     from ray import serve
 
     import serve_app
     from actors.fleet import Fleet
 
-    machines = pick_machines()
     models = {m.type: toy_model(m, 0.1) for m in machines}
     server = NatsServer(Path(tmp_path_factory.mktemp("nats")), port=free_port()).start()
     fleet = None
     try:
-        fleet = Fleet(machines, server.url, config=CONFIG, models=models, name="api").start()
+        fleet = Fleet(machines, server.url, config=CONFIG, models=models, name=name).start()
         fleet.wait_ready()
-        settings = {
-            "nats_url": server.url,
-            "secret": SECRET,
-            "fleet_name": "api",
-            "rate_per_s": 20.0,
-            "rate_burst": 40.0,
-        }
-        url = serve_app.deploy(settings, machines, port=free_port())
+        base = {"nats_url": server.url, "secret": SECRET, "fleet_name": name}
+        url = serve_app.deploy({**base, **settings}, machines, port=free_port())
         s = Stack(url, server.url, machines, Authority(SECRET), fleet)
         wait_for(lambda: s.call("GET", "/api/v1/ready")[0] == 200, 60, "the API to be ready")
         yield s
@@ -126,6 +123,18 @@ def stack(
         if fleet is not None:
             fleet.stop()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    local_ray: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    toy_model: Callable[[MachineSpec, float], bytes],
+) -> Iterator[Stack]:
+    with serve_stack(
+        tmp_path_factory, toy_model, pick_machines(), "api", rate_per_s=20.0, rate_burst=40.0
+    ) as s:
+        yield s
 
 
 class LiveApi:

@@ -7,15 +7,13 @@ Serve application."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api.auth import Authority, Role
+from api.auth import Role
 from schemas.plant import MachineSpec
-from tests.api.conftest import CONFIG, SECRET, Stack, pick_machines, wait_for
-from twinfleet.services import NatsServer, free_port
+from tests.api.conftest import Stack, pick_machines, serve_stack
 
 pytestmark = [pytest.mark.slow]
 
@@ -31,34 +29,15 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     toy_model: Callable[[MachineSpec, float], bytes],
 ) -> Iterator[Stack]:
-    from ray import serve
-
-    import serve_app
-    from actors.fleet import Fleet
-
-    machines = pick_machines()[:1]
-    models = {m.type: toy_model(m, 0.1) for m in machines}
-    server = NatsServer(Path(tmp_path_factory.mktemp("nats")), port=free_port()).start()
-    fleet = None
-    try:
-        fleet = Fleet(machines, server.url, config=CONFIG, models=models, name="clones").start()
-        fleet.wait_ready()
-        settings = {
-            "nats_url": server.url,
-            "secret": SECRET,
-            "fleet_name": "clones",
-            "max_clones_per_user": 1,
-            "max_clones": 2,
-        }
-        url = serve_app.deploy(settings, machines, port=free_port())
-        s = Stack(url, server.url, machines, Authority(SECRET), fleet)
-        wait_for(lambda: s.call("GET", "/api/v1/ready")[0] == 200, 60, "the API to be ready")
+    with serve_stack(
+        tmp_path_factory,
+        toy_model,
+        pick_machines()[:1],
+        "clones",
+        max_clones_per_user=1,
+        max_clones=2,
+    ) as s:
         yield s
-    finally:
-        serve.shutdown()
-        if fleet is not None:
-            fleet.stop()
-        server.stop()
 
 
 def _ask(stack: Stack, query: str, token: str, **variables: Any) -> dict[str, Any]:
