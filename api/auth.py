@@ -46,7 +46,12 @@ import jwt
 from api.errors import ApiError, forbidden, unauthorized
 
 ISSUER = "twinfleet"
+AUDIENCE = "twinfleet-api"
+"""The ``aud`` claim: a token signed with this secret for anything else is refused."""
 ALGORITHM = "HS256"
+MAX_TTL_S = {"person": 30 * 86_400.0, "gateway": 366 * 86_400.0}
+"""The longest a token may live: 30 days for people and programs acting for them, a year
+for a gateway (its token sits in the gateway's configuration; rotate it before then)."""
 MIN_SECRET_BYTES = 32
 SESSION_USE = "session"
 """The ``use`` claim of a dashboard session's token."""
@@ -92,14 +97,24 @@ def new_secret() -> str:
     return secrets.token_urlsafe(48)
 
 
+def max_ttl_s(role: Role) -> float:
+    return MAX_TTL_S["gateway" if role is Role.GATEWAY else "person"]
+
+
 def _claims(subject: str, role: Role, ttl_s: float, token_id: str) -> dict[str, Any]:
     if not subject:
         raise ValueError("a token needs a subject (who it is for)")
     if not ttl_s > 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    if ttl_s > max_ttl_s(role):
+        raise ValueError(
+            f"ttl_s: {ttl_s / 86_400:g} days is over the longest a {role.value} token may "
+            f"live ({max_ttl_s(role) / 86_400:g} days)"
+        )
     now = int(time.time())
     return {
         "iss": ISSUER,
+        "aud": AUDIENCE,
         "sub": subject,
         "role": role.value,
         "iat": now,
@@ -180,7 +195,8 @@ class Authority:
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "iss"]},
+                audience=AUDIENCE,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized(f"the {noun} has expired; {renew}") from None
@@ -192,6 +208,8 @@ class Authority:
             raise unauthorized(f"the {noun} has no {exc.claim!r} claim") from None
         except jwt.InvalidIssuerError:
             raise unauthorized(f"the {noun} was not issued by {ISSUER}") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(f"the {noun} is not for {AUDIENCE} (its 'aud' claim)") from None
         except jwt.DecodeError:
             raise unauthorized(f"{whole} is not a well-formed JWT") from None
         except jwt.InvalidTokenError as exc:
@@ -204,6 +222,12 @@ class Authority:
             role = Role(str(claims.get("role")))
         except ValueError:
             raise unauthorized(f"the {noun}'s role {claims.get('role')!r} is unknown") from None
+        lifetime = int(claims["exp"]) - int(claims["iat"])
+        if lifetime > max_ttl_s(role):
+            raise unauthorized(
+                f"the {noun} lives {lifetime / 86_400:.4g} days, over the longest a "
+                f"{role.value} token may ({max_ttl_s(role) / 86_400:g} days); ask for a new one"
+            )
         gateway_id = claims.get("gateway_id")
         sites = claims.get("sites") or []
         if role is Role.GATEWAY and (not isinstance(gateway_id, str) or not sites):

@@ -22,6 +22,28 @@ class SecretMissing(RuntimeError):
     """A secret this process needs is not configured on its node."""
 
 
+class SecretFileUnsafe(RuntimeError):
+    """A secret's file is readable by others than its owner, or owned by someone else."""
+
+
+def private_text(path: Path) -> str:
+    """The text of a secret's file, refused unless this user owns it and nobody else may
+    read or write it (a secret others can read is no secret; one others can write could
+    be replaced)."""
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise SecretFileUnsafe(
+            f"{path} is owned by uid {info.st_uid}, not by this user (uid {os.getuid()}); "
+            "a secret's file must be its user's own"
+        )
+    if info.st_mode & 0o077:
+        raise SecretFileUnsafe(
+            f"{path} has mode {info.st_mode & 0o777:o}: others may read or write it; "
+            f"chmod 600 {path}"
+        )
+    return path.read_text().strip()
+
+
 def read_secret(env: str, file_env: str) -> str:
     """A secret on this node: ``$env``, else the file named by ``$file_env``. A missing
     one is an error naming both settings."""
@@ -31,7 +53,7 @@ def read_secret(env: str, file_env: str) -> str:
     path = os.environ.get(file_env)
     if not path:
         raise SecretMissing(f"no secret on this node: set {env} or {file_env}")
-    return Path(path).read_text().strip()
+    return private_text(Path(path))
 
 
 def without_password(url: str) -> str:

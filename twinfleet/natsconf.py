@@ -52,7 +52,7 @@ from schemas.subjects import (
     inbox,
     telemetry_site,
 )
-from twinfleet.services import NatsServer
+from twinfleet.services import NatsServer, secret_file
 
 HUB_DOMAIN = "hub"
 INTERNAL_USER = "twinfleet"
@@ -238,14 +238,7 @@ def mqtt_devices_dir(data_dir: Path) -> Path:
 
 def internal_password(data_dir: Path) -> str:
     """The hub services' NATS password (``<data_dir>/nats-password``, mode 0600)."""
-    path = data_dir / "nats-password"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    password = secrets.token_urlsafe(24)
-    path.write_text(password)
-    return password
+    return secret_file(data_dir / "nats-password", lambda: secrets.token_urlsafe(24))
 
 
 def hub_config(

@@ -89,13 +89,16 @@ class ChildServer(ABC):
 
 def secret_file(path: Path, make: Callable[[], str]) -> str:
     """The secret kept in ``path``, written once from ``make()`` readable by its owner
-    only (mode 0600 from creation: never briefly readable by others)."""
+    only (mode 0600 from creation: never briefly readable by others); an existing file
+    others may read, or another user's, is refused (:func:`bus.connect.private_text`)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(make())
-    return path.read_text().strip()
+    from bus.connect import private_text
+
+    return private_text(path)
 
 
 def nats_server_binary(name: str = "nats-server") -> str | None:

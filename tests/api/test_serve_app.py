@@ -351,27 +351,29 @@ def test_role_boundaries(stack: Stack) -> None:
 
 
 def test_bad_tokens_get_401_with_the_reason(stack: Stack) -> None:
+    now = int(time.time())
+    claims = {"iss": "twinfleet", "aud": "twinfleet-api", "sub": "x", "iat": now - 60}
     query = "{ assets { id } }"
     status, answer = stack.graphql(query, None)
     assert status == 401 and "no bearer token" in answer["error"]["message"]
     status, answer = stack.graphql(query, "not.a.jwt")
     assert status == 401 and "well-formed" in answer["error"]["message"]
     forged = jwt.encode(
-        {"iss": "twinfleet", "sub": "x", "role": "admin", "iat": 0, "exp": int(time.time()) + 60},
+        {**claims, "role": "admin", "exp": int(time.time()) + 60},
         "another-secret-" + "y" * 32,
         "HS256",
     )
     status, answer = stack.graphql(query, forged)
     assert status == 401 and "signature" in answer["error"]["message"]
     expired = jwt.encode(
-        {"iss": "twinfleet", "sub": "x", "role": "admin", "iat": 0, "exp": int(time.time()) - 10},
+        {**claims, "role": "admin", "exp": int(time.time()) - 10},
         stack.secret,
         "HS256",
     )
     status, answer = stack.call("GET", f"/api/v1/assets/{stack.machines[0].id}", token=expired)
     assert status == 401 and "expired" in answer["error"]["message"]
     odd_role = jwt.encode(
-        {"iss": "twinfleet", "sub": "x", "role": "root", "iat": 0, "exp": int(time.time()) + 60},
+        {**claims, "role": "root", "exp": int(time.time()) + 60},
         stack.secret,
         "HS256",
     )
