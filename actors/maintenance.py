@@ -84,6 +84,7 @@ from schemas.maintenance_api import (
     WorkOrderFilter,
 )
 from schemas.plant import Plant
+from schemas.problems import first_problem
 from schemas.rul import RulPrediction
 from schemas.twin import TwinChanged
 
@@ -372,7 +373,8 @@ class MaintenanceService:
             self.counters[f"{kind}_events"] += 1
         except ValidationError as exc:
             self.counters[f"{kind}_rejected"] += 1
-            reason = f"{kind} event refused: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            where, what = first_problem(exc)
+            reason = f"{kind} event refused: {where}: {what}"
             log.warning(reason)
             await self._nc.publish(
                 subjects.dead_letter("maintenance"),
@@ -596,9 +598,8 @@ class MaintenanceService:
             try:
                 request = model.model_validate_json(msg.data or b"{}")
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"])
-                raise Invalid(f"{field}: {err['msg']}", field) from None
+                field, what = first_problem(exc)
+                raise Invalid(f"{field}: {what}", field) from None
             result = await method(self, request)
             reply: dict[str, Any] = {"ok": _jsonable(result)}
             self.counters[f"requests_{operation}"] += 1

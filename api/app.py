@@ -74,6 +74,7 @@ from schemas.maintenance_api import (
     WorkOrderFilter,
     WorkOrderRequest,
 )
+from schemas.problems import first_problem
 from schemas.telemetry import scoped_message_id
 from schemas.twin import TwinState
 
@@ -186,10 +187,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where, what = first_problem(exc, skip={"body"})
         services.counters["http_422"] += 1
-        return _json_error(ApiError(422, "invalid_request", f"{where}: {first['msg']}", where))
+        return _json_error(ApiError(422, "invalid_request", f"{where}: {what}", where))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -61,6 +61,7 @@ from schemas.maintenance_api import (
     WorkOrderRequest,
 )
 from schemas.plant import SensorSpec
+from schemas.problems import first_problem
 from schemas.whatif import WhatIfRequest
 
 MAX_DEPTH = 8
@@ -866,10 +867,10 @@ def _model(model: type[Any], prefix: str = "", **values: Any) -> Any:
     try:
         return model(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = prefix + ".".join(_camel(str(p)) for p in first["loc"])
+        path, what = first_problem(exc, name=_camel)
+        where = prefix + path
         raise GraphQLError(
-            f"{where}: {first['msg']}", extensions={"code": "bad_request", "field": where}
+            f"{where}: {what}", extensions={"code": "bad_request", "field": where}
         ) from None
 
 
@@ -1551,10 +1552,9 @@ class Mutation:
                 }
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
+            where, what = first_problem(exc)
             raise GraphQLError(
-                f"scenario.{where}: {first['msg']}",
+                f"scenario.{where}: {what}",
                 extensions={"code": "bad_request", "field": f"scenario.{where}"},
             ) from None
         try:

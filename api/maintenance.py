@@ -49,6 +49,7 @@ from schemas.maintenance_api import (
     WorkOrderCreated,
     WorkOrderFilter,
 )
+from schemas.problems import first_problem
 
 log = logging.getLogger("twinfleet.api")
 
@@ -85,9 +86,9 @@ def unavailable() -> ApiError:
 
 def invalid(exc: ValidationError, prefix: str = "") -> ApiError:
     """A 422 naming the first field pydantic refused (``prefix`` + its path)."""
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    where = prefix + ".".join(str(p) for p in first.get("loc", ()))
-    return ApiError(422, "invalid_request", f"{where}: {first['msg']}", where or None)
+    path, what = first_problem(exc)
+    where = prefix + path
+    return ApiError(422, "invalid_request", f"{where}: {what}", where or None)
 
 
 def valid(model: type[M], prefix: str = "", **values: Any) -> M:
@@ -201,7 +202,8 @@ class MaintenanceClient:
         try:
             return adapter(result)
         except ValidationError as exc:
-            why = f"an invalid result: {exc.errors()[0]['msg']}"
+            where, what = first_problem(exc)
+            why = f"an invalid result: {where}: {what}"
             raise self._bad_reply(operation, why) from None
 
     # -- operations -----------------------------------------------------------------------

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.errors import ApiError
 from schemas.common import Identifier
 from schemas.plant import MachineSpec
+from schemas.problems import first_problem
 from schemas.telemetry import (
     MAX_BATCH_READINGS,
     EdgeAnomaly,
@@ -76,9 +77,8 @@ class Plan:
 
 
 def _reason(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "reading"
-    return f"{where}: {first['msg']}"
+    where, what = first_problem(exc)
+    return f"{where or 'reading'}: {what}"
 
 
 def plan_batch(
@@ -96,9 +96,8 @@ def plan_batch(
     try:
         envelope = HttpBatch.model_validate(body, context=context)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ApiError(422, "invalid_batch", f"{where}: {first['msg']}", field=where) from None
+        where, what = first_problem(exc)
+        raise ApiError(422, "invalid_batch", f"{where}: {what}", field=where) from None
     if gateway_id is not None and envelope.gateway_id != gateway_id:
         raise ApiError(
             403,

@@ -28,6 +28,7 @@ from schemas.alerts import Alert
 from schemas.anomaly import AnomalyRecord, Severity
 from schemas.audit import AuditRecord
 from schemas.maintenance import WorkOrder
+from schemas.problems import first_problem
 from schemas.rul import RulPrediction
 from schemas.telemetry import AggregateColumns, EdgeAnomaly, TelemetryBatch
 from store.rollups import Partials
@@ -80,9 +81,8 @@ class Decoded:
 
 def first_error(exc: ValidationError, what: str) -> str:
     """``"<what>: <location>: <message>"`` of a validation error's first problem."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "message"
-    return f"{what}: {where}: {first['msg']}"
+    where, problem = first_problem(exc)
+    return f"{what}: {where or 'message'}: {problem}"
 
 
 def decode_telemetry(seq: int, data: bytes, stream_time: float, msg: Any = None) -> Decoded:
