@@ -241,6 +241,25 @@ def internal_password(data_dir: Path) -> str:
     return secret_file(data_dir / "nats-password", lambda: secrets.token_urlsafe(24))
 
 
+BCRYPT_ROUNDS = 10
+"""The cost of the password hashes in a server's configuration (about 0.1 s a hash, and
+as long for the server to check a client's password when it connects)."""
+
+
+def hashed(password: str) -> str:
+    """``password`` as nats-server keeps it in its configuration: a bcrypt hash, so the
+    file gives nobody who reads it a password (nats-server checks a client against it).
+
+    >>> import bcrypt
+    >>> h = hashed("s3cret")
+    >>> h.startswith("$2b$10$"), bcrypt.checkpw(b"s3cret", h.encode())
+    (True, True)
+    """
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+
+
 def hub_config(
     *,
     port: int,
@@ -253,23 +272,23 @@ def hub_config(
     mqtt_devices: list[MqttDevice] | None = None,
 ) -> str:
     """The hub's nats-server configuration (with an MQTT listener on ``mqtt_port``)."""
-    users = [f"    {{user: {_q(INTERNAL_USER)}, password: {_q(internal_password)}}}"]
+    users = [f"    {{user: {_q(INTERNAL_USER)}, password: {_q(hashed(internal_password))}}}"]
     for gw in gateways:
         users.append(
-            f"    {{user: {_q(gw.direct_user)}, password: {_q(gw.direct_password)}, "
+            f"    {{user: {_q(gw.direct_user)}, password: {_q(hashed(gw.direct_password))}, "
             f'allowed_connection_types: ["STANDARD"], '
             f"permissions: {{publish: {{allow: {_q(gw.publish_subjects())}}}, "
             f"subscribe: {{allow: {_q([gw.inbox_prefix + '.>'])}}}}}}}"
         )
         users.append(
-            f"    {{user: {_q(gw.leaf_user)}, password: {_q(gw.leaf_password)}, "
+            f"    {{user: {_q(gw.leaf_user)}, password: {_q(hashed(gw.leaf_password))}, "
             f'allowed_connection_types: ["LEAFNODE"], '
             f"permissions: {{publish: {{allow: {_q(_LEAF_PUBLISH)}}}, "
             f"subscribe: {{allow: {_q(gw.leaf_subscribe_subjects())}}}}}}}"
         )
     for dev in mqtt_devices or []:
         users.append(
-            f"    {{user: {_q(dev.user)}, password: {_q(dev.password)}, "
+            f"    {{user: {_q(dev.user)}, password: {_q(hashed(dev.password))}, "
             f'allowed_connection_types: ["MQTT"], '
             f"permissions: {{publish: {{allow: {_q(dev.publish_subjects())}}}, "
             f"subscribe: {{allow: {_q(dev.subscribe_subjects() or ['_INBOX.none'])}}}}}}}"
@@ -307,7 +326,7 @@ def edge_config(
     ``hub_leaf_url`` is ``nats-leaf://host:port`` of the hub's leafnode listener (the
     leaf user and password are added here); None runs the edge store alone.
     """
-    gateway_user = f"{{user: {_q(creds.direct_user)}, password: {_q(gateway_password)}, "
+    gateway_user = f"{{user: {_q(creds.direct_user)}, password: {_q(hashed(gateway_password))}, "
     allowed = [*creds.publish_subjects(), edge_alert_all(creds.gateway_id), "$JS.API.>"]
     # local tools at the edge may watch the alerts and the refused values
     local_watch = ["_INBOX.>", edge_alert_all(creds.gateway_id), dead_letter(creds.gateway_id)]
