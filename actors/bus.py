@@ -25,6 +25,8 @@ STREAM = "TELEMETRY"
 CHECKPOINTS = "tf_checkpoints"
 TWINS = "tf_twins"
 ACKS = "tf_acks"
+REVOKED = "tf_revoked"
+"""Revoked API tokens (api/revocations.py)."""
 MAINTENANCE = "tf_maintenance"
 EVENTS = "EVENTS"
 EVENTS_MAX_AGE_S = 7 * 86_400.0

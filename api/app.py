@@ -44,7 +44,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 
 from api import audit, dashboard, present
 from api.auth import Authority, Principal, Role
-from api.errors import ApiError, forbidden, not_found
+from api.errors import ApiError, forbidden, not_found, unauthorized
 from api.feeds import Feeds, key_of
 from api.graphql import schema
 from api.history import NO_DATABASE, History, parse_time, time_range
@@ -138,8 +138,18 @@ class Services:
 
     def principal(self, header: str | None) -> Principal:
         principal = self.authority.verify(header)
+        self.refuse_revoked(principal)
         self.limiter.check(principal.token_id)
         return principal
+
+    def refuse_revoked(self, principal: Principal) -> None:
+        """401 for a revoked token (:mod:`api.revocations`)."""
+        why = self.view.revocations.refusal(
+            principal.token_id, principal.subject, principal.issued_at
+        )
+        if why is not None:
+            self.counters["revoked_refused"] += 1
+            raise unauthorized(why)
 
     def require_history(self) -> History:
         if self.history is None:
@@ -583,15 +593,23 @@ def create_app(services: Services) -> FastAPI:
                 self.expiry_task = asyncio.create_task(self.watch(principal, cookie))
 
         async def watch(self, principal: Principal, cookie: str | None) -> None:
-            """Close the connection when its token expires, or (a dashboard session's
-            ``cookie``) when the session ends: checked every ``ws_session_recheck_s``."""
+            """Close the connection when its token expires or is revoked, or (a dashboard
+            session's ``cookie``) when the session ends: checked every
+            ``ws_session_recheck_s``."""
             while True:
                 left = principal.expires_at - time.time()
                 if left <= 0:
                     await self.close_expired()
                     return
-                if cookie is None:
-                    await asyncio.sleep(left)
+                if cookie is None:  # a bearer token: until it expires or is revoked
+                    await asyncio.sleep(min(left, services.settings.ws_session_recheck_s))
+                    try:
+                        services.refuse_revoked(principal)
+                    except ApiError as exc:
+                        services.counters["ws_revoked"] += 1
+                        with contextlib.suppress(Exception):
+                            await self.websocket.close(code=4401, reason=exc.message[:120])
+                        return
                     continue
                 await asyncio.sleep(min(left, services.settings.ws_session_recheck_s))
                 try:

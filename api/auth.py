@@ -81,6 +81,7 @@ class Principal:
     csrf: str | None = None
     """Set for a dashboard session: what its state-changing requests must send in
     ``X-CSRF-Token``. ``None`` for a bearer token."""
+    issued_at: int = 0
 
     def allows(self, needed: Role) -> bool:
         """People's roles are ordered; a gateway token allows nothing but ingest."""
@@ -238,6 +239,7 @@ class Authority:
             role=role,
             token_id=token_id,
             expires_at=int(claims["exp"]),
+            issued_at=int(claims["iat"]),
             gateway_id=gateway_id,
             sites=frozenset(str(s) for s in sites),
         )

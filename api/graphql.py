@@ -1450,6 +1450,21 @@ def _since(value: str | None) -> int | None:
         ) from None
 
 
+async def _revoke(info: Info, what: str, value: str) -> bool:
+    from api.revocations import revoke
+
+    who = _need(info, Role.ADMIN, "revoking tokens")
+    try:
+        key = await revoke(_services(info).view.js, **{what: value})
+    except ValueError as exc:
+        field = "tokenId" if what == "token_id" else "user"
+        raise GraphQLError(
+            f"{field}: {exc}", extensions={"code": "bad_request", "field": field}
+        ) from None
+    await audit.record(_services(info), who, "revoke_tokens", key)
+    return True
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation
@@ -1628,6 +1643,18 @@ class Mutation:
             ) from None
         await audit.record(_services(info), who, "retire_clone", str(clone_id))
         return True
+
+    @strawberry.mutation
+    async def revoke_token(self, info: Info, token_id: str) -> bool:
+        """Revoke one bearer token by its id (its ``jti``; ``twinfleet token`` prints it):
+        every replica refuses it within moments, its open subscriptions are closed."""
+        return await _revoke(info, "token_id", token_id)
+
+    @strawberry.mutation
+    async def revoke_user_tokens(self, info: Info, user: str) -> bool:
+        """Revoke every bearer token of ``user`` (the token's subject) issued until now;
+        tokens issued afterwards work."""
+        return await _revoke(info, "subject", user)
 
     @strawberry.mutation
     async def create_work_order(

@@ -11,6 +11,7 @@ Nothing here calls an actor. The view is fed by:
   ``anomaly_replay_h`` hours are replayed when a replica starts, so a new replica knows
   them too) and each machine's latest RUL prediction;
 * the ``tf_acks`` bucket (watched): acknowledgements of anomalies, shared by all replicas.
+* the ``tf_revoked`` bucket (watched): revoked API tokens (:mod:`api.revocations`).
 
 Subscribers (GraphQL subscriptions) get bounded queues: a subscriber that does not keep up
 loses its oldest undelivered updates (counted in ``dropped``), never blocks the others.
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.bus import ACKS, EVENTS, ensure_jetstream
+from actors.bus import ACKS, EVENTS, REVOKED, ensure_bucket, ensure_jetstream
+from api.revocations import Revocations
 from schemas import subjects
 from schemas.anomaly import AnomalyRecord
 from schemas.common import now_ms
@@ -141,6 +143,7 @@ class FleetView:
         self.nc: Any = None
         self.js: Any = None
         self._acks_kv: Any = None
+        self.revocations = Revocations()
         self._tasks: list[asyncio.Task[Any]] = []
         self._fleet_due: asyncio.TimerHandle | None = None
         self._overlaid: dict[str, TwinState] = {}
@@ -158,6 +161,8 @@ class FleetView:
         await self.nc.subscribe(subjects.TWIN_ALL, cb=self._on_twin_event)
         self._tasks.append(asyncio.create_task(self._watch(twins_kv, self._on_state)))
         self._tasks.append(asyncio.create_task(self._watch(self._acks_kv, self._on_ack)))
+        revoked = await ensure_bucket(self.js, REVOKED, 256)
+        self._tasks.append(asyncio.create_task(self._watch(revoked, self.revocations.apply)))
         await self._follow_events()
         return self
 

@@ -99,15 +99,56 @@ def cmd_token(args: argparse.Namespace) -> int:
         print("twinfleet token: --gateway-id and --site are for --role gateway", file=sys.stderr)
         return 2
     authority = Authority(api_secret(_data_dir(args.data_dir)))
-    print(
-        authority.issue(
+    try:
+        token = authority.issue(
             args.subject or (args.gateway_id if role is Role.GATEWAY else f"local-{role.value}"),
             role,
             ttl_s=args.ttl_hours * 3600.0,
             gateway_id=args.gateway_id,
             sites=args.site,
         )
-    )
+    except ValueError as exc:
+        print(f"twinfleet token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    print(f"token id: {authority.verify(f'Bearer {token}').token_id}", file=sys.stderr)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke one API token (by id) or every token of a user, at every replica."""
+    import asyncio
+
+    import nats
+
+    from api.revocations import revoke
+    from twinfleet.natsconf import INTERNAL_USER, internal_password
+
+    if (args.token_id is None) == (args.user is None):
+        print("twinfleet revoke: give --token-id or --user (one of them)", file=sys.stderr)
+        return 2
+    url = args.nats_url or os.environ.get("NATS_URL")
+    if url is None:
+        password = internal_password(_data_dir(args.data_dir))
+        url = f"nats://{INTERNAL_USER}:{password}@127.0.0.1:{args.nats_port}"
+
+    async def run() -> str:
+        nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=5)
+        try:
+            return await revoke(nc.jetstream(), token_id=args.token_id, subject=args.user)
+        finally:
+            await nc.drain()
+
+    try:
+        key = asyncio.run(run())
+    except ValueError as exc:
+        print(f"twinfleet revoke: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        print(f"twinfleet revoke: the hub's NATS is not reachable ({exc!r})", file=sys.stderr)
+        return 1
+    what = f"token {args.token_id}" if args.token_id else f"every token of {args.user!r}"
+    print(f"revoked {what} ({key}); every API replica refuses it within seconds")
     return 0
 
 
@@ -440,6 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl-hours", type=_positive(float), default=12.0, help="(12)")
     token.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     token.set_defaults(func=cmd_token)
+
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke an API token (by its id) or every token of a user",
+        description="Writes the revocation to the hub's tf_revoked bucket; every API replica "
+        "refuses the token(s) within seconds and closes their subscriptions. A token's id "
+        "is printed by 'twinfleet token' (on stderr).",
+    )
+    revoke.add_argument("--token-id", help="the token's id (its jti)")
+    revoke.add_argument("--user", help="every token of this subject issued until now")
+    revoke.add_argument("--nats-url", help="default $NATS_URL, else the local hub's")
+    revoke.add_argument("--nats-port", type=_positive(int), default=4222, help="(4222)")
+    revoke.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    revoke.set_defaults(func=cmd_revoke)
 
     edge = sub.add_parser(
         "edge",
