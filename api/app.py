@@ -44,7 +44,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 
 from api import audit, dashboard, present
 from api.auth import Authority, Principal, Role
-from api.errors import ApiError, forbidden, not_found, unauthorized
+from api.errors import ERROR_RESPONSES, ApiError, forbidden, not_found, unauthorized
 from api.feeds import Feeds, key_of
 from api.graphql import schema
 from api.history import NO_DATABASE, History, parse_time, time_range
@@ -181,13 +181,56 @@ def _json_error(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
+def _document_security(app: FastAPI) -> None:
+    """The OpenAPI document names how to authenticate: a bearer token, or the dashboard's
+    session cookie (with ``X-CSRF-Token`` on requests that change something)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+            }
+            doc["security"] = [{"bearer": []}, {"session": []}]
+            # the telemetry route reads its body itself (to refuse readings one by one)
+            from api.telemetry import HttpBatch
+
+            batch = HttpBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+            doc["components"].setdefault("schemas", {}).update(batch.pop("$defs", {}))
+            doc["components"]["schemas"]["HttpBatch"] = batch
+            post = doc["paths"].get("/api/v1/telemetry/batch", {}).get("post")
+            if post is not None:
+                post["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/HttpBatch"}}
+                    },
+                }
+            for path in ("/api/v1/health", "/api/v1/ready"):
+                for operation in doc["paths"].get(path, {}).values():
+                    operation["security"] = []
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="twinfleet",
         version="1",
         description="Digital twins of industrial machines: state, anomalies, remaining "
         "useful life, what-if. Bearer tokens: `twinfleet token --role viewer`.",
+        responses=ERROR_RESPONSES,
     )
+    _document_security(app)
 
     # -- errors ---------------------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -205,7 +248,18 @@ def create_app(services: Services) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         services.counters[f"http_{exc.status_code}"] += 1
-        return _json_error(ApiError(exc.status_code, code, str(exc.detail)))
+        answer = _json_error(ApiError(exc.status_code, code, str(exc.detail)))
+        if exc.status_code == 405:  # which methods the route takes
+            allowed = sorted(
+                {
+                    m
+                    for r in app.routes
+                    if getattr(r, "path", None) == request.url.path
+                    for m in getattr(r, "methods", None) or ()
+                }
+            )
+            answer.headers["Allow"] = ", ".join(allowed)
+        return answer
 
     @app.exception_handler(Exception)
     async def failure(request: Request, exc: Exception) -> JSONResponse:
