@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import api.graphql as gql
@@ -29,7 +29,11 @@ FUZZ = settings(
     max_examples=150,
     deadline=None,
     derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
@@ -127,6 +131,9 @@ def test_no_document_gets_a_5xx(api: LiveApi, doc: tuple[str, dict[str, Any]]) -
     query, variables = doc
     if query.startswith("subscription"):
         return  # over HTTP a subscription is refused by strawberry before validation
+    # a body over the limit is refused (413) before it is read, and the client may see the
+    # connection closed while it still sends: that limit has its own tests
+    assume(len(query) < 1_000_000)
     status, body = api._request(
         "POST", "/graphql", {"query": query, "variables": variables}, "viewer"
     )
