@@ -33,7 +33,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
@@ -240,7 +240,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        where, what = first_problem(exc, skip={"body"})
+        where, what = first_problem(exc, skip={"body", "query", "path"})
         services.counters["http_422"] += 1
         return _json_error(ApiError(422, "invalid_request", f"{where}: {what}", where))
 
@@ -465,7 +465,7 @@ def create_app(services: Services) -> FastAPI:
         status: Annotated[list[str] | None, Query()] = None,
         type: str | None = None,
         technician_id: str | None = None,
-        limit: int = 1_000,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
         format: str = "json",
     ) -> Any:
         """Work orders (``status`` repeated or comma-separated); ``format=csv``: the CMMS
@@ -495,7 +495,8 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/api/v1/maintenance/schedule", tags=["maintenance"])
     async def get_schedule(
-        who: Annotated[Principal, Depends(viewer)], horizon_hours: float = 168.0
+        who: Annotated[Principal, Depends(viewer)],
+        horizon_hours: Annotated[float, Query(gt=0, le=24 * 31, allow_inf_nan=False)] = 168.0,
     ) -> dict[str, Any]:
         """The technicians' current plan with its expected cost. Over another
         ``horizon_hours`` than the current plan's: a preview, not committed. Reading
@@ -523,7 +524,7 @@ def create_app(services: Services) -> FastAPI:
         min_severity: str | None = None,
         rule_id: str | None = None,
         shelved: bool | None = None,
-        limit: int = 1_000,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     ) -> dict[str, Any]:
         """Alerts (``status`` repeated or comma-separated), as the alert manager holds
         them."""
@@ -768,7 +769,7 @@ class ReplanBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    horizon_hours: float = 168.0
+    horizon_hours: Annotated[float, Field(gt=0, le=24 * 31, allow_inf_nan=False)] = 168.0
 
 
 def _split(values: list[str] | None) -> list[str]:

@@ -69,3 +69,22 @@ def test_a_405_says_which_methods_the_route_takes(api: LiveApi) -> None:
     assert e.value.code == 405
     assert e.value.headers["Allow"] == "GET"
     assert json.loads(e.value.read())["error"]["code"] == "method_not_allowed"
+
+
+def test_query_parameters_carry_their_real_bounds(api: LiveApi) -> None:
+    status, doc = api._request("GET", "/openapi.json", None, None)
+    params = {
+        (path, p["name"]): p["schema"]
+        for path, ops in doc["paths"].items()
+        for op in ops.values()
+        for p in op.get("parameters", [])
+    }
+    horizon = params[("/api/v1/maintenance/schedule", "horizon_hours")]
+    assert (horizon["exclusiveMinimum"], horizon["maximum"]) == (0, 744)
+    limit = params[("/api/v1/maintenance/workorders", "limit")]
+    assert (limit["minimum"], limit["maximum"]) == (1, 10_000)
+    # a value the document allows is never refused for its size, one it does not is 422
+    status, body = api.get("/api/v1/maintenance/schedule", horizon_hours="-3e16")
+    assert status == 422 and body["error"]["field"] == "horizon_hours", body
+    status, body = api.get("/api/v1/maintenance/workorders", limit="0")
+    assert status == 422 and body["error"]["field"] == "limit", body
