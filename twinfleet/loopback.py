@@ -153,10 +153,10 @@ def main(argv: list[str]) -> None:
 
 
 def serve_replica_on_node_address() -> None:
-    """``worker_process_setup_hook`` of the API's deployment: the replica's
-    inter-deployment gRPC server (Ray binds it to ``[::]:0``) listens on the node's
-    address instead: loopback under ``twinfleet up``, the cluster address on a
-    cluster."""
+    """Called first in the API replica's constructor (``serve_app.TwinApi``), before Serve
+    starts the replica's inter-deployment gRPC server (Ray binds it to ``[::]:0``): it
+    listens on the node's address instead, loopback under ``twinfleet up``, the cluster
+    address on a cluster."""
     import ray
     from ray.serve._private import replica
 
