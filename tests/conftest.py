@@ -88,16 +88,42 @@ def toy_model() -> Callable[[MachineSpec, float], bytes]:
 
 
 SERVER_FIXTURES = frozenset(
-    {"nats_server", "postgres", "database", "local_ray", "hub", "stack", "registered"}
+    {
+        "nats_server",
+        "postgres",
+        "database",
+        "local_ray",
+        "hub",
+        "stack",
+        "registered",
+        "api",
+        "live",
+        "replicas",
+        "plantside",
+        "browsers",
+    }
 )
-"""Fixtures that start a real server (nats-server, PostgreSQL, Ray, an edge hub, the API)."""
+"""Fixtures that start a real server (nats-server, PostgreSQL, Ray, an edge hub, the API,
+a browser)."""
+
+SERVER_MODULES = (
+    "tests/drivers/",
+    "tests/edge/test_mqtt.py",
+    "tests/edge/test_credentials.py",
+    "tests/maintenance/test_notify.py",
+    "tests/security/test_bus_inbox.py",
+    "tests/security/test_opcua_boundaries.py",
+    "tests/store/test_crash.py",
+    "tests/twinfleet/test_up.py",
+)
+"""Modules whose tests start real servers themselves (protocol servers, nats-server, a
+webhook receiver, the main job)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that starts a server, or whose module drives real protocol servers
-    (tests/drivers), as ``integration``; the fast tier is ``-m "not integration and not
-    slow"``."""
+    """Mark every test that starts a server (by its fixtures or its module) as
+    ``integration``; the fast tier is ``-m "not integration and not slow"``."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SERVER_FIXTURES or "tests/drivers/" in item.nodeid:
+        if fixtures & SERVER_FIXTURES or item.nodeid.startswith(SERVER_MODULES):
             item.add_marker(pytest.mark.integration)
