@@ -49,6 +49,15 @@ async def _run_gateway(
     return gw, batches
 
 
+async def until(check: Any, what: str, timeout_s: float = 30.0) -> None:
+    """Wait for a state of the gateway (polled), failing after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def _modbus(server: ModbusPlantServer, poll_s: float = 0.2) -> list[dict[str, Any]]:
     return [
         {
@@ -251,7 +260,8 @@ def test_values_read_over_opcua_reach_the_hub_with_their_quality_and_source_time
         )
 
         async def during(gw: Gateway) -> None:
-            await asyncio.sleep(3.0)  # connect, browse, subscribe
+            # subscribed once the first values (the nodes' present ones) arrive
+            await until(lambda: gw.drivers[0].stats.values >= 1, "the subscription")
             for m, s, v, q, ts in written:
                 await server.set_value(m, s, v, q, ts)
 
@@ -286,11 +296,14 @@ def test_the_gateway_restarts_its_leaf_node_if_it_dies_and_loses_nothing_stored(
         cfg = GatewayConfig.model_validate(gateway_config(tmp_path, hub, modbus=_modbus(server)))
 
         async def during(gw: Gateway) -> None:
-            await asyncio.sleep(2.0)
+            await until(lambda: gw.counts["batches"] >= 1, "the first stored batch")
             assert gw.store is not None and gw.store.server is not None
             assert gw.store.server.process is not None
             gw.store.server.process.kill()
-            await asyncio.sleep(8.0)  # publishes fail; the gateway starts its store again
+            # publishes fail; the gateway starts its store again and stores batches anew
+            await until(lambda: gw.counts["store_restarts"] >= 1, "the store's restart")
+            after = gw.counts["batches"]
+            await until(lambda: gw.counts["batches"] >= after + 2, "batches after the restart")
 
         gw, batches = await _run_gateway(cfg, hub.url, 2.0, during)
         await server.stop()
