@@ -31,7 +31,8 @@ Alarm management (ISA-18.2, EEMUA 191):
   forgotten.
 * **Off-delay.** An anomaly or threshold alert whose rule sets ``clear_after_minutes``
   resolves itself (return to normal) when its condition has not repeated for that long.
-  "No data" alerts resolve themselves when data returns.
+  "No data" alerts resolve themselves when data returns. Several machines of a site
+  silent at once get one alert for the common cause (:meth:`AlertBook.check_no_data`).
 * **Predictions return to normal.** A RUL or failure-probability alert resolves itself when
   a newer prediction of its machine is clear of the rule by :data:`RETURN_MARGIN` (after
   a repair the model starts again and predicts a long life).
@@ -86,6 +87,11 @@ RUL_WORSENING = 0.1
 RUL_FRESH = timedelta(hours=24)
 """A worsening prediction corroborates for this long."""
 Key = tuple[str, str, str]
+NO_DATA_FLOOD = 3
+"""This many machines of one site silent at once under one "no data" rule get one alert
+(a common cause), not one each."""
+NO_DATA_SITE = "site "
+"""The subject of a common-cause "no data" alert: ``site <site id>``."""
 
 
 @dataclass(frozen=True)
@@ -605,20 +611,93 @@ class AlertBook:
         return out
 
     def check_no_data(self, now: datetime) -> list[Raised]:
-        """Machines silent for longer than a "no data" rule allows (repeats count)."""
+        """Machines silent for longer than a "no data" rule allows (repeats count).
+
+        **One alert for a common cause.** When :data:`NO_DATA_FLOOD` or more machines of a
+        site are silent under the same rule, that is almost never the machines: a gateway,
+        the network or the hub falling behind silenced them together (ISA-18.2's alarm
+        flood and first-out practice). They get one alert, on the machine silent the
+        longest (subject ``site <site>``), naming how many and which, instead of one per
+        machine. While it is open it covers every silent machine of its site under that
+        rule; it resolves itself when none of them is silent. A machine that was already
+        alerting on its own keeps (and repeats) its own alert and is not counted in it."""
         out = []
-        for machine_id, seen in self.last_seen.items():
-            silent = now - seen
-            for rule in self._rules(machine_id, RuleKind.NO_DATA):
-                assert rule.minutes is not None
-                if silent > timedelta(minutes=rule.minutes):
-                    minutes = silent.total_seconds() / 60
-                    message = (
-                        f"no data from {machine_id} for {minutes:.0f} min "
-                        f"(rule {rule.id}: {rule.minutes:g} min)"
-                    )
-                    out.append(self.raise_condition(machine_id, rule, "", message, now))
+        for rule in (r for r in self.rules if r.kind is RuleKind.NO_DATA):
+            assert rule.minutes is not None
+            limit = timedelta(minutes=rule.minutes)
+            silent_by_site: dict[str, list[tuple[datetime, str]]] = {}
+            for machine_id, seen in self.last_seen.items():
+                spec = self.machines.get(machine_id)
+                if spec is None or not rule.applies_to(machine_id, spec.type):
+                    continue
+                if now - seen > limit:
+                    silent_by_site.setdefault(spec.site, []).append((seen, machine_id))
+            groups = self._no_data_groups(rule)
+            for site_id in sorted(set(silent_by_site) | set(groups)):
+                silent = sorted(silent_by_site.get(site_id, []))
+                out.extend(self._no_data_site(rule, site_id, silent, groups.get(site_id), now))
         return out
+
+    def _no_data_groups(self, rule: AlertRule) -> dict[str, Alert]:
+        """The open common-cause "no data" alerts of ``rule``, by site."""
+        out = {}
+        for (_, rule_id, subject), alert_id in self._open.items():
+            if rule_id == rule.id and subject.startswith(NO_DATA_SITE):
+                out[subject.removeprefix(NO_DATA_SITE)] = self.alerts[alert_id]
+        return out
+
+    def _no_data_site(
+        self,
+        rule: AlertRule,
+        site_id: str,
+        silent: list[tuple[datetime, str]],
+        group: Alert | None,
+        now: datetime,
+    ) -> list[Raised]:
+        """One site's silent machines under one rule: the common-cause alert (new, repeated
+        or resolved) or one alert per machine."""
+        own = {m for (m, rid, subj) in self._open if rid == rule.id and subj == ""}
+        out = [self._no_data_machine(rule, m, now - seen, now) for seen, m in silent if m in own]
+        silent = [(seen, m) for seen, m in silent if m not in own]
+        if group is None and len(silent) < NO_DATA_FLOOD:
+            return out + [self._no_data_machine(rule, m, now - seen, now) for seen, m in silent]
+        if group is not None and not silent:
+            note = f"data returned from every machine of {site_id}"
+            return [
+                *out,
+                Raised(self._close(group, AlertStatus.RESOLVED, SYSTEM, note, now), False),
+            ]
+        watched = sum(
+            1
+            for m in self.last_seen
+            if (spec := self.machines.get(m)) is not None
+            and spec.site == site_id
+            and rule.applies_to(m, spec.type)
+        )
+        first_seen, first_out = silent[0]
+        names = ", ".join(m for _, m in silent[:5]) + (", ..." if len(silent) > 5 else "")
+        message = (
+            f"no data from {len(silent)} of {watched} machines at {site_id} "
+            f"({names}) for {(now - first_seen).total_seconds() / 60:.0f} min or more "
+            f"(rule {rule.id}: {rule.minutes:g} min): a common cause (a gateway, the "
+            "network or the hub falling behind), one alert for all of them"
+        )
+        machine_id = group.machine_id if group is not None else first_out
+        subject = NO_DATA_SITE + site_id
+        return [
+            *out,
+            self.raise_condition(machine_id, rule, subject, message, now, value=len(silent)),
+        ]
+
+    def _no_data_machine(
+        self, rule: AlertRule, machine_id: str, silent: timedelta, now: datetime
+    ) -> Raised:
+        minutes = silent.total_seconds() / 60
+        message = (
+            f"no data from {machine_id} for {minutes:.0f} min "
+            f"(rule {rule.id}: {rule.minutes:g} min)"
+        )
+        return self.raise_condition(machine_id, rule, "", message, now)
 
     # -- people -------------------------------------------------------------------------
 

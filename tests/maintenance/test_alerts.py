@@ -462,3 +462,99 @@ def test_the_plant_clock_follows_the_data_and_never_runs_ahead_of_the_wall_clock
     assert clock() == wall[0]  # caught up with live data; never ahead of the wall clock
     with pytest.raises(ValueError, match="future_tolerance_s"):
         PlantClock(lambda: wall[0], future_tolerance_s=-1)
+
+
+# -- "no data": one alert for a common cause -------------------------------------------------
+NO_DATA = AlertRule(id="no-data", kind="no_data", minutes=10, severity="medium")
+
+
+def no_data_alerts(book: AlertBook) -> list[tuple[str, str, str, float | None]]:
+    return sorted(
+        (a.machine_id, a.subject, a.status.value, a.value)
+        for a in book.alerts.values()
+        if a.rule_id == "no-data"
+    )
+
+
+def test_a_few_silent_machines_get_an_alert_each() -> None:
+    book = AlertBook(with_rules(NO_DATA))
+    for m in ("P-201", "P-202", "P-207"):  # two at plant-north, one at plant-south
+        book.last_seen[m] = T0
+    book.last_seen["M-101"] = T0 + timedelta(minutes=9)
+    raised = book.check_no_data(T0 + timedelta(minutes=11))
+    assert [r.new for r in raised] == [True, True, True]
+    assert no_data_alerts(book) == [
+        ("P-201", "", "open", None),
+        ("P-202", "", "open", None),
+        ("P-207", "", "open", None),
+    ]
+
+
+def test_many_silent_machines_of_a_site_get_one_alert_that_resolves_when_all_are_back() -> None:
+    book = AlertBook(with_rules(NO_DATA))
+    north = ["P-201", "P-202", "P-203", "P-204"]
+    for i, m in enumerate(north):  # P-201 silent the longest: the first out
+        book.last_seen[m] = T0 + timedelta(minutes=i)
+    book.last_seen["P-207"] = T0  # one at plant-south
+    book.last_seen["M-101"] = T0 + timedelta(minutes=20)  # plant-north, reporting
+    raised = book.check_no_data(T0 + timedelta(minutes=14))
+    assert [r.new for r in raised] == [True, True]
+    assert no_data_alerts(book) == [
+        ("P-201", "site plant-north", "open", 4.0),
+        ("P-207", "", "open", None),
+    ]
+    (group,) = [r.alert for r in raised if r.alert.subject]
+    assert group.message.startswith(
+        "no data from 4 of 5 machines at plant-north (P-201, P-202, P-203, P-204) for 14 min"
+    )
+    assert "common cause" in group.message
+
+    # A fifth machine falls silent: the same alert covers it, nothing new is raised.
+    raised = book.check_no_data(T0 + timedelta(minutes=31))
+    assert not [r for r in raised if r.new]
+    assert no_data_alerts(book) == [
+        ("P-201", "site plant-north", "open", 5.0),
+        ("P-207", "", "open", None),
+    ]
+    assert book.get(group.alert_id).count == 2
+
+    # The first-out machine reports again: the others are still silent, it stays open.
+    now = T0 + timedelta(minutes=32)
+    for m in ("P-201", "P-202", "P-203"):
+        book.last_seen[m] = now
+    book.check_no_data(now)
+    assert book.get(group.alert_id).status is AlertStatus.OPEN
+    assert book.get(group.alert_id).value == 2.0
+    for m in ("P-204", "M-101"):
+        book.last_seen[m] = now
+    (closed,) = [r for r in book.check_no_data(now) if r.alert.alert_id == group.alert_id]
+    assert closed.alert.status is AlertStatus.RESOLVED and closed.alert.resolved_by == "system"
+    assert not closed.new
+
+    # Next time three fall silent at once it is a new common-cause alert, not a repeat.
+    raised = book.check_no_data(now + timedelta(minutes=11))
+    assert [(r.new, r.alert.subject, r.alert.value) for r in raised if r.alert.subject] == [
+        (True, "site plant-north", 5.0)
+    ]
+
+
+def test_a_machine_already_alerting_on_its_own_keeps_its_alert() -> None:
+    book = AlertBook(with_rules(NO_DATA))
+    book.last_seen["P-201"] = T0
+    (own,) = book.check_no_data(T0 + timedelta(minutes=11))
+    for m in ("P-202", "P-203"):
+        book.last_seen[m] = T0 + timedelta(minutes=5)
+    # Two more silent: with P-201, three, but only two are new; each gets its own alert.
+    book.check_no_data(T0 + timedelta(minutes=16))
+    assert [s for _, s, _, _ in no_data_alerts(book)] == ["", "", ""]
+    book.last_seen["P-204"] = T0 + timedelta(minutes=6)
+    book.last_seen["P-205"] = T0 + timedelta(minutes=6)
+    book.last_seen["P-206"] = T0 + timedelta(minutes=6)
+    book.check_no_data(T0 + timedelta(minutes=17))
+    assert no_data_alerts(book) == [
+        ("P-201", "", "open", None),
+        ("P-202", "", "open", None),
+        ("P-203", "", "open", None),
+        ("P-204", "site plant-north", "open", 3.0),
+    ]
+    assert book.get(own.alert.alert_id).count == 3  # its own alert goes on counting
