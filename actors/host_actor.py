@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import ray
@@ -38,6 +39,7 @@ from actors.bus import STREAM, ensure_jetstream, pack_checkpoint, unpack_checkpo
 from actors.host import MachineHost
 from actors.ingest import Delivery, Processed, StreamIngest, machine_of
 from bus.connect import nats_url_on_node
+from bus.fetch import FETCH_ERRORS, fetch
 from schemas import subjects
 from schemas.plant import MachineSpec
 from twins.machine import ApplyResult, MachineTwin, TwinConfig
@@ -135,6 +137,7 @@ class HostActor:
         self.phase = "created"
         self.errors = 0
         self.last_error: str | None = None
+        self.counters: Counter[str] = Counter()  # fetch_errors (see bus.fetch)
         self._restored_once = False
         self.joined: dict[str, int] = {}  # stream position where a machine was added
         self._nc: Any = None
@@ -202,10 +205,7 @@ class HostActor:
         sub = await js.pull_subscribe_bind(durable, stream=STREAM)
         self.phase = "consuming"
         while not self.stopping:
-            try:
-                msgs = await sub.fetch(self.fetch_batch, timeout=0.2)
-            except TimeoutError:  # nats-py raises its own and, at times, asyncio's
-                msgs = []
+            msgs = await fetch(sub, self.fetch_batch, 0.2, name=durable, counters=self.counters)
             for msg in msgs:
                 meta = msg.metadata
                 self.last_seq = meta.sequence.stream
@@ -321,6 +321,7 @@ class HostActor:
             "phase": self.phase,
             "errors": self.errors,
             "last_error": self.last_error,
+            FETCH_ERRORS: self.counters[FETCH_ERRORS],
             "machines": len(self.host.twins),
             "last_seq": self.last_seq,
             "restored": self.restored,

@@ -57,6 +57,7 @@ from actors.bus import EVENTS, MAINTENANCE, ensure_bucket, ensure_jetstream
 from actors.calendar import plan_calendar
 from actors.notify import Webhook
 from bus.connect import nats_url_on_node
+from bus.fetch import fetch
 from maintenance import cmms, planning
 from maintenance.alerts import AlertBook, PlantClock, Raised
 from maintenance.errors import Invalid, MaintenanceError
@@ -315,17 +316,9 @@ class MaintenanceService:
     # -- events ----------------------------------------------------------------------------
 
     async def _consume(self, kind: str, sub: Any) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
-
+        name = f"maintenance-{kind}"
         while not self.stopping:
-            try:
-                msgs = await sub.fetch(100, timeout=1.0)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except Exception as exc:  # a lost connection: nats-py reconnects
-                log.warning("maintenance %s consumer: %s", kind, exc)
-                await asyncio.sleep(1.0)
-                continue
+            msgs = await fetch(sub, 100, 1.0, name=name, counters=self.counters, backoff_s=1.0)
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 if seq <= self._seq[kind]:

@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from bus.fetch import fetch
 from drivers.base import FieldValue, reading_columns
 from edge.mqtt_plain import MqttInputError, PlainTopics, subject_of, topic_of
 from edge.sparkplug import NAMESPACE, SparkplugHost, SparkplugMap, state_payload, state_topic
@@ -217,20 +218,10 @@ class MqttIntake:
     # -- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
-
         while not self.stopping:
-            try:
-                messages = await self._sub.fetch(self.fetch_batch, timeout=1.0)
-            except (NatsTimeout, TimeoutError):  # nats-py raises either when idle
-                continue
-            except Exception as exc:
-                if self.stopping:
-                    return
-                self.counts["fetch_errors"] += 1
-                log.warning("MQTT intake: fetch failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
+            messages = await fetch(
+                self._sub, self.fetch_batch, 1.0, name="MQTT intake", counters=self.counts
+            )
             outgoing: list[tuple[str, str, bytes, int]] = []
             for msg in messages:  # in stream order: Sparkplug sessions need it
                 outgoing += await self.handle(msg.subject, msg.data, msg.metadata.sequence.stream)

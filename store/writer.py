@@ -55,6 +55,7 @@ from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
 from bus.connect import nats_url_on_node
+from bus.fetch import fetch
 from schemas import subjects
 from schemas.telemetry import scope_error
 from store import compaction, intake
@@ -365,14 +366,6 @@ class Writer:
             ),
         )
 
-    async def _fetch(self, sub: Any, n: int, timeout: float) -> list[Any]:
-        import nats.errors
-
-        try:
-            return list(await sub.fetch(n, timeout=timeout))
-        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-            return []
-
     # -- telemetry --------------------------------------------------------------------
 
     async def _telemetry_loop(self) -> None:
@@ -388,7 +381,9 @@ class Writer:
         try:
             while not self._stop.is_set():
                 wait = max(0.01, min(0.25, deadline - time.monotonic()))
-                for msg in await self._fetch(sub, cfg.fetch_batch, wait):
+                for msg in await fetch(
+                    sub, cfg.fetch_batch, wait, name=cfg.durable, counters=self.stats
+                ):
                     meta = msg.metadata
                     decoded = intake.decode_telemetry(
                         meta.sequence.stream, msg.data, meta.timestamp.timestamp(), msg
@@ -704,7 +699,7 @@ class Writer:
         last_snapshot = time.monotonic()
         try:
             while not self._stop.is_set():
-                msgs = await self._fetch(sub, 256, 0.5)
+                msgs = await fetch(sub, 256, 0.5, name=cfg.events_durable, counters=self.stats)
                 snapshots: dict[str, dict[str, Any]] = {}
                 if time.monotonic() - last_snapshot >= cfg.snapshot_every_s:
                     snapshots, latest = latest, {}
