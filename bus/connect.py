@@ -7,15 +7,25 @@ deployment arguments (which any client of the cluster can read): ``twinfleet up`
 in the environment of ``ray start`` on every node, pointing at files readable by their
 owner only. A NATS URL that travels names the user and no password; the process fills the
 password in on its node (:func:`nats_url_on_node`).
+
+When the hub's NATS ports have TLS (``twinfleet pki init``), a process trusts the hub's
+CA named by ``TWINFLEET_NATS_CA_FILE`` on its node: :func:`nats_tls_on_node` is the
+``tls=`` argument of ``nats.connect`` (nats-py switches to TLS when the server requires
+it, whatever the URL's scheme). A ``nats.connect`` given no ``tls=`` uses Python's default
+trust, which ``SSL_CERT_FILE`` replaces: ``twinfleet up`` points it at
+:func:`trust_bundle` (the system's CAs and the hub's), so every such client on the node
+verifies the hub too.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 NATS_PASSWORD_FILE_ENV = "TWINFLEET_NATS_PASSWORD_FILE"
 NATS_PASSWORD_ENV = "TWINFLEET_NATS_PASSWORD"
+NATS_CA_FILE_ENV = "TWINFLEET_NATS_CA_FILE"
 
 
 class SecretMissing(RuntimeError):
@@ -87,3 +97,40 @@ def nats_url_on_node(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[1]
     netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def tls_context(ca_file: Path | str) -> ssl.SSLContext:
+    """A client context that trusts ``ca_file`` only and checks the server's name."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def nats_tls_on_node() -> ssl.SSLContext | None:
+    """The ``tls=`` of ``nats.connect`` on this node: a context trusting the hub's CA
+    (``$TWINFLEET_NATS_CA_FILE``), or None when the hub has no TLS configured."""
+    path = os.environ.get(NATS_CA_FILE_ENV)
+    return tls_context(path) if path else None
+
+
+def nats_tls_options() -> dict[str, ssl.SSLContext]:
+    """``**nats_tls_options()`` for ``nats.connect``: ``{"tls": context}`` when the hub
+    has TLS on this node's configuration, else nothing (plain connections as before)."""
+    context = nats_tls_on_node()
+    return {} if context is None else {"tls": context}
+
+
+def trust_bundle(ca_file: Path, dest: Path) -> Path:
+    """``dest`` written with the system's CA certificates followed by ``ca_file``: what
+    ``SSL_CERT_FILE`` names so Python's default contexts (and so ``nats.connect`` without
+    ``tls=``) trust the hub as well as everything they trusted before."""
+    system = ssl.get_default_verify_paths().openssl_cafile
+    parts: list[str] = []
+    if system and Path(system).is_file():
+        parts.append(Path(system).read_text())
+    parts.append(Path(ca_file).read_text())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text("\n".join(p.rstrip("\n") for p in parts) + "\n")
+    os.replace(tmp, dest)
+    return dest

@@ -70,6 +70,12 @@ class EdgeStore:
         return f"nats://{self.creds.direct_user}:{self.password}@127.0.0.1:{self.port}"
 
     def start(self) -> EdgeStore:
+        hub_ca_file = None
+        if self.creds.hub_ca is not None and self.hub_leaf_url is not None:
+            # the hub has TLS (its CA came in the credentials file): the leaf link uses it
+            hub_ca_file = (self.data_dir / "hub-ca.pem").resolve()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            hub_ca_file.write_text(self.creds.hub_ca)
         config = edge_config(
             creds=self.creds,
             port=self.port,
@@ -77,6 +83,7 @@ class EdgeStore:
             gateway_password=self.password,
             hub_leaf_url=self.hub_leaf_url,
             max_store_bytes=self.max_bytes,
+            hub_ca_file=hub_ca_file,
         )
         self.server = NatsServer(self.data_dir, port=self.port, config=config).start()
         return self

@@ -81,6 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             stay=args.stay,
             lives=args.lives,
+            https=args.https,
         )
     except ServiceError as exc:
         print(f"twinfleet up: {exc}", file=sys.stderr)
@@ -127,13 +128,20 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if (args.token_id is None) == (args.user is None):
         print("twinfleet revoke: give --token-id or --user (one of them)", file=sys.stderr)
         return 2
+    from bus.connect import nats_tls_options, tls_context
+    from twinfleet.pki import tls_files
+
     url = args.nats_url or os.environ.get("NATS_URL")
+    tls = nats_tls_options()  # $TWINFLEET_NATS_CA_FILE, else the local hub's CA if it has TLS
     if url is None:
         password = internal_password(_data_dir(args.data_dir))
         url = f"nats://{INTERNAL_USER}:{password}@127.0.0.1:{args.nats_port}"
+        hub_tls = tls_files(_data_dir(args.data_dir))
+        if hub_tls is not None and not tls:
+            tls = {"tls": tls_context(hub_tls.ca_file)}
 
     async def run() -> str:
-        nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=5)
+        nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=5, **tls)
         try:
             return await revoke(nc.jetstream(), token_id=args.token_id, subject=args.user)
         finally:
@@ -221,6 +229,19 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from twinfleet.edge_run import add_gateway
 
     return add_gateway(_data_dir(args.data_dir), args.gateway_id, args.site, _plant(args.plant))
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from twinfleet.pki import PkiError, init_hub
+
+    opt = {k: Path(v) if v else None for k, v in vars(args).items() if k.startswith("own_")}
+    try:
+        lines = init_hub(_data_dir(args.data_dir), args.host or [], **opt)
+    except PkiError as exc:
+        print(f"twinfleet pki init: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_plant(args: argparse.Namespace) -> int:
@@ -460,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=_positive(int), default=8000, help="port of the API (8000)")
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
     up.add_argument(
+        "--https",
+        action="store_true",
+        help="serve the API over HTTPS with DATA_DIR/pki's certificate (twinfleet pki init)",
+    )
+    up.add_argument(
         "--lives", type=_positive(int), default=40, help="simulated lives per type to train on"
     )
     up.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
@@ -541,6 +567,24 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_add.add_argument("--plant", help="plant file (default: the bundled example)")
     gateway_add.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
     gateway_add.set_defaults(func=cmd_gateway)
+
+    pki = sub.add_parser("pki", help="TLS for the hub's NATS client and leaf-node ports")
+    pki_sub = pki.add_subparsers(dest="action", required=True)
+    pki_init = pki_sub.add_parser(
+        "init",
+        help="make (or keep) a CA and the hub's server certificate in DATA_DIR/pki",
+        description="Makes an EC P-256 CA and a server certificate for localhost, 127.0.0.1, "
+        "::1 and every --host; an existing CA is kept. Or uses your own CA (--ca-cert with "
+        "--ca-key, or with the --cert and --key it issued). twinfleet up turns TLS on when "
+        "DATA_DIR/pki/server.pem exists (docs/security.md).",
+    )
+    pki_init.add_argument("--host", action="append", help="a name or address (repeatable)")
+    pki_init.add_argument("--ca-cert", dest="own_ca_cert", help="your CA's certificate (PEM)")
+    pki_init.add_argument("--ca-key", dest="own_ca_key", help="your CA's key (PEM)")
+    pki_init.add_argument("--cert", dest="own_cert", help="a server certificate your CA issued")
+    pki_init.add_argument("--key", dest="own_key", help="that certificate's key (PEM)")
+    pki_init.add_argument("--data-dir", help="default $TWINFLEET_DATA or ./data")
+    pki_init.set_defaults(func=cmd_pki)
 
     mqtt = sub.add_parser("mqtt", help="register MQTT and Sparkplug B devices with the hub")
     mqtt_sub = mqtt.add_subparsers(dest="action", required=True)

@@ -118,6 +118,7 @@ def run_sim(
 def add_gateway(data_dir: Path, gateway_id: str, sites: list[str], plant: Plant) -> int:
     """Register a gateway with the hub: its NATS users and the sites it may publish for."""
     from twinfleet.natsconf import GatewayCredentials, gateways_dir
+    from twinfleet.pki import hub_ca_pem
 
     known = {s.id for s in plant.sites}
     unknown = [s for s in sites if s not in known]
@@ -133,7 +134,7 @@ def add_gateway(data_dir: Path, gateway_id: str, sites: list[str], plant: Plant)
         print(f"twinfleet gateway add: {path} exists (remove it to re-issue)", file=sys.stderr)
         return 2
     try:
-        creds = GatewayCredentials.new(gateway_id, sites)
+        creds = GatewayCredentials.new(gateway_id, sites, hub_ca=hub_ca_pem(data_dir))
     except ValueError as exc:
         print(f"twinfleet gateway add: {exc}", file=sys.stderr)
         return 2

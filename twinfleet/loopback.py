@@ -54,12 +54,25 @@ _BIND_ANY = re.compile(r"^(\s*bind )(?:\*|0\.0\.0\.0|\[?::\]?)?:(\d+)\s*$")
 MONITORING = ("frontend prometheus", "listen stats")
 """The sections of Ray's template for HAProxy's own metrics and statistics page (the
 API's frontend keeps the host given to Serve)."""
+API_FRONTEND = "frontend http_frontend"
+"""The section of Ray's template that serves the API."""
+API_TLS_ENV = "TWINFLEET_API_TLS_PEM"
+"""A PEM file holding the API's certificate and its key (``twinfleet up --https``): when
+set, the API frontend serves HTTPS only (Serve's ``ssl_certfile`` / ``ssl_keyfile`` are
+not used by its HAProxy template, so the wrapper adds ``ssl crt`` to the frontend's bind)."""
 
 
-def loopback_haproxy_config(text: str, host: str = LOOPBACK) -> str:
+def loopback_haproxy_config(text: str, host: str = LOOPBACK, tls_pem: str | None = None) -> str:
     """Ray's HAProxy configuration with the metrics and statistics listeners
     (:data:`MONITORING`) moved from all interfaces to ``host`` and the admin socket for
-    its owner only.
+    its owner only; with ``tls_pem`` (certificate and key) the API's frontend serves
+    HTTPS only (HTTP/1.1, which the websockets need).
+
+    >>> print(loopback_haproxy_config(
+    ...     "frontend http_frontend\\n    bind 127.0.0.1:8000\\n", tls_pem="/p/api.pem"
+    ... ).strip())
+    frontend http_frontend
+        bind 127.0.0.1:8000 ssl crt /p/api.pem alpn http/1.1
 
     >>> print(loopback_haproxy_config(
     ...     "global\\n    stats socket /t/admin.sock mode 666 level admin\\n"
@@ -82,6 +95,9 @@ def loopback_haproxy_config(text: str, host: str = LOOPBACK) -> str:
         body = _STATS_SOCKET.sub(r"\1 mode 600 ", body)
         if section in MONITORING:
             body = _BIND_ANY.sub(lambda m: f"{m.group(1)}{host}:{m.group(2)}", body)
+        bind = section == API_FRONTEND and body.lstrip().startswith("bind ")
+        if bind and tls_pem and " ssl " not in f"{body} ":  # not twice in one file
+            body = f"{body.rstrip()} ssl crt {tls_pem} alpn http/1.1"
         lines.append(body + end)
     return "".join(lines)
 
@@ -134,7 +150,7 @@ def _rewrite_in_place(config: Path) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             text = config.read_text()
-            fixed = loopback_haproxy_config(text)
+            fixed = loopback_haproxy_config(text, tls_pem=os.environ.get(API_TLS_ENV))
             if fixed != text:
                 config.write_text(fixed)
         finally:

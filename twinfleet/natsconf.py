@@ -44,6 +44,7 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.subjects import (
     dead_letter,
@@ -53,6 +54,9 @@ from schemas.subjects import (
     telemetry_site,
 )
 from twinfleet.services import NatsServer, secret_file
+
+if TYPE_CHECKING:
+    from twinfleet.pki import TlsFiles
 
 HUB_DOMAIN = "hub"
 INTERNAL_USER = "twinfleet"
@@ -77,15 +81,26 @@ class GatewayCredentials:
     sites: tuple[str, ...]
     direct_password: str
     leaf_password: str
+    hub_ca: str | None = None
+    """The PEM certificate of the CA the hub's TLS certificate is issued by (``twinfleet
+    pki init``): with it the gateway reaches the hub over TLS only, trusting that CA."""
 
     @classmethod
-    def new(cls, gateway_id: str, sites: list[str]) -> GatewayCredentials:
+    def new(
+        cls, gateway_id: str, sites: list[str], hub_ca: str | None = None
+    ) -> GatewayCredentials:
         if not sites:
             raise ValueError(f"gateway {gateway_id!r} needs at least one site")
         for site in sites:
             telemetry_site(site)  # validates the token
         dead_letter(gateway_id)  # validates the gateway id as a subject token
-        return cls(gateway_id, tuple(sites), secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        return cls(
+            gateway_id,
+            tuple(sites),
+            secrets.token_urlsafe(24),
+            secrets.token_urlsafe(24),
+            hub_ca,
+        )
 
     @property
     def direct_user(self) -> str:
@@ -124,7 +139,10 @@ class GatewayCredentials:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.gateway_id}.json"
         path.touch(mode=0o600)
-        path.write_text(json.dumps({**asdict(self), "sites": list(self.sites)}, indent=2))
+        data = {**asdict(self), "sites": list(self.sites)}
+        if self.hub_ca is None:
+            del data["hub_ca"]  # the file of a hub without TLS is as before
+        path.write_text(json.dumps(data, indent=2))
         return path
 
     @classmethod
@@ -135,6 +153,7 @@ class GatewayCredentials:
             tuple(data["sites"]),
             data["direct_password"],
             data["leaf_password"],
+            data.get("hub_ca"),
         )
 
 
@@ -270,8 +289,14 @@ def hub_config(
     host: str = "127.0.0.1",
     mqtt_port: int | None = None,
     mqtt_devices: list[MqttDevice] | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
-    """The hub's nats-server configuration (with an MQTT listener on ``mqtt_port``)."""
+    """The hub's nats-server configuration (with an MQTT listener on ``mqtt_port``).
+
+    With ``tls`` (:func:`twinfleet.pki.tls_files`) the client port and the leaf-node
+    listener accept TLS connections only, presenting ``tls.cert_file``; clients are not
+    asked for certificates (they log in with their users and passwords, over TLS). The
+    MQTT listener is not changed."""
     users = [f"    {{user: {_q(INTERNAL_USER)}, password: {_q(hashed(internal_password))}}}"]
     for gw in gateways:
         users.append(
@@ -294,15 +319,19 @@ def hub_config(
             f"subscribe: {{allow: {_q(dev.subscribe_subjects() or ['_INBOX.none'])}}}}}}}"
         )
     mqtt = [] if mqtt_port is None else [f"mqtt {{ listen: {_q(f'{host}:{mqtt_port}')} }}"]
+    tls_block = "" if tls is None else _tls_block(tls)
     return "\n".join(
         [
             "# written by twinfleet (twinfleet/natsconf.py); regenerated on every start",
             f"listen: {_q(f'{host}:{port}')}",
             'server_name: "twinfleet-hub"',
+            *([] if tls is None else [tls_block]),
             f"jetstream {{ store_dir: {_q(str(store_dir))}, domain: {_q(HUB_DOMAIN)} }}",
             # no_advertise: leaf nodes dial only the URL they were given (else they learn
             # and reconnect to the listen address itself, bypassing proxies and NAT).
-            f"leafnodes {{ listen: {_q(f'{host}:{leaf_port}')}, no_advertise: true }}",
+            f"leafnodes {{ listen: {_q(f'{host}:{leaf_port}')}, no_advertise: true"
+            + ("" if tls is None else f", {tls_block}")
+            + " }",
             *mqtt,
             "authorization { users = [",
             *users,
@@ -310,6 +339,20 @@ def hub_config(
             "",
         ]
     )
+
+
+TLS_HANDSHAKE_TIMEOUT_S = 2.0
+"""nats-server's default (0.5 s) is short for a busy two-core machine."""
+
+
+def _tls_block(tls: TlsFiles) -> str:
+    files = {
+        "cert_file": str(tls.cert_file),
+        "key_file": str(tls.key_file),
+        "ca_file": str(tls.ca_file),
+    }
+    inner = ", ".join(f"{k}: {_q(v)}" for k, v in files.items())
+    return f"tls {{ {inner}, timeout: {TLS_HANDSHAKE_TIMEOUT_S} }}"
 
 
 def edge_config(
@@ -320,11 +363,14 @@ def edge_config(
     gateway_password: str,
     hub_leaf_url: str | None,
     max_store_bytes: int,
+    hub_ca_file: Path | None = None,
 ) -> str:
     """The nats-server configuration of a gateway's own leaf node.
 
     ``hub_leaf_url`` is ``nats-leaf://host:port`` of the hub's leafnode listener (the
-    leaf user and password are added here); None runs the edge store alone.
+    leaf user and password are added here); None runs the edge store alone. With
+    ``hub_ca_file`` the leaf connection is TLS (``tls://``), trusting only that CA and
+    checking the hub's certificate names the URL's host.
     """
     gateway_user = f"{{user: {_q(creds.direct_user)}, password: {_q(hashed(gateway_password))}, "
     allowed = [*creds.publish_subjects(), edge_alert_all(creds.gateway_id), "$JS.API.>"]
@@ -343,8 +389,15 @@ def edge_config(
     ]
     if hub_leaf_url is not None:
         scheme, _, rest = hub_leaf_url.partition("://")
+        rest = rest.rpartition("@")[2]  # any user in the URL is replaced by the leaf user
+        remote_tls = ""
+        if hub_ca_file is not None:
+            scheme = "tls"
+            remote_tls = f", tls: {{ ca_file: {_q(str(hub_ca_file))}, timeout: 2.0 }}"
         url = f"{scheme}://{creds.leaf_user}:{creds.leaf_password}@{rest}"
-        lines.append(f"leafnodes {{ reconnect: 1, remotes = [ {{ url: {_q(url)} }} ] }}")
+        lines.append(
+            f"leafnodes {{ reconnect: 1, remotes = [ {{ url: {_q(url)}{remote_tls} }} ] }}"
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -358,7 +411,10 @@ def hub_server(
     data_dir: Path, port: int, leaf_port: int, mqtt_port: int | None = None
 ) -> NatsServer:
     """The hub's nats-server (not started), configured for the registered gateways (and
-    MQTT devices, with an MQTT listener on ``mqtt_port``)."""
+    MQTT devices, with an MQTT listener on ``mqtt_port``); with TLS on its client and
+    leaf-node ports when ``<data_dir>/pki/server.pem`` exists (``twinfleet pki init``)."""
+    from twinfleet.pki import tls_files
+
     nats_dir = data_dir / "nats"
     password = internal_password(data_dir)
     config = hub_config(
@@ -369,5 +425,6 @@ def hub_server(
         gateways=load_gateways(gateways_dir(data_dir)),
         mqtt_port=mqtt_port,
         mqtt_devices=load_mqtt_devices(mqtt_devices_dir(data_dir)),
+        tls=tls_files(data_dir),
     )
     return NatsServer(nats_dir, port=port, config=config, credentials=(INTERNAL_USER, password))

@@ -162,11 +162,13 @@ def run_up(
     top: int = 5,
     stay: bool = False,
     lives: int = 40,
+    https: bool = False,
 ) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     address = os.environ.get("RAY_ADDRESS")
     if address is None:  # before Ray is imported: it reads some of these once, on import
         os.environ.update(local_head_env(data_dir))
+    api_ca = _api_https(data_dir, address) if https else None
     import ray
 
     from actors.fleet import Fleet
@@ -196,11 +198,13 @@ def run_up(
                 data_dir, port=nats_port, leaf_port=leaf_port, mqtt_port=mqtt_port
             ).start()
             nats_url = server.url
+            tls = _trust_hub_ca(data_dir)
             gateways = asyncio.run(_prepare_hub(nats_url, data_dir))
             print(
                 f"nats-server with JetStream on {server.public_url} (data in "
                 f"{data_dir / 'nats'}; user and password in its config), leaf nodes on port "
                 f"{leaf_port} for {gateways} registered gateway(s)"
+                + (f"; TLS on both, certificates in {data_dir / 'pki'}" if tls else "")
             )
         else:
             print(f"using NATS at {nats_url}")
@@ -268,7 +272,7 @@ def run_up(
             f"the plan of {len(plant.technicians)} technicians (CP-SAT; a Ray actor)"
         )
         api_up = True
-        _start_api(data_dir, actor_nats_url, database_url, fleet.name, machines, api_port)
+        _start_api(data_dir, actor_nats_url, database_url, fleet.name, machines, api_port, api_ca)
         print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
         hour = 3_600_000
         start_ms = (int(time.time() * 1000) - int(days * 86_400_000)) // hour * hour
@@ -309,6 +313,45 @@ def run_up(
             "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-server "
             "(those this command started)"
         )
+
+
+def _api_https(data_dir: Path, address: str | None) -> Path:
+    """``twinfleet up --https``: HAProxy, Serve's ingress, serves the API over HTTPS with
+    the hub's server certificate (its wrapper adds ``ssl crt`` to the API frontend's bind,
+    :data:`twinfleet.loopback.API_TLS_ENV`); returns the CA's file to check it with. Set
+    before Ray starts: the wrapper runs in a process Ray starts."""
+    from twinfleet.loopback import API_TLS_ENV
+    from twinfleet.pki import pki_dir, tls_files, write_private
+
+    if address is not None:
+        raise ServiceError(
+            "--https needs the local Ray head twinfleet up starts (RAY_ADDRESS is set): on "
+            "a cluster, terminate TLS in front of the API"
+        )
+    tls = tls_files(data_dir)
+    if tls is None:
+        raise ServiceError(f"--https needs certificates in {pki_dir(data_dir)}: twinfleet pki init")
+    pem = pki_dir(data_dir) / "api.pem"  # HAProxy wants the certificate and key in one file
+    write_private(pem, tls.cert_file.read_bytes() + tls.key_file.read_bytes())
+    os.environ[API_TLS_ENV] = str(pem.resolve())
+    return tls.ca_file
+
+
+def _trust_hub_ca(data_dir: Path) -> bool:
+    """When the hub has TLS (``twinfleet pki init``): this process and those Ray starts
+    from it trust the hub's CA (``TWINFLEET_NATS_CA_FILE``, and ``SSL_CERT_FILE`` naming
+    the system's CAs plus the hub's, for clients given no context: :mod:`bus.connect`).
+    Set before Ray starts, so its workers inherit them. Without TLS nothing changes."""
+    from bus.connect import NATS_CA_FILE_ENV, trust_bundle
+    from twinfleet.pki import pki_dir, tls_files
+
+    tls = tls_files(data_dir)
+    if tls is None:
+        return False
+    os.environ[NATS_CA_FILE_ENV] = str(tls.ca_file.resolve())
+    bundle = trust_bundle(tls.ca_file, pki_dir(data_dir) / "trust-bundle.pem")
+    os.environ["SSL_CERT_FILE"] = str(bundle.resolve())
+    return True
 
 
 def registered_gateway_sites(data_dir: Path) -> dict[str, list[str]]:
@@ -377,8 +420,10 @@ def _start_api(
     fleet_name: str,
     machines: list[Any],
     port: int,
+    https_ca: Path | None = None,
 ) -> None:
-    """Deploy the Serve app, check that it answers, and print how to use it."""
+    """Deploy the Serve app, check that it answers, and print how to use it (over HTTPS,
+    trusting ``https_ca``, when its frontend has TLS: :func:`_api_https`)."""
     import urllib.request
 
     import serve_app
@@ -393,6 +438,12 @@ def _start_api(
         "database_url": database_url,
     }
     url = serve_app.deploy(settings, machines, port=port)
+    context = None
+    if https_ca is not None:
+        from bus.connect import tls_context
+
+        url = "https://" + url.removeprefix("http://")
+        context = tls_context(https_ca)
     authority = Authority(secret)
     viewer = authority.issue("up-viewer", Role.VIEWER)
     request = urllib.request.Request(
@@ -400,7 +451,7 @@ def _start_api(
         data=json.dumps({"query": "{ fleetHealth { machines } }"}).encode(),
         headers={"content-type": "application/json", "authorization": f"Bearer {viewer}"},
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
         machines_seen = json.loads(answer.read())["data"]["fleetHealth"]["machines"]
     print(f"API: {url} (GraphQL and GraphiQL at /graphql, REST at /api/v1, OpenAPI at /docs)")
     print(
