@@ -1,7 +1,8 @@
 """The JetStream resources the machine actors use, created idempotently.
 
 * stream ``TELEMETRY`` on ``tf.telemetry.>`` (file storage; a repeated ``Nats-Msg-Id``
-  within ``DUPLICATE_WINDOW_S`` is dropped by the server);
+  within ``DUPLICATE_WINDOW_S`` is dropped by the server; made with the default
+  retention of :mod:`bus.retention`, 7 days, which ``twinfleet up`` sets as configured);
 * key-value bucket ``tf_checkpoints``: per machine, the stream sequence its twin covers
   (8 bytes, big-endian) followed by the twin's snapshot;
 * key-value bucket ``tf_twins``: per machine, its latest :class:`~schemas.twin.TwinState`
@@ -19,6 +20,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from bus.retention import DEFAULT as DEFAULT_RETENTION
+from bus.retention import stream_config
 from schemas.subjects import EVENT_ALL, TELEMETRY_ALL
 
 STREAM = "TELEMETRY"
@@ -46,6 +49,7 @@ async def ensure_jetstream(js: Any) -> tuple[Any, Any]:
         subjects=[TELEMETRY_ALL],
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
+        **stream_config(DEFAULT_RETENTION),
     )
     events = StreamConfig(
         name=EVENTS,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from actors.bus import ensure_jetstream
+from actors.bus import STREAM, ensure_jetstream
 from schemas import subjects
 from store import blocks
 from store.compaction import compact_closed_days
@@ -109,7 +109,9 @@ def messages(
     return out
 
 
-async def publish(url: str, msgs: list[tuple[str, bytes]]) -> float:
+async def publish(url: str, msgs: list[tuple[str, bytes]]) -> tuple[float, int]:
+    """Publish every message; the seconds it took and the bytes JetStream's ``TELEMETRY``
+    stream holds afterwards (what its disk budget counts, :mod:`bus.retention`)."""
     import nats
 
     nc = await nats.connect(url)
@@ -119,8 +121,9 @@ async def publish(url: str, msgs: list[tuple[str, bytes]]) -> float:
     for i in range(0, len(msgs), 500):
         await asyncio.gather(*(js.publish(s, d) for s, d in msgs[i : i + 500]))
     took = time.perf_counter() - began
+    stored = int((await js.stream_info(STREAM)).state.bytes)
     await nc.close()
-    return took
+    return took, stored
 
 
 async def ingest(nats_url: str, db_url: str, n_messages: int) -> tuple[float, float, Writer]:
@@ -221,11 +224,17 @@ def main() -> None:
             day = (int(time.time() * 1000) // DAY - 1) * DAY  # yesterday 00:00 UTC
             msgs = messages(machines, args.readings, day)
             n_readings = len(msgs) * PER_MACHINE * SECONDS_PER_MESSAGE
-            took = asyncio.run(publish(nats.url, msgs))
+            took, stored = asyncio.run(publish(nats.url, msgs))
             print(
                 f"published {n_readings:,} readings in {len(msgs):,} messages to JetStream "
                 f"in {took:.1f} s "
                 f"({sum(len(d) for _, d in msgs) / n_readings:.0f} bytes of JSON per reading)"
+            )
+            per_reading = stored / n_readings
+            print(
+                f"JetStream TELEMETRY stream: {per_reading:.1f} bytes per reading stored, "
+                f"{per_reading * 1000 * 86_400 / 1e9:.2f} GB per day per 1,000 sensors at 1 Hz "
+                f"({SECONDS_PER_MESSAGE} s of {PER_MACHINE} sensors per message)"
             )
 
             took, cpu, writer = asyncio.run(ingest(nats.url, pg.url, len(msgs)))

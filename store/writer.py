@@ -56,6 +56,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus.connect import nats_url_on_node
 from bus.fetch import fetch
+from bus.retention import budget_warnings, stream_usage
 from schemas import subjects
 from schemas.telemetry import scope_error
 from store import compaction, intake
@@ -267,6 +268,7 @@ class Writer:
         self._written_days: set[datetime] = set()
         self._analyzed: dict[str, float] = {}
         self._started = time.monotonic()
+        self._budget_warned: set[str] = set()
 
     # -- connections ------------------------------------------------------------------
 
@@ -839,7 +841,23 @@ class Writer:
             "counters": dict(self.stats),
             "refused_rows": dict(self.refusals),
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "storage_warnings": await self._storage_warnings(),
         }
+
+    async def _storage_warnings(self) -> list[str]:
+        """The streams past :data:`bus.retention.WARN_SHARE` of their disk budget, each
+        logged once when it crosses (again after it went back below)."""
+        streams = [self.config.telemetry_stream, self.config.events_stream]
+        try:
+            usages = await stream_usage(self._js, streams)
+        except Exception:  # NATS away: nothing to say
+            return []
+        warnings = {u.name: w for u in usages for w in budget_warnings([u])}
+        for name, line in warnings.items():
+            if name not in self._budget_warned:
+                log.warning("%s", line)
+        self._budget_warned = set(warnings)
+        return list(warnings.values())
 
     async def _report(self) -> None:
         with contextlib.suppress(Exception):

@@ -62,9 +62,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from bus.retention import Retention
     from twinfleet.services import ServiceError
     from twinfleet.up import run_up
 
+    budget = args.telemetry_budget_mb
+    try:
+        retention = Retention(args.telemetry_days, None if budget is None else budget << 20)
+    except ValueError as exc:
+        print(f"twinfleet up: {exc}", file=sys.stderr)
+        return 2
     try:
         return run_up(
             _plant(args.plant),
@@ -82,6 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             stay=args.stay,
             lives=args.lives,
             https=args.https,
+            retention=retention,
         )
     except ServiceError as exc:
         print(f"twinfleet up: {exc}", file=sys.stderr)
@@ -480,6 +488,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--api-port", type=_positive(int), default=8000, help="port of the API (8000)")
     up.add_argument("--stay", action="store_true", help="keep the services up until Ctrl-C")
+    up.add_argument(
+        "--telemetry-days",
+        type=_positive(float),
+        default=7.0,
+        help="days the hub's JetStream keeps telemetry (7; docs/history.md)",
+    )
+    up.add_argument(
+        "--telemetry-budget-mb",
+        type=_positive(int),
+        default=None,
+        help="disk budget of the hub's telemetry stream in MiB (none); at the budget new "
+        "messages are refused (gateways keep them), never old ones dropped",
+    )
     up.add_argument(
         "--https",
         action="store_true",

@@ -37,6 +37,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bus.retention import DEFAULT as DEFAULT_RETENTION
+from bus.retention import Retention, describe
 from maintenance.lead_times import LeadTimes
 from schemas import subjects
 from schemas.common import iso_utc
@@ -163,6 +165,7 @@ def run_up(
     stay: bool = False,
     lives: int = 40,
     https: bool = False,
+    retention: Retention = DEFAULT_RETENTION,
 ) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     address = os.environ.get("RAY_ADDRESS")
@@ -199,12 +202,13 @@ def run_up(
             ).start()
             nats_url = server.url
             tls = _trust_hub_ca(data_dir)
-            gateways = asyncio.run(_prepare_hub(nats_url, data_dir))
+            gateways = asyncio.run(_prepare_hub(nats_url, data_dir, retention))
             print(
                 f"nats-server with JetStream on {server.public_url} (data in "
                 f"{data_dir / 'nats'}; user and password in its config), leaf nodes on port "
                 f"{leaf_port} for {gateways} registered gateway(s)"
                 + (f"; TLS on both, certificates in {data_dir / 'pki'}" if tls else "")
+                + f"; {describe(retention)}"
             )
         else:
             print(f"using NATS at {nats_url}")
@@ -395,11 +399,13 @@ def _prepare_database(database_url: str, plant: Plant) -> int:
         return register_plant(conn, plant)
 
 
-async def _prepare_hub(nats_url: str, data_dir: Path) -> int:
-    """Create the streams and let the hub source every registered gateway's edge store."""
+async def _prepare_hub(nats_url: str, data_dir: Path, retention: Retention) -> int:
+    """Create the streams, set the telemetry's retention, and let the hub source every
+    registered gateway's edge store."""
     import nats
 
     from actors.bus import ensure_jetstream, source_gateways
+    from bus.retention import apply_retention
     from twinfleet.natsconf import gateways_dir, load_gateways
 
     gateways = load_gateways(gateways_dir(data_dir))
@@ -407,6 +413,7 @@ async def _prepare_hub(nats_url: str, data_dir: Path) -> int:
     try:
         js = nc.jetstream()
         await ensure_jetstream(js)
+        await apply_retention(js, retention)
         await source_gateways(js, gateways)
     finally:
         await nc.close()
@@ -610,4 +617,4 @@ def _history_line(status: dict[str, Any]) -> str:
         f"{counters.get('events_stored', 0):,} events in PostgreSQL, "
         f"{status['pending_messages'].get('TELEMETRY', 0):,} messages to go "
         f"(lag {status['lag_s']:.1f} s), {refused:,} rows refused"
-    )
+    ) + "".join(f"\n   ! {w}" for w in status.get("storage_warnings", []))

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -16,7 +17,7 @@ import pytest
 from schemas import subjects
 from schemas.plant import Plant
 from store.queries import timeseries
-from store.writer import WriterConfig
+from store.writer import Writer, WriterConfig
 from tests.store.conftest import SITE, batch_json, numpy_groups, publish, run_writer, stored
 from twinfleet.services import NatsServer
 
@@ -243,3 +244,44 @@ def test_bad_input_is_refused_with_its_reason_and_the_rest_is_stored(
     assert reasons[3] == "value out of range: beyond a 4-byte float"
     assert reasons[4] == "older than the raw retention (90 days)"
     assert sorted(d["reason"] for d in dead) == sorted(reasons)
+
+
+def test_the_status_warns_once_when_telemetry_nears_its_disk_budget(
+    nats_server: NatsServer, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import nats
+
+    from actors.bus import ensure_jetstream
+    from bus.retention import Retention, apply_retention
+
+    statuses: list[dict[str, Any]] = []
+
+    async def status_twice(writer: Writer) -> None:
+        statuses.append(await writer.status())
+        statuses.append(await writer.status())
+
+    def started(writer: Writer) -> bool:
+        return getattr(writer, "_js", None) is not None
+
+    run_writer(nats_server.url, database, started, after=status_twice)
+    assert [s["storage_warnings"] for s in statuses] == [[], []]  # no budget: nothing to say
+
+    async def fill() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_jetstream(js)
+        await apply_retention(js, Retention(telemetry_max_bytes=1024 * 1024))
+        for _ in range(45):  # 900 KB of a 1 MiB budget (the writer refuses the bodies)
+            await js.publish(subjects.telemetry(SITE, "P-201"), b"x" * 20_000)
+        await nc.close()
+
+    asyncio.run(fill())
+    statuses.clear()
+    with caplog.at_level(logging.WARNING, logger="twinfleet.store"):
+        run_writer(nats_server.url, database, started, after=status_twice)
+    first, second = (s["storage_warnings"] for s in statuses)
+    assert first == second and len(first) == 1 and "TELEMETRY" in first[0]
+    logged = [r for r in caplog.records if "budget" in r.getMessage()]
+    assert len(logged) == 1  # once per crossing, not once per status
