@@ -34,6 +34,7 @@ import os
 import signal
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,17 @@ from twinfleet.services import ServiceError, port_is_free
 SERVE_INGRESS = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # Serve keeps a stopping ingress replica (and proxy) draining for at least 30 s so
+    # that an external load balancer can deregister it; here the only balancer is the
+    # HAProxy Serve itself reconfigures on this machine, and those 30 s were the whole of
+    # a stop's wait (34 s after Ctrl-C). A second finishes the requests in flight.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
 }
 """How the API is reached: HAProxy straight to the replicas (Serve's direct ingress)
 rather than Serve's Python proxy, and the app on the replica's own event loop; see
 ``bench/api.py`` and the README for what each option measured. Every route but health
-and readiness needs a token."""
+and readiness needs a token. Stopping drains for 1 s, not Serve's 30."""
 
 
 def local_head_env(data_dir: Path) -> dict[str, str]:
@@ -181,6 +188,9 @@ def run_up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # A job a non-interactive shell starts in the background has SIGINT ignored, and
+    # Python then leaves it ignored: Ctrl-C (or kill -INT) must stop it all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     nats_url = os.environ.get("NATS_URL")
     server = None
     database = None
@@ -309,10 +319,12 @@ def run_up(
                 ray.get(intake.stop.remote(), timeout=30)
         if started_ray:
             ray.shutdown()
-        if database is not None:
-            database.stop()
-        if server is not None:
-            server.stop()
+        # PostgreSQL (its shutdown checkpoint) and nats-server stop side by side: nothing
+        # uses either once Ray is down
+        servers = [s for s in (database, server) if s is not None]
+        if servers:
+            with ThreadPoolExecutor(len(servers)) as pool:
+                list(pool.map(lambda s: s.stop(), servers))
         print(
             "stopped: API, fleet, maintenance, history writer, Ray, PostgreSQL and nats-server "
             "(those this command started)"

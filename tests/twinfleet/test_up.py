@@ -187,6 +187,8 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        # as a script's background job (`./scripts/run.sh &`) starts it: SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines = []
     try:
@@ -247,7 +249,9 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
         finally:
             node.stop()
         proc.send_signal(signal.SIGINT)
+        asked = time.monotonic()
         rest, _ = proc.communicate(timeout=120)
+        print(f"twinfleet up stopped {time.monotonic() - asked:.1f} s after SIGINT")
     finally:
         if proc.poll() is None:
             proc.kill()
