@@ -92,6 +92,9 @@ NO_DATA_FLOOD = 3
 (a common cause), not one each."""
 NO_DATA_SITE = "site "
 """The subject of a common-cause "no data" alert: ``site <site id>``."""
+DRIFT_SUBJECT = "drift "
+"""The subject of a model drift alert: ``drift <machine type>`` (one per type, filed on
+the machine of that type that moved the most)."""
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,54 @@ class AlertBook:
                     f"back below {rule.probability:g}"
                 )
                 out.extend(self._prediction_cleared(p.machine_id, rule, note, now))
+        return out
+
+    def on_drift(
+        self,
+        machine_type: str,
+        drifted: list[str],
+        machine_id: str | None,
+        description: str,
+        now: datetime,
+    ) -> list[Raised]:
+        """A drift verdict of a machine type (:func:`twins.drift.evaluate`): the sensors
+        that drifted (empty: none), the machine to file the alert on (the one moved on
+        the most drifted sensors) and the verdict for people.
+
+        One alert per type and rule, subject :data:`DRIFT_SUBJECT` + the type, on
+        ``machine_id`` when it opens (later verdicts repeat it on the machine it was
+        raised on); a verdict without drift resolves it (return to normal)."""
+        subject = DRIFT_SUBJECT + machine_type
+        out: list[Raised] = []
+        for rule in (r for r in self.rules if r.kind is RuleKind.MODEL_DRIFT):
+            if rule.machine_types and machine_type not in rule.machine_types:
+                continue
+            current = next(
+                (
+                    self.alerts[aid]
+                    for (_, rule_id, subj), aid in self._open.items()
+                    if rule_id == rule.id and subj == subject
+                ),
+                None,
+            )
+            if drifted and (current is not None or machine_id is not None):
+                on = current.machine_id if current is not None else machine_id
+                assert on is not None
+                if current is None and not rule.applies_to(on, machine_type):
+                    continue
+                message = (
+                    f"model drift on {machine_type}: {description} read unlike the RUL "
+                    "model's training data (check sensor calibration, sensor changes and "
+                    "process changes before trusting its predictions; retrain if real)"
+                )
+                out.append(
+                    self.raise_condition(on, rule, subject, message, now, value=len(drifted))
+                )
+            elif not drifted and current is not None and not current.shelved:
+                note = f"returned to normal: {machine_type} reads like its training data again"
+                out.append(
+                    Raised(self._close(current, AlertStatus.RESOLVED, SYSTEM, note, now), False)
+                )
         return out
 
     def _prediction_cleared(

@@ -73,6 +73,9 @@ class RuleKind(StrEnum):
     ``probability``."""
     SCHEDULE = "schedule"
     """A work order the planner could not place before its latest safe finish (built in)."""
+    MODEL_DRIFT = "model_drift"
+    """The machines of a type no longer read like their RUL model's training data
+    (:mod:`twins.drift`): for the reliability engineer, low by default."""
 
 
 _ONLY = {
@@ -169,9 +172,12 @@ class AlertRule(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _kind_defaults(cls, data: Any) -> Any:
-        """An anomaly rule's alerts start low and wait 5 minutes unless the rule says so."""
+        """An anomaly rule's alerts start low and wait 5 minutes unless the rule says so;
+        a model drift rule's alerts are low unless it says so."""
         if isinstance(data, dict) and data.get("kind") in (RuleKind.ANOMALY, "anomaly"):
             data = {"severity": Severity.LOW, "on_delay_minutes": 5.0, **data}
+        if isinstance(data, dict) and data.get("kind") in (RuleKind.MODEL_DRIFT, "model_drift"):
+            data = {"severity": Severity.LOW, **data}
         return data
 
     @model_validator(mode="after")

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.rul import FAILURE_HORIZONS_H
+from twins.drift import DriftReference
 
 ARTIFACT_FORMAT = "twinfleet.survival/2"
 _LN_1000 = math.log(1000.0)
@@ -113,6 +114,9 @@ class SurvivalRulModel:
         self.confidence = float(confidence)
         self.horizons = tuple(int(h) for h in horizons)
         self.name = name
+        self.drift_reference_: DriftReference | None = None
+        """The training data's drift reference (:mod:`twins.drift`), when it was captured
+        (:func:`twins.training.train_rul_model`); None: no drift reference."""
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> SurvivalRulModel:
@@ -307,6 +311,10 @@ class SurvivalRulModel:
             "n_failures": self.n_failures_,
             **self._params(),
         }
+        # Beside the parameters, not in the version hash: the same fitted model has the
+        # same version with or without its drift reference.
+        if self.drift_reference_ is not None:
+            doc["drift_reference"] = self.drift_reference_.to_dict()
         return json.dumps(doc, sort_keys=True, indent=1).encode()
 
     @classmethod
@@ -335,6 +343,8 @@ class SurvivalRulModel:
         }
         model.n_rows_ = int(doc["n_rows"])
         model.n_failures_ = int(doc["n_failures"])
+        if "drift_reference" in doc:  # artifacts made before drift detection have none
+            model.drift_reference_ = DriftReference.from_dict(doc["drift_reference"])
         model.version_ = model._version()
         if model.version_ != doc["version"]:
             raise ValueError(

@@ -22,7 +22,8 @@ import pandas as pd
 
 from schemas.plant import MachineSpec
 from twins.boosted import BoostedRulModel
-from twins.machine import MachineTwin, TwinConfig
+from twins.drift import DriftReference, OwnBaseline, daily_deviations, regimes_of
+from twins.machine import MachineTwin, TwinConfig, _scale
 from twins.rul import RulModel
 from twins.survival import RulEstimate, SurvivalRulModel
 
@@ -190,6 +191,41 @@ def _probability_within(estimate: RulEstimate, horizon: float) -> float:
     return float(1.0 - survival)
 
 
+def drift_reference(spec: MachineSpec, histories: Iterable[History]) -> DriftReference:
+    """What a model's training data looks like, for drift detection (:mod:`twins.drift`):
+    per operating regime, each sensor's daily mean deviation from its own level in that
+    regime over the first hours of its history (:class:`~twins.drift.OwnBaseline`), while
+    running, the condition sensors left out."""
+    condition = spec.condition_indices()
+    features = [i for i in range(len(spec.sensors)) if i not in condition]
+    scale = []
+    for i in condition:
+        s = _scale(spec.sensors[i])
+        if s is None:
+            raise ValueError(f"condition sensor {spec.sensors[i].name!r} has no rated value")
+        scale.append(s)
+    width = spec.operating_condition.regime_width if spec.operating_condition else 0.1
+    values, regimes = [], []
+    for life in histories:
+        hours = np.asarray(life.hours, dtype=np.float64)
+        v = np.asarray(life.values, dtype=np.float64)
+        r = regimes_of(v[:, condition], scale, width) if condition else np.zeros(len(v), int)
+        d = OwnBaseline(len(features)).deviations(v[:, features], r, hours)
+        daily, regs = daily_deviations(d, r, hours)
+        values.append(daily)
+        regimes.append(regs)
+    if not values:
+        raise ValueError("no histories to take a drift reference from")
+    return DriftReference.fit(
+        [spec.sensors[i].name for i in features],
+        np.concatenate(values),
+        np.concatenate(regimes),
+        condition=[spec.sensors[i].name for i in condition],
+        scale=scale,
+        width=width,
+    )
+
+
 def train_rul_model(
     spec: MachineSpec,
     histories: Iterable[History],
@@ -198,7 +234,11 @@ def train_rul_model(
     penalizer: float = 0.05,
     config: TwinConfig | None = None,
 ) -> SurvivalRulModel:
-    """Fit a survival RUL model for machines like ``spec`` from their histories."""
+    """Fit a survival RUL model for machines like ``spec`` from their histories; the
+    young part of the histories' readings is kept with it as its drift reference."""
+    histories = list(histories)
     frame = landmark_frame(spec, histories, every_hours=every_hours, config=config)
     model = SurvivalRulModel(rul_feature_names(spec), penalizer=penalizer, name=f"{spec.type}-aft")
-    return model.fit(frame)
+    model.fit(frame)
+    model.drift_reference_ = drift_reference(spec, histories)
+    return model
