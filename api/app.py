@@ -24,12 +24,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Annotated, Any, cast
 
+from cross_web import HTTPException as GraphQLHTTPException
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -64,6 +67,10 @@ from api.sessions import Sessions
 from api.telemetry import plan_batch
 from api.view import AssetView, FleetView
 from schemas import subjects
+from schemas.alerts import AlertStatus
+from schemas.anomaly import Severity
+from schemas.common import ID_PATTERN
+from schemas.maintenance import WorkOrderStatus, WorkOrderType
 from schemas.maintenance_api import (
     AlertAction,
     AlertFilter,
@@ -77,6 +84,7 @@ from schemas.maintenance_api import (
 from schemas.problems import first_problem
 from schemas.telemetry import scoped_message_id
 from schemas.twin import TwinState
+from store.queries import AGGREGATIONS
 
 log = logging.getLogger("twinfleet.api")
 
@@ -176,6 +184,41 @@ TOO_LARGE = "tf.too_large"
 EXPIRED = "the token has expired; connect again with a new one"
 
 
+# -- what the OpenAPI document says of query parameters the routes check themselves ---------
+# (the checks stay where they were, with their messages; the document states them)
+TIME = Query(
+    description="ISO 8601 with a time zone, e.g. 2026-11-29T00:00:00Z, from year 2 to 9998",
+    json_schema_extra={"format": "date-time"},
+)
+IDENTIFIER = Query(json_schema_extra={"pattern": ID_PATTERN})
+_SPACE = (
+    r"[\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000]*"
+)
+"""What ``str.strip`` removes (Python's whitespace), as a JSON Schema pattern."""
+
+
+def one_of(values: type[StrEnum]) -> Any:
+    """A query parameter taking one of an enumeration's values."""
+    return Query(json_schema_extra={"enum": [v.value for v in values]})
+
+
+def listed(values: type[StrEnum]) -> Any:
+    """A repeatable query parameter of an enumeration's values, each repetition also
+    comma-separated, blanks around them and empty items ignored (:func:`_split`).
+
+    >>> import re
+    >>> pattern = listed(AlertStatus).json_schema_extra["items"]["pattern"]
+    >>> [bool(re.match(pattern, v)) for v in ("open", " open , resolved,", "", "opened")]
+    [True, True, True, False]
+    """
+    one = "(?:" + "|".join(re.escape(v.value) for v in values) + ")"
+    item = f"{_SPACE}(?:{one}{_SPACE})?"
+    return Query(
+        json_schema_extra={"items": {"type": "string", "pattern": f"^{item}(?:,{item})*$"}}
+    )
+
+
 def _json_error(exc: ApiError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
@@ -216,10 +259,97 @@ def _document_security(app: FastAPI) -> None:
             for path in ("/api/v1/health", "/api/v1/ready"):
                 for operation in doc["paths"].get(path, {}).values():
                     operation["security"] = []
+            _document_the_rest(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+ERROR = {"$ref": "#/components/schemas/ErrorBody"}
+GRAPHQL_REFUSAL = {
+    "description": "strawberry refuses the request before GraphQL runs (not JSON, no "
+    "query, a mutation over GET, variables not an object, a batch), as plain text",
+    "content": {
+        "text/plain": {"schema": {"type": "string"}},
+        "application/json": {"schema": ERROR},
+    },
+}
+GRAPHQL_ANSWER = {
+    "type": "object",
+    "description": "GraphQL's answer: data, and errors with extensions.code for refusals",
+    "properties": {
+        "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _document_the_rest(doc: dict[str, Any]) -> None:
+    """What FastAPI cannot see in the routes: a query parameter is absent or a string, never
+    JSON's null; who may call the session routes; GraphQL's parameters, body and answers;
+    the CSV export; the conflicts of the maintenance service's life cycles."""
+    paths = doc["paths"]
+    for operations in paths.values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                kinds = schema.get("anyOf", [])
+                if len(kinds) == 2 and {"type": "null"} in kinds:
+                    (kind,) = [k for k in kinds if k != {"type": "null"}]
+                    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+                    parameter["schema"] = {**kind, **rest}
+    session = paths.get("/api/v1/session", {})
+    if session:
+        session["post"]["security"] = []  # logging in
+        session["get"]["security"] = [{"session": []}]
+        session["delete"]["security"] = [{"session": []}, {}]  # without one: clears the cookie
+    graphql = paths.get("/graphql", {})
+    if graphql:
+        get, post = graphql["get"], graphql["post"]
+        get["description"] = (
+            "GraphiQL in a browser (no token needed); with ``query``, a query (not a "
+            "mutation) answered as over POST (``variables`` too, as a JSON object)."
+        )
+        get["security"] = [{"bearer": []}, {"session": []}, {}]
+        get["parameters"] = [
+            {"name": "query", "in": "query", "schema": {"type": "string", "minLength": 1}},
+            {"name": "operationName", "in": "query", "schema": {"type": "string"}},
+        ]
+        get["responses"]["200"]["content"] = {
+            "text/html": {"schema": {"type": "string"}},
+            "application/json": {"schema": GRAPHQL_ANSWER},
+        }
+        post["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["query"],
+                        "properties": {
+                            "query": {"type": "string", "minLength": 1},
+                            "variables": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                            # any value: one that names no operation of the query is
+                            # refused (400) once the query parses
+                            "operationName": {},
+                        },
+                    }
+                }
+            },
+        }
+        post["responses"]["200"]["content"] = {"application/json": {"schema": GRAPHQL_ANSWER}}
+        for operation in (get, post):
+            operation["responses"]["400"] = GRAPHQL_REFUSAL
+    workorders = paths.get("/api/v1/maintenance/workorders", {}).get("get")
+    if workorders is not None:
+        workorders["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    for path in ("/api/v1/maintenance/alerts/{alert_id}/shelve",):
+        for operation in paths.get(path, {}).values():
+            operation["responses"]["409"] = {
+                "description": "the alert's life cycle does not allow it (closed, not shelved)",
+                "content": {"application/json": {"schema": ERROR}},
+            }
 
 
 def create_app(services: Services) -> FastAPI:
@@ -347,8 +477,8 @@ def create_app(services: Services) -> FastAPI:
     async def get_asset_history(
         asset_id: str,
         who: Annotated[Principal, Depends(viewer)],
-        start: str | None = None,
-        end: str | None = None,
+        start: Annotated[str | None, TIME] = None,
+        end: Annotated[str | None, TIME] = None,
     ) -> dict[str, Any]:
         """A machine's states (status, health), RUL predictions and anomalies in
         ``[start, end)``, from the history database. ``start`` and ``end`` are ISO 8601
@@ -360,9 +490,9 @@ def create_app(services: Services) -> FastAPI:
     async def get_timeseries(
         sensor_id: str,
         who: Annotated[Principal, Depends(viewer)],
-        start: str | None = None,
-        end: str | None = None,
-        aggregation: str = "auto",
+        start: Annotated[str | None, TIME] = None,
+        end: Annotated[str | None, TIME] = None,
+        aggregation: Annotated[str, Query(json_schema_extra={"enum": list(AGGREGATIONS)})] = "auto",
     ) -> dict[str, Any]:
         """A sensor's values in ``[start, end)`` (ISO 8601 with a zone; the 24 hours
         before now by default) with their statistics and the anomalies on it.
@@ -432,7 +562,10 @@ def create_app(services: Services) -> FastAPI:
     async def create_workorder(
         body: WorkOrderRequest,
         who: Annotated[Principal, Depends(operator)],
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(alias="Idempotency-Key", json_schema_extra={"minLength": 1, "maxLength": 200}),
+        ] = None,
     ) -> JSONResponse:
         """A work order, placed by the planner (201). With ``Idempotency-Key``, the same
         key again answers the order it created (200), and makes no other."""
@@ -461,12 +594,12 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/api/v1/maintenance/workorders", tags=["maintenance"], response_model=None)
     async def list_workorders(
         who: Annotated[Principal, Depends(viewer)],
-        asset_id: str | None = None,
-        status: Annotated[list[str] | None, Query()] = None,
-        type: str | None = None,
-        technician_id: str | None = None,
+        asset_id: Annotated[str | None, IDENTIFIER] = None,
+        status: Annotated[list[str] | None, listed(WorkOrderStatus)] = None,
+        type: Annotated[str | None, one_of(WorkOrderType)] = None,
+        technician_id: Annotated[str | None, IDENTIFIER] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
-        format: str = "json",
+        format: Annotated[str, Query(json_schema_extra={"enum": ["json", "csv"]})] = "json",
     ) -> Any:
         """Work orders (``status`` repeated or comma-separated); ``format=csv``: the CMMS
         export (``text/csv``, an attachment)."""
@@ -519,10 +652,10 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/api/v1/maintenance/alerts", tags=["maintenance"])
     async def list_alerts(
         who: Annotated[Principal, Depends(viewer)],
-        machine_id: str | None = None,
-        status: Annotated[list[str] | None, Query()] = None,
-        min_severity: str | None = None,
-        rule_id: str | None = None,
+        machine_id: Annotated[str | None, IDENTIFIER] = None,
+        status: Annotated[list[str] | None, listed(AlertStatus)] = None,
+        min_severity: Annotated[str | None, one_of(Severity)] = None,
+        rule_id: Annotated[str | None, IDENTIFIER] = None,
         shelved: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     ) -> dict[str, Any]:
@@ -543,8 +676,8 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/api/v1/maintenance/alerts/kpis", tags=["maintenance"])
     async def alarm_kpis(
         who: Annotated[Principal, Depends(viewer)],
-        start: str | None = None,
-        end: str | None = None,
+        start: Annotated[str | None, TIME] = None,
+        end: Annotated[str | None, TIME] = None,
     ) -> dict[str, Any]:
         """Alarm KPIs (ISA-18.2, EEMUA 191) of the alerts raised in ``[start, end)``
         (ISO 8601 with a zone; default: the 24 hours before the plant's now): per site
@@ -580,7 +713,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.delete("/api/v1/maintenance/alerts/{alert_id}/shelve", tags=["maintenance"])
     async def unshelve_alert(
-        alert_id: str, who: Annotated[Principal, Depends(operator)], note: str = ""
+        alert_id: str,
+        who: Annotated[Principal, Depends(operator)],
+        note: Annotated[str, Query(json_schema_extra={"maxLength": 4000})] = "",
     ) -> dict[str, Any]:
         """Bring a shelved alert back before its time is up."""
         action = valid(AlertAction, alert_id=alert_id, actor=who.subject, note=note)
@@ -741,6 +876,20 @@ def create_app(services: Services) -> FastAPI:
                 return {"type": TOO_LARGE, "bytes": size}
             return super().decode_json(data)
 
+        def parse_json(self, data: str | bytes) -> Any:
+            """A GraphQL request (and its ``variables``) is a JSON object, or a list of
+            them: strawberry took any other JSON (``"AAA"``, ``3``, ``null``) for one, and
+            a body not in UTF-8 for JSON, and failed on them (500)."""
+            try:
+                value = super().parse_json(data)
+            except UnicodeDecodeError:
+                raise GraphQLHTTPException(400, "the body is not UTF-8 (JSON)") from None
+            if not isinstance(value, dict | list):
+                raise GraphQLHTTPException(
+                    400, f"expected a JSON object, got {type(value).__name__} ({value!r:.40})"
+                )
+            return value
+
     router = Router(
         schema,
         context_getter=graphql_context,
@@ -760,8 +909,13 @@ class ShelveBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    minutes: float
-    reason: str
+    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60, allow_inf_nan=False)]
+    """At most the plant's ``alerting.max_shelve_minutes`` too (the service refuses more)."""
+    reason: Annotated[
+        str,
+        Field(min_length=1, max_length=500, json_schema_extra={"pattern": f"[^{_SPACE[1:-2]}]"}),
+    ]
+    """Not only blanks (the service refuses them)."""
 
 
 class ReplanBody(BaseModel):

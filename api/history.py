@@ -44,8 +44,20 @@ NO_DATABASE = (
 )
 
 
+EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+"""The times a request may name: a range and its default span stay within what Python's
+``datetime`` holds (year 1 with an offset east of UTC, or a day before it, overflowed: 500)."""
+
+
 def aware(t: datetime, field: str) -> datetime:
-    """``t`` in UTC; a 422 naming ``field`` when it has no time zone."""
+    """``t`` in UTC; a 422 naming ``field`` when it has no time zone or is out of range.
+
+    >>> aware(datetime.fromisoformat("0001-01-01T00:00:00+05:00"), "start")
+    Traceback (most recent call last):
+    ...
+    api.errors.ApiError: start: 0001-01-01T00:00:00+05:00 is out of range: ...
+    """
     if t.tzinfo is None or t.utcoffset() is None:
         raise ApiError(
             422,
@@ -53,7 +65,19 @@ def aware(t: datetime, field: str) -> datetime:
             f"{field}: {t.isoformat()} has no time zone; add one (Z for UTC, or +01:00)",
             field,
         )
-    return t.astimezone(UTC)
+    try:
+        utc: datetime | None = t.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{field}: {t.isoformat()} is out of range: a time from {EARLIEST:%Y-%m-%d} to "
+            f"{LATEST:%Y-%m-%d}",
+            field,
+        )
+    return utc
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:

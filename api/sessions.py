@@ -145,6 +145,22 @@ def _same(sent: Any, csrf: str) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(sent.encode(), csrf.encode())
 
 
+def _possible(name: str, password: str) -> bool:
+    """Whether ``name`` may be a user's and ``password`` anyone's: a name ``twinfleet user
+    add`` refuses (a NUL byte, which PostgreSQL cannot even compare: 500) or text that is
+    not UTF-8 (a lone surrogate) is a failed login without asking the database.
+
+    >>> _possible("ada", "secret"), _possible("a\\x00da", "secret"), _possible("ada", "\\ud800")
+    (True, False, False)
+    """
+    try:
+        users.check_name(name)
+        password.encode()
+    except (users.UserError, UnicodeEncodeError):
+        return False
+    return True
+
+
 def _https(request: Request) -> bool:
     forwarded = request.headers.get("x-forwarded-proto", "")
     return request.url.scheme == "https" or forwarded.lower() == "https"
@@ -283,6 +299,8 @@ class Sessions:
         client = request.client.host if request.client else "unknown"
         name = body.username
         self._not_too_many(name, client)
+        if not _possible(name, body.password):
+            raise self._failed(name, client)
         async with self._database() as conn:
             user = await users.authenticate(conn, name, body.password)
             if user is None:
