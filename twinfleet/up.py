@@ -293,8 +293,20 @@ def run_up(
         sim = PlantSimulator(
             plant, seed=seed, start_ms=start_ms, initial_wear=worn_start(plant, worn)
         )
+        stored = Stored(database_url, _stored_readings(database_url))
         asyncio.run(
-            _simulate(sim, fleet, history, maintenance, nats_url, days, step_s, report_every_s, top)
+            _simulate(
+                sim,
+                fleet,
+                history,
+                maintenance,
+                nats_url,
+                days,
+                step_s,
+                report_every_s,
+                top,
+                stored,
+            )
         )
         if stay:
             print("services stay up; Ctrl-C stops them")
@@ -495,6 +507,7 @@ async def _simulate(
     step_s: float,
     report_every_s: float,
     top: int,
+    stored: Stored | None = None,
 ) -> None:
     import nats
 
@@ -569,7 +582,11 @@ async def _simulate(
         if status["pending_messages"].get("TELEMETRY", 1) == 0:
             break
         await asyncio.sleep(0.5)
-    print(_history_line(status))
+    if stored is None:
+        print(_history_line(status))
+    else:
+        total = await asyncio.to_thread(_stored_readings, stored.database_url)
+        print(_history_line(status, (total - stored.before, total)))
     await asyncio.sleep(1.0)  # the last predictions reach the maintenance service
     await maintenance.replan.remote()
     status = await maintenance.status.remote()
@@ -621,12 +638,43 @@ def _maintenance_report(status: dict[str, Any], top: int) -> list[str]:
     return lines
 
 
-def _history_line(status: dict[str, Any]) -> str:
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """The database, and the readings it held before this run."""
+
+    database_url: str
+    before: int
+
+
+def _stored_readings(database_url: str) -> int:
+    """The readings PostgreSQL holds: raw rows and those compacted into blocks. Counted in
+    the database, so the figure is true whatever restarted meanwhile (a history writer
+    restarted by Ray starts its counters again)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM readings) "
+            "+ (SELECT coalesce(sum(n), 0) FROM reading_blocks)"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _history_line(status: dict[str, Any], stored: tuple[int, int] | None = None) -> str:
+    """The history writer's progress; with ``stored`` (readings stored in this run, in
+    all), the readings as PostgreSQL counts them rather than the writer's counters."""
     counters = status["counters"]
     refused = sum(status["refused_rows"].values())
+    if stored is None:
+        readings = (
+            f"{counters.get('rows_written', 0):,} readings written by the writer process "
+            "since it started"
+        )
+    else:
+        readings = f"{stored[0]:,} readings stored in this run ({stored[1]:,} in PostgreSQL)"
     return (
-        f"   history: {counters.get('rows_written', 0):,} readings and "
-        f"{counters.get('events_stored', 0):,} events in PostgreSQL, "
+        f"   history: {readings}, "
+        f"{counters.get('events_stored', 0):,} events by the writer process, "
         f"{status['pending_messages'].get('TELEMETRY', 0):,} messages to go "
         f"(lag {status['lag_s']:.1f} s), {refused:,} rows refused"
     ) + "".join(f"\n   ! {w}" for w in status.get("storage_warnings", []))

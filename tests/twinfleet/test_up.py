@@ -74,7 +74,7 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     assert applied == sent > 0
     # and every reading reached PostgreSQL through the history writer
     readings = int(summary.split(" readings in ")[0].strip().replace(",", ""))
-    assert f"history: {readings:,} readings and" in out
+    assert f"history: {readings:,} readings stored in this run (" in out
     assert "0 messages to go" in out and "0 rows refused" in out
     assert "maintenance: alerts (7 rules), predictive work orders and the plan" in out
     assert "== maintenance:" in out and "open work orders" in out
@@ -148,8 +148,23 @@ def test_up_says_clearly_when_the_nats_port_is_taken(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def _session_processes(sid: int) -> list[str]:
+    """The command lines of the processes still alive in session ``sid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[4]) == sid and fields[0] != "Z":
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                out.append(cmdline.decode(errors="replace").strip())
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return out
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_everything_it_started(tmp_path: Path, stop_signal: str) -> None:
     import json
     import signal
     import time
@@ -187,8 +202,10 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        # as a script's background job (`./scripts/run.sh &`) starts it: SIGINT ignored
+        # as a script's background job (`./scripts/run.sh &`) starts it: SIGINT ignored;
+        # in a session of its own, so that whatever it leaves behind can be found
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        start_new_session=True,
     )
     lines = []
     try:
@@ -248,10 +265,10 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             assert vibration == 4.321
         finally:
             node.stop()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop_signal))  # Ctrl-C, or a service manager
         asked = time.monotonic()
         rest, _ = proc.communicate(timeout=120)
-        print(f"twinfleet up stopped {time.monotonic() - asked:.1f} s after SIGINT")
+        print(f"twinfleet up stopped {time.monotonic() - asked:.1f} s after {stop_signal}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -264,3 +281,10 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     assert port_is_free(port)
     assert port_is_free(api_port)
     assert port_is_free(db_port)
+    # nothing it started is left running (Ray's agents included)
+    left = _session_processes(proc.pid)
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _session_processes(proc.pid)
+    assert not left, left
