@@ -241,6 +241,9 @@ def run_up(
             print("using the PostgreSQL at DATABASE_URL")
         sensors = _prepare_database(database_url, plant)
         print(f"   schema migrated; {len(plant.machines)} machines, {sensors} sensors registered")
+        hour = 3_600_000
+        start_ms = (int(time.time() * 1000) - int(days * 86_400_000)) // hour * hour
+        _refuse_a_replay(database_url, start_ms, data_dir, days)
         ray.init(
             address=address,
             include_dashboard=False,
@@ -288,8 +291,6 @@ def run_up(
         api_up = True
         _start_api(data_dir, actor_nats_url, database_url, fleet.name, machines, api_port, api_ca)
         print(f"simulating {days:g} days at {step_minutes:g}-minute scans")
-        hour = 3_600_000
-        start_ms = (int(time.time() * 1000) - int(days * 86_400_000)) // hour * hour
         sim = PlantSimulator(
             plant, seed=seed, start_ms=start_ms, initial_wear=worn_start(plant, worn)
         )
@@ -409,6 +410,32 @@ def _start_mqtt(plant: Plant, data_dir: Path, nats_url: str, mqtt_port: int) -> 
         f"{len(devices)} registered device(s), twinfleet mqtt add): a Ray actor"
     )
     return intake
+
+
+def _refuse_a_replay(database_url: str, start_ms: int, data_dir: Path, days: float) -> None:
+    """A second run on the same data: the history already holds readings of the days this
+    run would simulate (an earlier run), which its twins and writer have seen. Simulating
+    them again would only be refused, every reading, as a repeat or out of order (a
+    second run used to end with no twin events, nothing stored and tens of thousands of
+    dead letters, without a word on why): say so and stop before starting anything else."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT greatest((SELECT max(ts) FROM readings), "
+            "(SELECT max(last_ts) FROM reading_blocks))"
+        ).fetchone()
+    latest = row[0] if row else None
+    if latest is None or latest.timestamp() * 1000 < start_ms:
+        return
+    until = iso_utc(latest.timestamp() * 1000)
+    raise ServiceError(
+        f"the history already holds this plant's readings up to {until}"
+        f" (an earlier run on {data_dir}): the {days:g} days this run would simulate have "
+        "been seen by its twins and stored, and replaying them would only have every reading "
+        f"refused as a repeat. For a fresh run, remove {data_dir} or give another "
+        "--data-dir."
+    )
 
 
 def _prepare_database(database_url: str, plant: Plant) -> int:

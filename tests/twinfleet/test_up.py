@@ -87,6 +87,19 @@ def test_up_runs_the_plant_through_nats_and_ray_and_leaves_nothing_behind(
     assert (tmp_path / "nats" / "jetstream").is_dir()  # JetStream files in the data directory
     assert port_is_free(port)  # nats-server is gone
     assert port_is_free(api_port)  # and the API
+    # A second run on the same data would replay days its twins have seen: it says so,
+    # and stops before starting anything else.
+    again = twinfleet(
+        *("up", "--db-port", str(db_port), "--days", "1", "--lives", "6"),
+        *("--nats-port", str(port), "--api-port", str(api_port)),
+        *("--leaf-port", str(free_port()), "--mqtt-port", str(mqtt_port)),
+        *("--data-dir", str(tmp_path)),
+    )
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "the history already holds this plant's readings up to" in again.stderr
+    assert f"remove {tmp_path} or give another --data-dir" in again.stderr
+    assert "Ray:" not in again.stdout  # refused before Ray started
+    assert port_is_free(port) and port_is_free(db_port)  # and what it started is stopped
 
 
 @pytest.mark.slow
