@@ -99,9 +99,16 @@ def nats_url_on_node(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def tls_context(ca_file: Path | str) -> ssl.SSLContext:
-    """A client context that trusts ``ca_file`` only and checks the server's name."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+def tls_context(ca_file: Path | str | None = None, *, ca_pem: str | None = None) -> ssl.SSLContext:
+    """A client context that trusts one CA only, ``ca_file`` or the PEM text ``ca_pem``
+    (a gateway's credentials carry it), and checks the server's name."""
+    if (ca_file is None) == (ca_pem is None):
+        raise ValueError("a TLS context trusts one CA: give its file or its PEM text")
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH,
+        cafile=None if ca_file is None else str(ca_file),
+        cadata=ca_pem,
+    )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

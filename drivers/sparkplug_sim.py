@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -62,8 +63,12 @@ class SparkplugEdgeNode:
         password: str | None = None,
         qos: int = 0,
         clock: Callable[[], int] = _now_ms,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: connect over TLS with this context (a hub with TLS accepts MQTT over
+        TLS only; :func:`bus.connect.tls_context` trusts its CA)."""
         self.group, self.edge_node = group, edge_node
+        self.tls = tls
         self.host, self.port, self.qos, self.clock = host, port, qos, clock
         self.user, self.password = user, password
         # device -> metric name -> alias; and (machine, sensor) -> (device, metric name)
@@ -104,6 +109,8 @@ class SparkplugEdgeNode:
         client = mqtt.Client(client_id=f"spb-{self.group}-{self.edge_node}", clean_session=True)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
         death = NDeath(None, self._bd_seq_metric()).encode()
         client.will_set(self._topic("NDEATH"), death, qos=1, retain=False)
         client.on_connect = self._on_connect
@@ -239,6 +246,7 @@ def edge_nodes(
     user: str | None = None,
     password: str | None = None,
     only: tuple[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> list[SparkplugEdgeNode]:
     """An edge node for every (group, edge node) of the plant's Sparkplug mapping (or
     only the one ``only`` names)."""
@@ -247,7 +255,9 @@ def edge_nodes(
         known = ", ".join("/".join(k) for k in sorted(mapping.by_node))
         raise ValueError(f"no edge node {'/'.join(only)} in the plant's mapping (known: {known})")
     return [
-        SparkplugEdgeNode(mapping, g, n, host=host, port=port, user=user, password=password)
+        SparkplugEdgeNode(
+            mapping, g, n, host=host, port=port, user=user, password=password, tls=tls
+        )
         for g, n in sorted(mapping.by_node)
         if only is None or (g, n) == only
     ]
@@ -264,11 +274,13 @@ async def serve_sparkplug(
     user: str | None = None,
     password: str | None = None,
     only: tuple[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Publish the simulated plant as Sparkplug edge nodes until cancelled."""
+    """Publish the simulated plant as Sparkplug edge nodes until cancelled (over TLS
+    with ``tls``)."""
     from twins.simulator.plant import PlantSimulator
 
-    nodes = edge_nodes(plant, host, port, user=user, password=password, only=only)
+    nodes = edge_nodes(plant, host, port, user=user, password=password, only=only, tls=tls)
     for node in nodes:
         await asyncio.to_thread(node.start)
     sim = PlantSimulator(plant, seed=seed, start_ms=_now_ms())

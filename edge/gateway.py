@@ -218,13 +218,14 @@ class Gateway:
             )
             await asyncio.to_thread(self.store.start)
             url = self.store.url
+            tls: dict[str, Any] = {}
         else:
-            host = cfg.hub.url.partition("://")[2]
-            url = f"nats://{self.creds.direct_user}:{self.creds.direct_password}@{host}"
+            url, tls = self._direct_connection()
         self._tasks = []
         try:
             self._nc = await nats.connect(
                 url,
+                **tls,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 error_cb=self._nats_error,
@@ -270,6 +271,23 @@ class Gateway:
                     await self._nc.drain()
             if self.store is not None:
                 await asyncio.to_thread(self.store.stop)
+
+    def _direct_connection(self) -> tuple[str, dict[str, Any]]:
+        """The hub's URL with the gateway's direct user, and the TLS options of
+        ``nats.connect``. With the hub's CA in the credentials (``twinfleet pki init``) the
+        connection is TLS from its first byte (``tls_handshake_first``: the hub's client
+        port accepts that), trusting that CA only and checking that the hub's certificate
+        names the URL's host; nothing, the password included, is sent before the hub has
+        proved it. A hub without TLS, or a server pretending to be it, gets no connection.
+        Without the CA the connection is as before (plain, or nats-py's default trust)."""
+        from bus.connect import tls_context
+
+        host = self.config.hub.url.partition("://")[2].rpartition("@")[2]
+        user = f"{self.creds.direct_user}:{self.creds.direct_password}"
+        if self.creds.hub_ca is None:
+            return f"nats://{user}@{host}", {}
+        context = tls_context(ca_pem=self.creds.hub_ca)
+        return f"tls://{user}@{host}", {"tls": context, "tls_handshake_first": True}
 
     async def stop_reading(self) -> None:
         """Stop the drivers and store everything read so far, including the open

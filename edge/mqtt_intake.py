@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from bus.connect import nats_tls_on_node, nats_tls_options
 from bus.fetch import fetch
 from drivers.base import FieldValue, reading_columns
 from edge.mqtt_plain import MqttInputError, PlainTopics, subject_of, topic_of
@@ -146,6 +147,7 @@ class MqttIntake:
             password=self.password,
             max_reconnect_attempts=-1,
             inbox_prefix=inbox("mqtt-intake"),
+            **nats_tls_options(),  # the hub's CA on this node, when the hub has TLS
         )
         self._js = self._nc.jetstream()
         subjects = sorted({SPARKPLUG_SUBJECTS, *self.plain.subjects(), *self.device_subjects})
@@ -178,6 +180,9 @@ class MqttIntake:
         client = mqtt.Client(client_id=f"{self.host_id}-host", clean_session=True)
         if self.user is not None:
             client.username_pw_set(self.user, self.password)
+        context = nats_tls_on_node()  # the hub has TLS: its MQTT port too
+        if context is not None:
+            client.tls_set_context(context)
         topic = state_topic(self.host_id)
         client.will_set(topic, state_payload(False, born), qos=1, retain=True)
 

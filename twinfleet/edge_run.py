@@ -15,6 +15,7 @@ from schemas.plant import Plant
 
 def run_edge(config_path: Path, status_every_s: float = 10.0) -> int:
     """Run a gateway until Ctrl-C or SIGTERM, printing its status now and then."""
+    from bus.connect import SecretFileUnsafe
     from edge.config import GatewayConfigError, load_gateway_config
     from edge.gateway import Gateway
     from schemas.plant import load_plant
@@ -25,9 +26,9 @@ def run_edge(config_path: Path, status_every_s: float = 10.0) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         cfg = load_gateway_config(config_path)
-        creds = GatewayCredentials.load(cfg.hub.credentials)
+        creds = GatewayCredentials.load(cfg.hub.credentials)  # refused unless mode 0600
         gateway = Gateway(cfg, load_plant(cfg.plant), creds)
-    except (GatewayConfigError, OSError, ValueError, KeyError) as exc:
+    except (GatewayConfigError, OSError, ValueError, KeyError, SecretFileUnsafe) as exc:
         print(f"twinfleet edge: {exc}", file=sys.stderr)
         return 2
 
@@ -73,10 +74,13 @@ def run_sim(
     only: tuple[str, str] | None = None,
 ) -> int:
     """Serve the simulated plant over OPC UA or Modbus TCP, or publish it as Sparkplug B
-    edge nodes to the MQTT broker at ``host:port``, until Ctrl-C."""
+    edge nodes to the MQTT broker at ``host:port``, until Ctrl-C. Sparkplug goes over TLS,
+    trusting only the hub's CA, when ``TWINFLEET_NATS_CA_FILE`` names it (a hub with TLS,
+    ``twinfleet pki init``, takes MQTT over TLS only: its ``DATA_DIR/pki/ca.pem``)."""
 
     async def main() -> None:
         if protocol == "sparkplug":
+            from bus.connect import nats_tls_on_node
             from drivers.sparkplug_sim import serve_sparkplug
 
             serving = serve_sparkplug(
@@ -89,6 +93,7 @@ def run_sim(
                 user=user,
                 password=password,
                 only=only,
+                tls=nats_tls_on_node(),
             )
         elif protocol == "opcua":
             from drivers.opcua_sim import serve_opcua

@@ -136,18 +136,25 @@ class GatewayCredentials:
         return [*telemetry, dead_letter(self.gateway_id)]
 
     def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
+        """``<directory>/<id>.json``, readable by its owner only (mode 0600 from the moment
+        it exists, also when it replaces an older file): :meth:`load` refuses any other."""
+        from twinfleet.pki import write_private
+
         path = directory / f"{self.gateway_id}.json"
-        path.touch(mode=0o600)
         data = {**asdict(self), "sites": list(self.sites)}
         if self.hub_ca is None:
             del data["hub_ca"]  # the file of a hub without TLS is as before
-        path.write_text(json.dumps(data, indent=2))
+        write_private(path, json.dumps(data, indent=2).encode())
         return path
 
     @classmethod
     def load(cls, path: Path) -> GatewayCredentials:
-        data = json.loads(path.read_text())
+        """The credentials in ``path``, refused (:class:`bus.connect.SecretFileUnsafe`,
+        naming the file and ``chmod 600``) when another user owns the file or others may
+        read or write it: it holds the gateway's passwords."""
+        from bus.connect import private_text
+
+        data = json.loads(private_text(Path(path)))
         return cls(
             data["gateway_id"],
             tuple(data["sites"]),
@@ -227,15 +234,22 @@ class MqttDevice:
         ]
 
     def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
+        """``<directory>/<name>.json``, readable by its owner only (it holds the device's
+        password): :meth:`load` refuses any other."""
+        from twinfleet.pki import write_private
+
         path = directory / f"{self.name}.json"
-        path.touch(mode=0o600)
-        path.write_text(json.dumps({**asdict(self), "topics": list(self.topics)}, indent=2))
+        data = {**asdict(self), "topics": list(self.topics)}
+        write_private(path, json.dumps(data, indent=2).encode())
         return path
 
     @classmethod
     def load(cls, path: Path) -> MqttDevice:
-        d = json.loads(path.read_text())
+        """The device in ``path``, refused (:class:`bus.connect.SecretFileUnsafe`) when
+        another user owns the file or others may read or write it."""
+        from bus.connect import private_text
+
+        d = json.loads(private_text(Path(path)))
         return cls(d["name"], d["password"], d.get("group"), d.get("edge_node"), tuple(d["topics"]))
 
 
@@ -295,8 +309,10 @@ def hub_config(
 
     With ``tls`` (:func:`twinfleet.pki.tls_files`) the client port and the leaf-node
     listener accept TLS connections only, presenting ``tls.cert_file``; clients are not
-    asked for certificates (they log in with their users and passwords, over TLS). The
-    MQTT listener is not changed."""
+    asked for certificates (they log in with their users and passwords, over TLS). So
+    does the MQTT listener (with ``mqtt_port``): MQTT over TLS only, devices trusting the
+    CA. The client port also takes clients that open with the TLS handshake
+    (:func:`_tls_block`)."""
     users = [f"    {{user: {_q(INTERNAL_USER)}, password: {_q(hashed(internal_password))}}}"]
     for gw in gateways:
         users.append(
@@ -318,14 +334,17 @@ def hub_config(
             f"permissions: {{publish: {{allow: {_q(dev.publish_subjects())}}}, "
             f"subscribe: {{allow: {_q(dev.subscribe_subjects() or ['_INBOX.none'])}}}}}}}"
         )
-    mqtt = [] if mqtt_port is None else [f"mqtt {{ listen: {_q(f'{host}:{mqtt_port}')} }}"]
     tls_block = "" if tls is None else _tls_block(tls)
+    mqtt = []
+    if mqtt_port is not None:
+        mqtt_tls = "" if tls is None else f", {tls_block}"
+        mqtt = [f"mqtt {{ listen: {_q(f'{host}:{mqtt_port}')}{mqtt_tls} }}"]
     return "\n".join(
         [
             "# written by twinfleet (twinfleet/natsconf.py); regenerated on every start",
             f"listen: {_q(f'{host}:{port}')}",
             'server_name: "twinfleet-hub"',
-            *([] if tls is None else [tls_block]),
+            *([] if tls is None else [_tls_block(tls, handshake_first=True)]),
             f"jetstream {{ store_dir: {_q(str(store_dir))}, domain: {_q(HUB_DOMAIN)} }}",
             # no_advertise: leaf nodes dial only the URL they were given (else they learn
             # and reconnect to the listen address itself, bypassing proxies and NAT).
@@ -345,14 +364,19 @@ TLS_HANDSHAKE_TIMEOUT_S = 2.0
 """nats-server's default (0.5 s) is short for a busy two-core machine."""
 
 
-def _tls_block(tls: TlsFiles) -> str:
+def _tls_block(tls: TlsFiles, *, handshake_first: bool = False) -> str:
+    """A listener's ``tls { }``. ``handshake_first`` (the client port): a client may open
+    with its TLS handshake before the server's INFO (a direct-mode gateway does, so it
+    sends nothing before the hub's certificate is checked); others get the INFO after
+    nats-server's short wait for that (``auto``: 50 ms) and upgrade as before."""
     files = {
         "cert_file": str(tls.cert_file),
         "key_file": str(tls.key_file),
         "ca_file": str(tls.ca_file),
     }
     inner = ", ".join(f"{k}: {_q(v)}" for k, v in files.items())
-    return f"tls {{ {inner}, timeout: {TLS_HANDSHAKE_TIMEOUT_S} }}"
+    first = ', handshake_first: "auto"' if handshake_first else ""
+    return f"tls {{ {inner}, timeout: {TLS_HANDSHAKE_TIMEOUT_S}{first} }}"
 
 
 def edge_config(
@@ -411,8 +435,9 @@ def hub_server(
     data_dir: Path, port: int, leaf_port: int, mqtt_port: int | None = None
 ) -> NatsServer:
     """The hub's nats-server (not started), configured for the registered gateways (and
-    MQTT devices, with an MQTT listener on ``mqtt_port``); with TLS on its client and
-    leaf-node ports when ``<data_dir>/pki/server.pem`` exists (``twinfleet pki init``)."""
+    MQTT devices, with an MQTT listener on ``mqtt_port``); with TLS on its client,
+    leaf-node and MQTT ports when ``<data_dir>/pki/server.pem`` exists (``twinfleet pki
+    init``)."""
     from twinfleet.pki import tls_files
 
     nats_dir = data_dir / "nats"

@@ -217,7 +217,7 @@ def run_up(
                 f"nats-server with JetStream on {server.public_url} (data in "
                 f"{data_dir / 'nats'}; user and password in its config), leaf nodes on port "
                 f"{leaf_port} for {gateways} registered gateway(s)"
-                + (f"; TLS on both, certificates in {data_dir / 'pki'}" if tls else "")
+                + (f"; TLS on these and MQTT, certificates in {data_dir / 'pki'}" if tls else "")
                 + f"; {describe(retention)}"
             )
         else:

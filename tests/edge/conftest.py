@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +92,7 @@ async def hub_batches(url: str, expect_batches: int = 0, timeout_s: float = 30.0
 def gateway_config(tmp_path: Path, hub: Hub, **overrides: Any) -> dict[str, Any]:
     from twinfleet.cli import _example_plant_path
 
-    creds_path = tmp_path / "gw-north.json"
-    creds_path.write_text(json.dumps({**hub.creds.__dict__, "sites": list(hub.creds.sites)}))
+    creds_path = hub.creds.save(tmp_path)  # tmp_path / "gw-north.json", mode 0600
     cfg: dict[str, Any] = {
         "gateway_id": "gw-north",
         "plant": str(_example_plant_path()),

@@ -567,7 +567,7 @@ def test_up_with_pki_runs_everything_over_tls_and_serves_https(tmp_path: Path) -
     )  # fmt: skip
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    assert "; TLS on both, certificates in" in out
+    assert "; TLS on these and MQTT, certificates in" in out
     assert f"API: https://127.0.0.1:{ports[1]}" in out and "it answers for 52 machines" in out
     assert "dead letters 0" in out
     summary = out[out.index("== summary") :]
