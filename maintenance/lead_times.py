@@ -4,7 +4,9 @@ A machine is *warned* when its twin's P(failure within 7 days) reaches ``thresho
 (0.3) or a predictive work order is created for it. A warning is one *episode*: it starts
 with the first such event and lasts while they keep coming; it ends when the machine is
 repaired or fails, or when no warning event came for ``quiet_h`` hours (the prediction
-fell back below the threshold).
+fell back below the threshold). A work order given with its id (:meth:`work_order`) is a
+standing warning: the episode does not go quiet while the order is open, only once it
+is closed (:meth:`order_closed`): the plant was told to act on the machine until then.
 
 For every failure the log gives the first warning of the episode that was open (or had
 ended within ``horizon_h`` hours) before it, and the lead time; a failure without one was
@@ -42,6 +44,8 @@ class Episode:
     last_ms: int
     ended_ms: int | None = None
     outcome: str = "open"  # open, failed, repaired, false
+    open_orders: set[str] = field(default_factory=set)
+    """Predictive work orders of the machine still open: the episode stays open."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,8 @@ class LeadTimes:
     def _current(self, machine_id: str, at_ms: int) -> Episode | None:
         """The machine's open episode, closed first if it went quiet before ``at_ms``."""
         episode = self._open.get(machine_id)
-        if episode is not None and at_ms - episode.last_ms > self.quiet_h * HOUR_MS:
+        quiet = episode is not None and at_ms - episode.last_ms > self.quiet_h * HOUR_MS
+        if episode is not None and quiet and not episode.open_orders:
             self._close(episode, episode.last_ms, "quiet")
             return None
         return episode
@@ -171,9 +176,22 @@ class LeadTimes:
         if p_fail_7d >= self.threshold:
             self._warn(machine_id, at_ms, f"P(fail 7 d) {p_fail_7d:.2f}, {mode or 'any mode'}")
 
-    def work_order(self, machine_id: str, at_ms: int, title: str) -> None:
-        """A predictive work order created for the machine at ``at_ms``."""
+    def work_order(
+        self, machine_id: str, at_ms: int, title: str, order_id: str | None = None
+    ) -> None:
+        """A predictive work order created for the machine at ``at_ms``; with its
+        ``order_id``, the warning stands until :meth:`order_closed`."""
         self._warn(machine_id, at_ms, f"work order: {title}")
+        if order_id is not None:
+            self._open[machine_id].open_orders.add(order_id)
+
+    def order_closed(self, machine_id: str, order_id: str, at_ms: int) -> None:
+        """A predictive work order was completed or cancelled at ``at_ms``: the warning
+        goes quiet ``quiet_h`` hours later unless something else keeps it up."""
+        episode = self._open.get(machine_id)
+        if episode is not None and order_id in episode.open_orders:
+            episode.open_orders.discard(order_id)
+            episode.last_ms = max(episode.last_ms, at_ms)
 
     def failure(self, machine_id: str, mode: str, at_ms: int) -> FailureVerdict:
         """The machine failed at ``at_ms``: the warnings open, or quiet for less than the

@@ -43,7 +43,7 @@ from bus.retention import Retention, describe
 from maintenance.lead_times import LeadTimes
 from schemas import subjects
 from schemas.common import iso_utc
-from schemas.maintenance import WorkOrder, WorkOrderType
+from schemas.maintenance import WorkOrder, WorkOrderStatus, WorkOrderType
 from schemas.plant import Plant
 from schemas.rul import RulPrediction
 from twinfleet.demo import polled_alerting, polled_plant, worn_start
@@ -117,10 +117,19 @@ class Watcher:
 
         async def on_workorder(msg: Any) -> None:
             order = WorkOrder.model_validate_json(msg.data)
-            if order.type is WorkOrderType.PREDICTIVE and order.workorder_id not in self._orders:
+            if order.type is not WorkOrderType.PREDICTIVE:
+                return
+            closed = order.status in (WorkOrderStatus.COMPLETED, WorkOrderStatus.CANCELLED)
+            if order.workorder_id not in self._orders and not closed:
+                # an open order is a standing warning, until it is closed
                 self._orders.add(order.workorder_id)
                 at_ms = int(order.created_at.timestamp() * 1000)
-                self.warnings.work_order(order.asset_id, at_ms, order.title)
+                self.warnings.work_order(order.asset_id, at_ms, order.title, order.workorder_id)
+            elif order.workorder_id in self._orders and closed:
+                self._orders.discard(order.workorder_id)
+                when = order.completed_at or order.updated_at or order.created_at
+                at_ms = int(when.timestamp() * 1000)
+                self.warnings.order_closed(order.asset_id, order.workorder_id, at_ms)
 
         async def on_twin(msg: Any) -> None:
             self.events += 1

@@ -64,3 +64,26 @@ def test_bad_settings_are_refused() -> None:
         LeadTimes(start_ms=0, threshold=1.5)
     with pytest.raises(ValueError, match="horizon_h"):
         LeadTimes(start_ms=0, horizon_h=0)
+
+
+def test_an_open_work_order_is_a_standing_warning_until_it_is_closed() -> None:
+    H = 3_600_000
+    log = LeadTimes(start_ms=0, settle_h=0, quiet_h=24)
+    # created 200 h before the failure, never acted on: the machine was warned 200 h ahead
+    log.work_order("C-303", 100 * H, "Repair bearing_wear on C-303", "WO-1")
+    verdict = log.failure("C-303", "bearing_wear", 300 * H)
+    assert verdict.lead_hours == 200.0
+    # without its id the order is one event: quiet after a day, too early to count
+    log = LeadTimes(start_ms=0, settle_h=0, quiet_h=24)
+    log.work_order("C-303", 100 * H, "Repair bearing_wear on C-303")
+    assert log.failure("C-303", "bearing_wear", 300 * H).lead_hours is None
+    # closed (cancelled) at 150 h, quiet 24 h later: the failure at 300 h was not warned
+    log = LeadTimes(start_ms=0, settle_h=0, quiet_h=24)
+    log.work_order("C-303", 100 * H, "Repair bearing_wear on C-303", "WO-1")
+    log.order_closed("C-303", "WO-1", 150 * H)
+    assert log.failure("C-303", "bearing_wear", 300 * H).lead_hours is None
+    # an order open for longer than the horizon on a machine that never fails is false
+    log = LeadTimes(start_ms=0, settle_h=0, quiet_h=24)
+    log.work_order("M-1", 10 * H, "Repair", "WO-2")
+    report = log.report(end_ms=400 * H)
+    assert [e.machine_id for e in report.false_warnings] == ["M-1"]
