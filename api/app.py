@@ -269,11 +269,8 @@ def _document_security(app: FastAPI) -> None:
 ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 GRAPHQL_REFUSAL = {
     "description": "strawberry refuses the request before GraphQL runs (not JSON, no "
-    "query, a mutation over GET, variables not an object, a batch), as plain text",
-    "content": {
-        "text/plain": {"schema": {"type": "string"}},
-        "application/json": {"schema": ERROR},
-    },
+    "query, a mutation over GET, variables not an object, a batch)",
+    "content": {"application/json": {"schema": ERROR}},
 }
 GRAPHQL_ANSWER = {
     "type": "object",
@@ -867,6 +864,16 @@ def create_app(services: Services) -> FastAPI:
 
     class Router(GraphQLRouter):
         graphql_transport_ws_handler_class = TransportWS  # type: ignore[assignment]
+
+        async def run(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            """strawberry's own refusals of an HTTP request (not JSON, no query, a mutation
+            over GET...) in the API's JSON error shape, not as plain text."""
+            try:
+                return await super().run(request, *args, **kwargs)
+            except GraphQLHTTPException as exc:
+                if isinstance(request, Request):
+                    return _json_error(ApiError(exc.status_code, "invalid_request", exc.reason))
+                raise
 
         def decode_json(self, data: str | bytes) -> object:
             """A message over ``max_body_bytes`` is not decoded (HTTP bodies that large

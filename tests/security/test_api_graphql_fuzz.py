@@ -141,3 +141,14 @@ def test_no_document_gets_a_5xx(api: LiveApi, doc: tuple[str, dict[str, Any]]) -
     if status == 200 and body.get("errors"):
         for error in body["errors"]:
             assert isinstance(error["message"], str) and error["message"] != "Validation aborted."
+
+
+@pytest.mark.parametrize("body", ["AAA", 3, None, {"variables": {}}])
+def test_a_request_that_is_no_graphql_request_is_refused_in_the_json_error_shape(
+    api: LiveApi, body: Any
+) -> None:
+    """strawberry's own refusals (not an object, no query) come back as the API's JSON
+    error body, not as plain text."""
+    status, answer = api._request("POST", "/graphql", body, "viewer")
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_request" and answer["error"]["message"]
