@@ -32,6 +32,7 @@ reported apart: the twins had no history yet.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 HOUR_MS = 3_600_000
 
@@ -247,3 +248,60 @@ class LeadTimes:
             open_warnings=still,
             days=(end_ms - self.start_ms) / (24 * HOUR_MS),
         )
+
+
+@dataclass
+class TimeOrderedLeadTimes:
+    """:class:`LeadTimes` for events that arrive out of the order they happened in.
+
+    In ``twinfleet up`` the simulated plant runs ahead of the pipeline: a failure is known
+    the moment the simulator makes it, while the twins' predictions and the maintenance
+    service's work orders about the hours before it are still on their way (a prediction
+    made 11 days before a failure can arrive after it). Judging each failure on arrival
+    would miss them. This one keeps every event with its plant time and judges them all,
+    in time order, when asked for the report.
+
+    >>> H = 3_600_000
+    >>> log = TimeOrderedLeadTimes(start_ms=0, settle_h=0)
+    >>> log.failure("P-1", "seal_leak", 140 * H)  # known first...
+    >>> log.prediction("P-1", 100 * H, 0.35, "seal_leak")  # ...the warning arrives later
+    >>> [(f.machine_id, f.lead_hours) for f in log.report(end_ms=400 * H).failures]
+    [('P-1', 40.0)]
+    """
+
+    start_ms: int
+    threshold: float = 0.3
+    horizon_h: float = 168.0
+    quiet_h: float = 24.0
+    settle_h: float = 48.0
+    _events: list[tuple[int, int, str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def _note(self, at_ms: int, what: str, *args: Any) -> None:
+        self._events.append((at_ms, len(self._events), what, args))
+
+    def prediction(self, machine_id: str, at_ms: int, p_fail_7d: float, mode: str | None) -> None:
+        self._note(at_ms, "prediction", machine_id, at_ms, p_fail_7d, mode)
+
+    def work_order(
+        self, machine_id: str, at_ms: int, title: str, order_id: str | None = None
+    ) -> None:
+        self._note(at_ms, "work_order", machine_id, at_ms, title, order_id)
+
+    def order_closed(self, machine_id: str, order_id: str, at_ms: int) -> None:
+        self._note(at_ms, "order_closed", machine_id, order_id, at_ms)
+
+    def failure(self, machine_id: str, mode: str, at_ms: int) -> None:
+        self._note(at_ms, "failure", machine_id, mode, at_ms)
+
+    def repair(self, machine_id: str, at_ms: int) -> None:
+        self._note(at_ms, "repair", machine_id, at_ms)
+
+    def replay(self) -> LeadTimes:
+        """A :class:`LeadTimes` fed every event so far in time order (ties: as they came)."""
+        log = LeadTimes(self.start_ms, self.threshold, self.horizon_h, self.quiet_h, self.settle_h)
+        for _, _, what, args in sorted(self._events, key=lambda e: (e[0], e[1])):
+            getattr(log, what)(*args)
+        return log
+
+    def report(self, end_ms: int) -> LeadTimeReport:
+        return self.replay().report(end_ms)

@@ -40,7 +40,7 @@ from typing import Any
 
 from bus.retention import DEFAULT as DEFAULT_RETENTION
 from bus.retention import Retention, describe
-from maintenance.lead_times import LeadTimes
+from maintenance.lead_times import TimeOrderedLeadTimes
 from schemas import subjects
 from schemas.common import iso_utc
 from schemas.maintenance import WorkOrder, WorkOrderStatus, WorkOrderType
@@ -96,7 +96,7 @@ def local_head_env(data_dir: Path) -> dict[str, str]:
 class Watcher:
     """Listens to the actors' event subjects and keeps what the reports print."""
 
-    def __init__(self, warnings: LeadTimes) -> None:
+    def __init__(self, warnings: TimeOrderedLeadTimes) -> None:
         self.severity: Counter[str] = Counter()
         self.dead_letters = 0
         self.rul: dict[str, dict[str, Any]] = {}
@@ -552,7 +552,7 @@ async def _simulate(
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_jetstream(js)
-    watcher = Watcher(LeadTimes(start_ms=sim.now_ms))
+    watcher = Watcher(TimeOrderedLeadTimes(start_ms=sim.now_ms))
     await watcher.start(nc)
     steps = int(days * 86_400 / step_s)
     published = readings = 0

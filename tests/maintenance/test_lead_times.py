@@ -87,3 +87,23 @@ def test_an_open_work_order_is_a_standing_warning_until_it_is_closed() -> None:
     log.work_order("M-1", 10 * H, "Repair", "WO-2")
     report = log.report(end_ms=400 * H)
     assert [e.machine_id for e in report.false_warnings] == ["M-1"]
+
+
+def test_events_that_arrive_late_are_judged_in_the_order_they_happened() -> None:
+    from maintenance.lead_times import TimeOrderedLeadTimes
+
+    H = 3_600_000
+    log = TimeOrderedLeadTimes(start_ms=0, settle_h=0)
+    # the simulator makes the failure and the repair first; the work order created 200 h
+    # before the failure comes out of the pipeline afterwards
+    log.failure("C-303", "bearing_wear", 300 * H)
+    log.repair("C-303", 308 * H)
+    log.work_order("C-303", 100 * H, "Repair bearing wear on C-303", "WO-2")
+    (verdict,) = log.report(end_ms=400 * H).failures
+    assert verdict.lead_hours == 200.0
+    # judged on arrival, the same events miss it
+    online = LeadTimes(start_ms=0, settle_h=0)
+    online.failure("C-303", "bearing_wear", 300 * H)
+    online.repair("C-303", 308 * H)
+    online.work_order("C-303", 100 * H, "Repair bearing wear on C-303", "WO-2")
+    assert online.report(end_ms=400 * H).failures[0].lead_hours is None
