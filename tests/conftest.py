@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.plant import MachineSpec
+from schemas.plant import MachineSpec, Plant
 from twinfleet.postgres import PostgresServer
 from twinfleet.services import NatsServer, free_port
 from twins.survival import SurvivalRulModel
@@ -30,25 +30,45 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         yield server
 
 
-@pytest.fixture
-def database(postgres: PostgresServer) -> Iterator[str]:
-    """The URL of a new database with the schema migrated; dropped afterwards."""
+def new_database(postgres: PostgresServer, plant: Plant | None = None) -> str:
+    """The URL of a new database on ``postgres`` with the schema migrated (and ``plant``'s
+    assets and sensors registered); :func:`drop_database` removes it."""
     import uuid
 
     import psycopg
 
     from store.migrations import migrate
+    from store.registry import register_plant
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = postgres.url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(_admin_url(postgres), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = postgres.url.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(url) as conn:
         migrate(conn)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
+        if plant is not None:
+            register_plant(conn, plant)
+    return url
+
+
+def drop_database(postgres: PostgresServer, url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(_admin_url(postgres), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _admin_url(postgres: PostgresServer) -> str:
+    return postgres.url.rsplit("/", 1)[0] + "/postgres"
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a new database with the schema migrated; dropped afterwards."""
+    url = new_database(postgres)
+    yield url
+    drop_database(postgres, url)
 
 
 @pytest.fixture(scope="session")

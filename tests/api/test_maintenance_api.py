@@ -380,10 +380,9 @@ WORK_ORDER_FIELDS = """workorderId assetId type priority status title scheduledD
   partsReserved { partNumber quantity } unplacedReason created"""
 
 
-def test_graphql_alerts_can_be_acknowledged_and_resolved(
-    live: LiveApi, nats_server: NatsServer
-) -> None:
-    record = AnomalyRecord(
+def critical_bearing_anomaly() -> AnomalyRecord:
+    """The motor's bearing temperature beyond its critical limit, now."""
+    return AnomalyRecord(
         machine_id=MOTOR,
         sensor_id=f"{MOTOR}.bearing_temp",
         timestamp=int(time.time() * 1000),
@@ -395,6 +394,12 @@ def test_graphql_alerts_can_be_acknowledged_and_resolved(
         reason="above critical limit 95.0",
         detector="threshold",
     )
+
+
+def test_graphql_alerts_can_be_acknowledged_and_resolved(
+    live: LiveApi, nats_server: NatsServer
+) -> None:
+    record = critical_bearing_anomaly()
     services = live.services
     assert services is not None and services.maintenance is not None
     events = services.maintenance.events

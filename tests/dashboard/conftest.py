@@ -24,7 +24,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import pytest
 
 from api.auth import Authority, Role
 from schemas.plant import MachineSpec, Plant, load_plant
+from tests.conftest import new_database
 from twinfleet.cli import _example_plant_path
 from twinfleet.postgres import PostgresServer
 from twinfleet.services import NatsServer, free_port
@@ -163,23 +163,6 @@ class Plantside:
         self.deploy()
 
 
-def _database(postgres: PostgresServer, plant: Plant) -> str:
-    import psycopg
-
-    from store.migrations import migrate
-    from store.registry import register_plant
-
-    name = f"dash_{uuid.uuid4().hex[:10]}"
-    admin = postgres.url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = postgres.url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-        register_plant(conn, plant)
-    return url
-
-
 def add_people(database_url: str) -> None:
     """``twinfleet user add NAME --role ROLE --password-stdin``, as an administrator would."""
     for role, (name, password) in PEOPLE.items():
@@ -237,7 +220,7 @@ def plantside(
     from actors.maintenance import MaintenanceActor
 
     plant = load_plant(_example_plant_path())
-    database_url = _database(postgres, plant)
+    database_url = new_database(postgres, plant)
     server = NatsServer(Path(tmp_path_factory.mktemp("nats")), port=free_port()).start()
     fleet = writer = service = None
     try:

@@ -30,15 +30,16 @@ from api.auth import Role
 from schemas.anomaly import AnomalyRecord
 from schemas.maintenance import WorkOrderType
 from schemas.plant import Plant, load_plant
-from store.registry import register_plant
 from tests.api.conftest import LiveApi
 from tests.api.test_maintenance_api import (
     BEARING_JOB,
     MOTOR,
     PLANT_FILE,
     LiveService,
+    critical_bearing_anomaly,
     publish_anomaly,
 )
+from tests.conftest import drop_database, new_database
 from twinfleet.postgres import PostgresServer
 from twinfleet.services import NatsServer, free_port
 
@@ -100,24 +101,12 @@ class Fleet:
 
 @contextlib.contextmanager
 def _database(postgres: PostgresServer, plant: Plant) -> Iterator[str]:
-    import uuid
-
-    from store.migrations import migrate
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = postgres.url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = postgres.url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-        register_plant(conn, plant)
+    url = new_database(postgres, plant)
     asyncio.run(_add_user(url))
     try:
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        drop_database(postgres, url)
 
 
 USER, PASSWORD = "ada", "a password of Ada's"
@@ -177,18 +166,7 @@ async def _alert_ids(service: LiveService) -> list[str]:
 
 
 def _anomaly() -> AnomalyRecord:
-    return AnomalyRecord(
-        machine_id=MOTOR,
-        sensor_id=f"{MOTOR}.bearing_temp",
-        timestamp=int(time.time() * 1000),
-        type="threshold",
-        severity="critical",
-        score=0.99,
-        value=101.0,
-        expected_value=70.0,
-        reason="above critical limit 95.0",
-        detector="threshold",
-    )
+    return critical_bearing_anomaly()
 
 
 # -- the document and the schema ------------------------------------------------------------
