@@ -914,7 +914,8 @@ def create_app(services: Services) -> FastAPI:
 class ShelveBody(BaseModel):
     """The body of ``POST /api/v1/maintenance/alerts/{alert_id}/shelve``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON's true is not the number 1 (pydantic's lax mode took it for one)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60, allow_inf_nan=False)]
     """At most the plant's ``alerting.max_shelve_minutes`` too (the service refuses more)."""
@@ -928,7 +929,7 @@ class ShelveBody(BaseModel):
 class ReplanBody(BaseModel):
     """The body of ``POST /api/v1/maintenance/replan`` (optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # ``true`` is no number of hours
 
     horizon_hours: Annotated[float, Field(gt=0, le=24 * 31, allow_inf_nan=False)] = 168.0
 

@@ -120,3 +120,18 @@ def test_csv_cells_of_every_column_are_neutralised() -> None:
     assert set(row) == set(COLUMNS)
     assert row["title"] == "'@cmd"
     assert row["unplaced_reason"] == "'+reason"
+
+
+def test_a_boolean_is_no_number_in_the_maintenance_bodies() -> None:
+    """JSON's ``true`` is not 1 hour or 1 minute (pydantic's lax mode took it for one; the
+    schemathesis fuzz found ``{"horizon_hours": true}`` planned)."""
+    from pydantic import ValidationError
+
+    from api.app import ReplanBody, ShelveBody
+
+    assert ReplanBody.model_validate({"horizon_hours": 24}).horizon_hours == 24.0
+    assert ShelveBody.model_validate({"minutes": 30, "reason": "sensor swap"}).minutes == 30.0
+    with pytest.raises(ValidationError, match="horizon_hours"):
+        ReplanBody.model_validate({"horizon_hours": True})
+    with pytest.raises(ValidationError, match="minutes"):
+        ShelveBody.model_validate({"minutes": True, "reason": "sensor swap"})
