@@ -64,7 +64,7 @@ class PartRequirement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     part_number: Annotated[str, Field(min_length=1, max_length=64)]
-    quantity: Annotated[int, Field(ge=1)] = 1
+    quantity: Annotated[int, Field(ge=1, strict=True)] = 1  # JSON's true is no count
     description: str = ""
 
 
@@ -73,8 +73,8 @@ class FailurePrediction(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    probability: Annotated[float, Field(ge=0, le=1)]
-    rul_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    probability: Annotated[float, Field(ge=0, le=1, strict=True)]
+    rul_hours: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
     failure_mode: FailureMode | None = None
 
 

@@ -64,9 +64,9 @@ class WorkOrderRequest(_Request):
     scheduled_date: UtcDatetime | None = Field(
         None, description="not before this time (the planner picks the slot)"
     )
-    estimated_duration_hours: Annotated[float, Field(gt=0, le=720, allow_inf_nan=False)] | None = (
-        Field(None, description="default: the machine type's catalogue for the failure mode")
-    )
+    estimated_duration_hours: (
+        Annotated[float, Field(gt=0, le=720, allow_inf_nan=False, strict=True)] | None
+    ) = Field(None, description="default: the machine type's catalogue for the failure mode")
     required_skills: list[Identifier] | None = None
     parts_required: list[PartRequirement] | None = None
     failure_prediction: FailurePrediction | None = None
@@ -101,9 +101,9 @@ class UpdateWorkOrder(_Request):
     assigned_technician_id: Identifier | None = Field(
         None, description="pin the order to this technician (the planner keeps it there)"
     )
-    estimated_duration_hours: Annotated[float, Field(gt=0, le=720, allow_inf_nan=False)] | None = (
-        None
-    )
+    estimated_duration_hours: (
+        Annotated[float, Field(gt=0, le=720, allow_inf_nan=False, strict=True)] | None
+    ) = None
     completed_at: UtcDatetime | None = Field(
         None, description="when status becomes completed (default: now)"
     )

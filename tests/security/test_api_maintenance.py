@@ -135,3 +135,20 @@ def test_a_boolean_is_no_number_in_the_maintenance_bodies() -> None:
         ReplanBody.model_validate({"horizon_hours": True})
     with pytest.raises(ValidationError, match="minutes"):
         ShelveBody.model_validate({"minutes": True, "reason": "sensor swap"})
+
+
+def test_a_boolean_is_no_number_in_a_work_order_request() -> None:
+    from pydantic import ValidationError
+
+    from schemas.maintenance_api import WorkOrderRequest
+
+    base = {"asset_id": "M-101", "type": "corrective", "title": "Replace the fan"}
+    for field, bad in (
+        ("estimated_duration_hours", True),
+        ("parts_required", [{"part_number": "F-1", "quantity": True}]),
+        ("failure_prediction", {"probability": True, "rul_hours": 10}),
+    ):
+        with pytest.raises(ValidationError, match=field):
+            WorkOrderRequest.model_validate({**base, field: bad})
+    ok = WorkOrderRequest.model_validate({**base, "estimated_duration_hours": 2})
+    assert ok.estimated_duration_hours == 2.0
