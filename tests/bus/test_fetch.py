@@ -283,10 +283,13 @@ def test_a_loop_survives_a_restart_of_the_server(nats_server: NatsServer, buffer
     only time out."""
 
     async def main() -> None:
-        reconnected = asyncio.Event()
+        reconnected, disconnected = asyncio.Event(), asyncio.Event()
 
         async def on_reconnect() -> None:
             reconnected.set()
+
+        async def on_disconnect() -> None:
+            disconnected.set()
 
         options: dict[str, Any] = {} if buffered else {"pending_size": 0}
         nc = await connect(
@@ -294,6 +297,7 @@ def test_a_loop_survives_a_restart_of_the_server(nats_server: NatsServer, buffer
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.1,
             reconnected_cb=on_reconnect,
+            disconnected_cb=on_disconnect,
             **options,
         )
         got: list[str] = []
@@ -318,10 +322,10 @@ def test_a_loop_survives_a_restart_of_the_server(nats_server: NatsServer, buffer
             await nc.flush()  # the acks are with the server
 
             await asyncio.to_thread(nats_server.stop)
-            await asyncio.sleep(1.0)
+            await asyncio.wait_for(disconnected.wait(), 15)  # the client saw it go
+            if not buffered:  # every fetch fails while it is away, and is counted
+                await until(lambda: counters[FETCH_ERRORS] > 0)
             assert not loop.done()
-            if not buffered:
-                assert counters[FETCH_ERRORS] > 0
             await asyncio.to_thread(nats_server.start)
             await asyncio.wait_for(reconnected.wait(), 15)
 
